@@ -1,0 +1,227 @@
+//! all-MiniLM-L6-v2 sentence embeddings: tokenise → BERT (burn) → mean pooling over the
+//! attention mask → L2 normalisation.
+//!
+//! Inputs are sorted by token length and batched so each batch pads only to its own longest
+//! member; results come back in input order.
+
+mod bert;
+pub mod tokenize;
+
+pub use bert::{Bert, BertConfig};
+use burn::prelude::*;
+use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleSnapshot};
+use tokenize::TextTokenizer;
+
+use crate::weights::{Variant, VerifiedWeights};
+
+/// Maximum tokens per input, counting `[CLS]` and `[SEP]` (sentence-transformers' setting).
+pub const MAX_SEQ_LEN: usize = 256;
+/// Default number of sentences per forward pass.
+pub const DEFAULT_BATCH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("loading weights: {0}")]
+    Load(String),
+    #[error("model config in manifest: {0}")]
+    Config(String),
+    #[error("reading results from the device: {0}")]
+    Readback(String),
+    #[error("backend {0:?} is not compiled into this build")]
+    BackendUnavailable(String),
+}
+
+/// Which burn device runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// burn `flex` (CPU).
+    Cpu,
+    /// burn `wgpu` (Vulkan/Metal/DX12 natively, WebGPU in a browser).
+    Gpu,
+}
+
+impl Backend {
+    pub fn device(self) -> Result<Device, ModelError> {
+        match self {
+            #[cfg(feature = "cpu")]
+            Backend::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu => Ok(Device::wgpu(Default::default())),
+            #[allow(unreachable_patterns)]
+            other => Err(ModelError::BackendUnavailable(format!("{other:?}"))),
+        }
+    }
+}
+
+/// A ready-to-use sentence embedder.
+pub struct Embedder {
+    model: Bert,
+    tokenizer: TextTokenizer,
+    device: Device,
+    variant: Variant,
+    /// Sentences per forward pass.
+    pub batch_size: usize,
+}
+
+/// Token ids of one batch, padded, plus where each row goes in the output.
+struct Batch {
+    rows: Vec<usize>,
+    ids: Vec<i64>,
+    mask: Vec<f32>,
+    seq: usize,
+}
+
+impl Embedder {
+    /// Build the model from verified weights on `device`.
+    pub fn new(weights: &VerifiedWeights, device: Device) -> Result<Self, ModelError> {
+        let config: BertConfig = serde_json::from_value(weights.manifest.config.clone())
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+        let mut model = config.init(&device);
+        let bytes = burn::tensor::Bytes::from_bytes_vec(weights.record.clone());
+        let mut store = BurnpackStore::from_bytes(Some(bytes));
+        if weights.manifest.variant == Variant::F16 {
+            store = store.with_from_adapter(HalfPrecisionAdapter::new());
+        }
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| ModelError::Load(e.to_string()))?;
+        if !result.missing.is_empty() || !result.errors.is_empty() {
+            return Err(ModelError::Load(format!(
+                "missing {:?}, errors {:?}",
+                result.missing, result.errors
+            )));
+        }
+        let tokenizer = TextTokenizer::from_json(&weights.tokenizer)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            variant: weights.manifest.variant,
+            batch_size: DEFAULT_BATCH,
+        })
+    }
+
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Token ids of `text` as the model sees them.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Embed `texts` (synchronous device reads: CPU, or native GPU).
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed_with_progress(texts, |_| {})
+    }
+
+    /// [`embed`](Self::embed), calling `progress(done)` after each batch.
+    pub fn embed_with_progress<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        for batch in self.batches(texts)? {
+            let pooled = self.forward(&batch);
+            let data = pooled
+                .try_into_data()
+                .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
+            done += self.scatter(&batch, data, &mut out)?;
+            progress(done);
+        }
+        Ok(out)
+    }
+
+    /// Embed `texts` with asynchronous device reads (required on WebGPU in a browser).
+    pub async fn embed_async<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in self.batches(texts)? {
+            let data = self
+                .forward(&batch)
+                .into_data_async()
+                .await
+                .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
+            self.scatter(&batch, data, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Tokenise, sort by length, and cut into padded batches.
+    fn batches<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Batch>, ModelError> {
+        let mut encoded = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .enumerate()
+            .collect::<Vec<_>>();
+        encoded.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
+        Ok(encoded
+            .chunks(self.batch_size.max(1))
+            .map(|group| {
+                let seq = group.iter().map(|(_, ids)| ids.len()).max().unwrap_or(1);
+                let mut ids = vec![0i64; group.len() * seq];
+                let mut mask = vec![0f32; group.len() * seq];
+                for (r, (_, toks)) in group.iter().enumerate() {
+                    for (c, &t) in toks.iter().enumerate() {
+                        ids[r * seq + c] = i64::from(t);
+                        mask[r * seq + c] = 1.0;
+                    }
+                }
+                Batch {
+                    rows: group.iter().map(|(i, _)| *i).collect(),
+                    ids,
+                    mask,
+                    seq,
+                }
+            })
+            .collect())
+    }
+
+    /// BERT + masked mean pooling + L2 norm, on the device: `[batch, hidden]`.
+    fn forward(&self, batch: &Batch) -> Tensor<2> {
+        let b = batch.rows.len();
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(batch.ids.clone(), [b, batch.seq]),
+            &self.device,
+        );
+        let mask = Tensor::<2>::from_data(
+            TensorData::new(batch.mask.clone(), [b, batch.seq]),
+            &self.device,
+        );
+        let hidden = self.model.forward(ids, mask.clone());
+        let summed = (hidden * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1); // [b, 1, h]
+        let counts = mask.sum_dim(1).clamp_min(1e-9).unsqueeze_dim::<3>(2); // [b, 1, 1]
+        let mean = summed / counts;
+        let norm = mean.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-12);
+        let [_, _, h] = mean.dims();
+        (mean / norm).reshape([b, h])
+    }
+
+    fn scatter(
+        &self,
+        batch: &Batch,
+        data: TensorData,
+        out: &mut [Vec<f32>],
+    ) -> Result<usize, ModelError> {
+        let flat: Vec<f32> = data
+            .into_vec()
+            .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
+        let h = flat.len() / batch.rows.len().max(1);
+        for (r, &row) in batch.rows.iter().enumerate() {
+            out[row] = flat[r * h..(r + 1) * h].to_vec();
+        }
+        Ok(batch.rows.len())
+    }
+}

@@ -1,0 +1,84 @@
+//! Native weight sources: a directory on disk or a base URL. Both go through the same
+//! manifest verification ([`VerifiedWeights::verify`]); only the byte transport differs.
+
+use super::{Manifest, MAX_MANIFEST_BYTES, VerifiedWeights, WeightsError};
+use std::path::Path;
+
+/// Where weights come from: a directory path or an `http(s)://` base URL.
+pub fn load(location: &str) -> Result<VerifiedWeights, WeightsError> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        #[cfg(feature = "fetch")]
+        return load_url(location);
+        #[cfg(not(feature = "fetch"))]
+        return Err(WeightsError::Fetch {
+            url: location.to_string(),
+            message: "this build has no HTTP client (feature `fetch`)".into(),
+        });
+    }
+    load_dir(Path::new(location))
+}
+
+/// Load and verify a variant directory written by the importer.
+pub fn load_dir(dir: &Path) -> Result<VerifiedWeights, WeightsError> {
+    let read = |name: &str, limit: u64| -> Result<Vec<u8>, WeightsError> {
+        let path = dir.join(name);
+        let io = |source| WeightsError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        if len > limit {
+            return Err(WeightsError::SizeMismatch {
+                file: name.to_string(),
+                expected: limit,
+                actual: len,
+            });
+        }
+        std::fs::read(&path).map_err(io)
+    };
+    let manifest = Manifest::parse(&read("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
+    let chunks = manifest
+        .chunks
+        .iter()
+        .map(|c| read(&c.file, c.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokenizer = read(&manifest.tokenizer.file, manifest.tokenizer.size)?;
+    VerifiedWeights::verify(manifest, chunks, tokenizer)
+}
+
+#[cfg(feature = "fetch")]
+/// Load and verify a variant served over HTTP at `base` (`{base}/manifest.json`, …).
+/// Each body is read with a cap of the size the manifest announces, so a hostile server
+/// cannot make us buffer without bound.
+pub fn load_url(base: &str) -> Result<VerifiedWeights, WeightsError> {
+    let base = base.trim_end_matches('/');
+    let get = |name: &str, limit: u64| -> Result<Vec<u8>, WeightsError> {
+        use std::io::Read;
+        let url = format!("{base}/{name}");
+        let fail = |message: String| WeightsError::Fetch {
+            url: url.clone(),
+            message,
+        };
+        let resp = ureq::get(&url)
+            .timeout(std::time::Duration::from_secs(60))
+            .call()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| fail(e.to_string()))?;
+        if body.len() as u64 > limit {
+            return Err(fail(format!("body larger than the expected {limit} bytes")));
+        }
+        Ok(body)
+    };
+    let manifest = Manifest::parse(&get("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
+    let chunks = manifest
+        .chunks
+        .iter()
+        .map(|c| get(&c.file, c.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokenizer = get(&manifest.tokenizer.file, manifest.tokenizer.size)?;
+    VerifiedWeights::verify(manifest, chunks, tokenizer)
+}
