@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod vector;
+#[cfg(not(target_family = "wasm"))]
+pub mod index;
 pub mod weights;
 
 #[cfg(feature = "model")]

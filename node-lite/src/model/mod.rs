@@ -216,7 +216,7 @@ impl Embedder {
         out: &mut [Vec<f32>],
     ) -> Result<usize, ModelError> {
         let flat: Vec<f32> = data
-            .into_vec()
+            .try_into_vec()
             .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
         let h = flat.len() / batch.rows.len().max(1);
         for (r, &row) in batch.rows.iter().enumerate() {

@@ -1,1 +1,24 @@
-fn main() {}
+//! `shoal-node`: the native Shoal node. Embed text, index and search your files locally.
+
+mod cli;
+mod paths;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-node: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Command-line interface.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use node_lite::index::{FileStatus, Index, collect_files};
+use node_lite::model::{Backend, Embedder};
+use node_lite::weights::{Variant, VerifiedWeights, source};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::paths;
+
+/// Largest input line `embed` accepts.
+const MAX_LINE_BYTES: usize = 64 << 20;
+/// Lines embedded per round (bounds memory on endless input).
+const EMBED_ROUND: usize = 256;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal-node",
+    version,
+    about = "Private sentence embeddings and semantic search, on your own machine.",
+    long_about = "shoal-node runs all-MiniLM-L6-v2 locally (burn: CPU by default, GPU with \
+--backend gpu). Nothing you embed or search leaves this machine.\n\n\
+Typical use:\n  shoal-node index ~/notes            # embed every .txt/.md file under ~/notes\n  \
+shoal-node search \"how do I renew my passport\" -k 5\n  \
+echo \"some text\" | shoal-node embed   # one JSON object per line: {\"text\", \"vector\"}\n\n\
+The model is found in --model, $SHOAL_MODEL_DIR or ~/.cache/shoal/models/all-minilm-l6-v2 \
+(scripts/setup puts it there). Weights are verified against their manifest on every load."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Embed text: one input per line (empty lines skipped), one JSON object per output line:
+    /// {"text": "...", "vector": [384 floats]}.
+    Embed {
+        /// Input file, or - (default) for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Add .txt/.md files (directories are walked recursively) to the local index.
+    /// Unchanged files are skipped; changed files are re-embedded.
+    Index {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Index file.
+        #[arg(long, env = "SHOAL_INDEX", default_value_os_t = paths::default_index())]
+        index: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Search the local index: best passages first, with score and file:line.
+    Search {
+        query: String,
+        /// Number of results.
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+        /// Index file.
+        #[arg(long, env = "SHOAL_INDEX", default_value_os_t = paths::default_index())]
+        index: PathBuf,
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Import a Hugging Face checkpoint (a directory holding model.safetensors and
+    /// tokenizer.json) into Shoal's verified weight format, writing OUT/f32 and OUT/f16.
+    Import {
+        /// Directory with model.safetensors and tokenizer.json.
+        from: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value_os_t = paths::default_model_dir())]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ModelArgs {
+    /// Model directory (holding f32/ and f16/) or one variant directory, or an http(s) URL
+    /// of one variant. Default: $SHOAL_MODEL_DIR or ~/.cache/shoal/models/all-minilm-l6-v2.
+    #[arg(long)]
+    model: Option<String>,
+    /// Weight precision: f32 (reference) or f16 (half the size, cosine ≥ 0.995).
+    #[arg(long, default_value = "f32")]
+    variant: Variant,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = node_lite::model::DEFAULT_BATCH)]
+    batch: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum BackendArg {
+    /// burn flex on the CPU.
+    Cpu,
+    /// burn wgpu (Vulkan/Metal/DX12); needs a build with the `gpu` feature.
+    Gpu,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Embedder> {
+        let weights = self.weights()?;
+        let backend = match self.backend {
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Gpu => Backend::Gpu,
+        };
+        let device = backend
+            .device()
+            .context("rebuild with `--features gpu` to use --backend gpu")?;
+        let mut e = Embedder::new(&weights, device)?;
+        e.batch_size = self.batch.max(1);
+        Ok(e)
+    }
+
+    fn weights(&self) -> Result<VerifiedWeights> {
+        let base = self
+            .model
+            .clone()
+            .unwrap_or_else(|| paths::default_model_dir().display().to_string());
+        if base.starts_with("http://") || base.starts_with("https://") {
+            return Ok(source::load(&base)?);
+        }
+        let dir = Path::new(&base);
+        let variant_dir = if dir.join("manifest.json").exists() {
+            dir.to_path_buf()
+        } else {
+            dir.join(self.variant.as_str())
+        };
+        if !variant_dir.join("manifest.json").exists() {
+            bail!(
+                "no model at {} (run scripts/setup, or `shoal-node import`, or pass --model)",
+                variant_dir.display()
+            );
+        }
+        source::load_dir(&variant_dir)
+            .with_context(|| format!("loading model from {}", variant_dir.display()))
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Embed { input, model } => embed(&input, &model),
+        Command::Index {
+            paths,
+            index,
+            model,
+        } => index_files(&paths, &index, &model),
+        Command::Search {
+            query,
+            k,
+            index,
+            json,
+            model,
+        } => search(&query, k, &index, json, &model),
+        Command::Import { from, out } => import(&from, &out),
+    }
+}
+
+fn embed(input: &str, model: &ModelArgs) -> Result<()> {
+    let embedder = model.load()?;
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(input).with_context(|| format!("opening {input}"))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut lines = LineReader::new(reader, input);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    loop {
+        let mut round = Vec::with_capacity(EMBED_ROUND);
+        while round.len() < EMBED_ROUND {
+            match lines.next_line()? {
+                Some(l) if l.trim().is_empty() => continue,
+                Some(l) => round.push(l),
+                None => break,
+            }
+        }
+        if round.is_empty() {
+            break;
+        }
+        let vectors = embedder.embed(&round)?;
+        for (text, vector) in round.iter().zip(vectors) {
+            serde_json::to_writer(&mut out, &serde_json::json!({"text": text, "vector": vector}))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Reads lines with a length cap, naming the line in every error.
+struct LineReader<R> {
+    inner: R,
+    name: String,
+    line: usize,
+}
+
+impl<R: BufRead> LineReader<R> {
+    fn new(inner: R, name: &str) -> Self {
+        let name = if name == "-" { "<stdin>" } else { name }.to_string();
+        Self {
+            inner,
+            name,
+            line: 0,
+        }
+    }
+
+    fn next_line(&mut self) -> Result<Option<String>> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        self.line += 1;
+        let n = (&mut self.inner)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", self.name))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        } else if buf.len() > MAX_LINE_BYTES {
+            bail!(
+                "{}:{}: line longer than {} MiB",
+                self.name,
+                self.line,
+                MAX_LINE_BYTES >> 20
+            );
+        }
+        if buf.contains(&0) {
+            bail!(
+                "{}:{}: binary data (NUL byte); embed expects UTF-8 text, one input per line",
+                self.name,
+                self.line
+            );
+        }
+        String::from_utf8(buf).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: not valid UTF-8 (invalid byte at column {})",
+                self.name,
+                self.line,
+                e.utf8_error().valid_up_to() + 1
+            )
+        })
+    }
+}
+
+fn index_files(inputs: &[PathBuf], index_path: &Path, model: &ModelArgs) -> Result<()> {
+    let files = collect_files(inputs)?;
+    let mut index = Index::open_or_new(index_path, node_lite::MODEL_NAME, node_lite::EMBEDDING_DIM)?;
+    let (statuses, pending) = index.plan(&files);
+    let mut counts = [0usize; 4];
+    for (path, status) in &statuses {
+        match status {
+            FileStatus::Unchanged => counts[0] += 1,
+            FileStatus::New => counts[1] += 1,
+            FileStatus::Changed => counts[2] += 1,
+            FileStatus::Skipped(why) => {
+                counts[3] += 1;
+                eprintln!("skipping {}: {why}", path.display());
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let embedder = model.load()?;
+        let bar = ProgressBar::new(pending.len() as u64).with_style(
+            ProgressStyle::with_template(
+                "{spinner} embedding [{bar:30}] {pos}/{len} passages  {per_sec}  eta {eta}",
+            )?
+            .progress_chars("=> "),
+        );
+        let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        let vectors = embedder.embed_with_progress(&texts, |done| bar.set_position(done as u64))?;
+        bar.finish_and_clear();
+        index.add(pending, vectors)?;
+    }
+    index.save(index_path)?;
+    eprintln!(
+        "indexed {} files ({} new, {} changed, {} unchanged, {} skipped); {} passages in {}",
+        statuses.len() - counts[3],
+        counts[1],
+        counts[2],
+        counts[0],
+        counts[3],
+        index.passages.len(),
+        index_path.display()
+    );
+    Ok(())
+}
+
+fn search(query: &str, k: usize, index_path: &Path, json: bool, model: &ModelArgs) -> Result<()> {
+    if !index_path.exists() {
+        bail!(
+            "no index at {} — run `shoal-node index DIR` first",
+            index_path.display()
+        );
+    }
+    let index = Index::open_or_new(index_path, node_lite::MODEL_NAME, node_lite::EMBEDDING_DIM)?;
+    let embedder = model.load()?;
+    let q = embedder
+        .embed(&[query])?
+        .pop()
+        .context("model returned no vector")?;
+    let mut out = std::io::stdout().lock();
+    for hit in index.search(&q, k)? {
+        if json {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"score": hit.score, "path": hit.path, "line": hit.line, "text": hit.text}),
+            )?;
+            writeln!(out)?;
+        } else {
+            let snippet: String = hit.text.chars().take(160).collect();
+            let more = if hit.text.chars().count() > 160 { "…" } else { "" };
+            writeln!(out, "{:.4}  {}:{}\n        {snippet}{more}", hit.score, hit.path, hit.line)?;
+        }
+    }
+    Ok(())
+}
+
+fn import(from: &Path, out: &Path) -> Result<()> {
+    let st = from.join("model.safetensors");
+    let tok = from.join("tokenizer.json");
+    for f in [&st, &tok] {
+        if !f.exists() {
+            bail!("{} not found", f.display());
+        }
+    }
+    let manifests = node_lite::weights::import::import_all(&st, &tok, out)?;
+    for m in manifests {
+        eprintln!(
+            "wrote {}/{}: {} bytes in {} chunks",
+            out.display(),
+            m.variant,
+            m.total_size,
+            m.chunks.len()
+        );
+    }
+    Ok(())
+}
