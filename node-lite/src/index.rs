@@ -120,10 +120,13 @@ impl Index {
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| IndexError::BadFormat(name.clone()))?;
-        let idx: Index =
-            postcard::from_bytes(body).map_err(|e| IndexError::Corrupt(name.clone(), e.to_string()))?;
+        let idx: Index = postcard::from_bytes(body)
+            .map_err(|e| IndexError::Corrupt(name.clone(), e.to_string()))?;
         if idx.vectors.len() != idx.passages.len() * idx.dim
-            || idx.passages.iter().any(|p| p.doc as usize >= idx.docs.len())
+            || idx
+                .passages
+                .iter()
+                .any(|p| p.doc as usize >= idx.docs.len())
         {
             return Err(IndexError::Corrupt(name, "sizes do not add up".into()));
         }
@@ -188,7 +191,11 @@ impl Index {
     }
 
     /// Add embedded passages (from [`Index::plan`]).
-    pub fn add(&mut self, passages: Vec<PendingPassage>, vectors: Vec<Vec<f32>>) -> Result<(), IndexError> {
+    pub fn add(
+        &mut self,
+        passages: Vec<PendingPassage>,
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<(), IndexError> {
         for (p, v) in passages.into_iter().zip(vectors) {
             if v.len() != self.dim {
                 return Err(IndexError::Dim {

@@ -10,14 +10,13 @@
 
 #![forbid(unsafe_code)]
 
-pub mod vector;
 #[cfg(not(target_family = "wasm"))]
 pub mod index;
+pub mod vector;
 pub mod weights;
 
 #[cfg(feature = "model")]
 pub mod model;
-
 
 /// The model every Shoal node runs today.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";

@@ -60,7 +60,12 @@ fn embed_reads_a_file_and_matches_the_library() {
     let v: Vec<Vec<f32>> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_value(serde_json::from_str::<serde_json::Value>(l).unwrap()["vector"].clone()).unwrap())
+        .map(|l| {
+            serde_json::from_value(
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["vector"].clone(),
+            )
+            .unwrap()
+        })
         .collect();
     let c = node_lite::vector::cosine(&v[0], &v[1]);
     assert!((c - 0.8939).abs() < 0.002, "{c}");
@@ -71,7 +76,10 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     let out = shoal(&["embed"], b"fine\ncaf\xe9 latin-1\n");
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("<stdin>:2") && e.contains("not valid UTF-8"), "{e}");
+    assert!(
+        e.contains("<stdin>:2") && e.contains("not valid UTF-8"),
+        "{e}"
+    );
     assert!(!e.contains("panicked"), "{e}");
 
     let out = shoal(&["embed"], b"\x7fELF\x02\x01\x01\x00\x00\x00binary");
@@ -80,7 +88,11 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
 
     let out = shoal(&["embed", "/nonexistent/file.txt"], b"");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("/nonexistent/file.txt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/file.txt"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = shoal(&["embed", "--model", "/nonexistent"], b"x\n");
     assert!(!out.status.success());
@@ -89,7 +101,9 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
 
 #[test]
 fn a_ten_megabyte_line_is_embedded() {
-    let mut input = "many words here ".repeat(10 * 1024 * 1024 / 16).into_bytes();
+    let mut input = "many words here "
+        .repeat(10 * 1024 * 1024 / 16)
+        .into_bytes();
     input.extend_from_slice(b"\nshort\n");
     let out = shoal(&["embed"], &input);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -115,9 +129,18 @@ fn index_and_search_a_folder() {
     ] {
         let out = shoal(&["search", query, "-k", "3", "--index", idx, "--json"], b"");
         assert!(out.status.success(), "{}", stderr(&out));
-        let first: serde_json::Value =
-            serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
-        assert!(first["path"].as_str().unwrap().ends_with(file), "{query}: {first}");
+        let first: serde_json::Value = serde_json::from_str(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            first["path"].as_str().unwrap().ends_with(file),
+            "{query}: {first}"
+        );
         assert!(first["line"].as_u64().unwrap() >= 1);
         assert!(first["score"].as_f64().unwrap() > 0.2);
     }
@@ -126,7 +149,15 @@ fn index_and_search_a_folder() {
     let out = shoal(&["index", samples.to_str().unwrap(), "--index", idx], b"");
     assert!(stderr(&out).contains("5 unchanged"), "{}", stderr(&out));
 
-    let out = shoal(&["search", "x", "--index", dir.path().join("none.bin").to_str().unwrap()], b"");
+    let out = shoal(
+        &[
+            "search",
+            "x",
+            "--index",
+            dir.path().join("none.bin").to_str().unwrap(),
+        ],
+        b"",
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no index at"));
 }

@@ -14,7 +14,11 @@ fn embedder(variant: &str) -> Embedder {
 
 fn min_cosine_to_golden(e: &Embedder) -> (f32, String) {
     let g = common::golden();
-    assert!(g.items.len() >= 30, "golden file has {} items", g.items.len());
+    assert!(
+        g.items.len() >= 30,
+        "golden file has {} items",
+        g.items.len()
+    );
     let texts: Vec<&str> = g.items.iter().map(|i| i.text.as_str()).collect();
     let ours = e.embed(&texts).expect("embed");
     let mut worst = (f32::MAX, String::new());
@@ -46,8 +50,16 @@ fn f16_stays_close_to_reference() {
 fn published_pairs_reproduce() {
     let e = embedder("f32");
     let pairs = [
-        ("The new movie is awesome", "The new movie is so great", 0.8939),
-        ("The cat sits outside", "The dog plays in the garden", 0.2838),
+        (
+            "The new movie is awesome",
+            "The new movie is so great",
+            0.8939,
+        ),
+        (
+            "The cat sits outside",
+            "The dog plays in the garden",
+            0.2838,
+        ),
         ("I love pasta", "Do you like pizza?", 0.5096),
         ("A man is playing guitar", "A woman watches TV", -0.0327),
     ];

@@ -3,8 +3,8 @@
 
 mod common;
 
-use node_lite::weights::source::{load_dir, load_url};
 use node_lite::weights::WeightsError;
+use node_lite::weights::source::{load_dir, load_url};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,10 @@ fn truncated_or_flipped_chunk_is_refused_with_its_name() {
     assert!(matches!(err, WeightsError::HashMismatch { .. }), "{err}");
 
     std::fs::remove_file(&chunk).unwrap();
-    assert!(matches!(load_dir(&dir).unwrap_err(), WeightsError::Io { .. }));
+    assert!(matches!(
+        load_dir(&dir).unwrap_err(),
+        WeightsError::Io { .. }
+    ));
 }
 
 /// A tiny HTTP/1.0 file server on 127.0.0.1 that can be told to cut one file short.
@@ -51,7 +54,11 @@ fn serve(dir: PathBuf, truncate: Option<&'static str>) -> String {
             if BufReader::new(&stream).read_line(&mut line).is_err() {
                 continue;
             }
-            let name = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/');
+            let name = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
             let body = std::fs::read(dir.join(name)).ok();
             let _ = match body {
                 Some(mut b) => {
@@ -59,7 +66,10 @@ fn serve(dir: PathBuf, truncate: Option<&'static str>) -> String {
                         b.truncate(b.len() - 10);
                     }
                     stream
-                        .write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes())
+                        .write_all(
+                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
+                                .as_bytes(),
+                        )
                         .and_then(|_| stream.write_all(&b))
                 }
                 None => stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
@@ -88,7 +98,10 @@ fn url_loading_goes_through_the_same_verification() {
 fn fresh_import_gives_the_same_model_as_setup() {
     // burnpack records carry random parameter ids, so compare what matters: the vectors.
     let hf = common::hf_dir();
-    assert!(hf.join("model.safetensors").exists(), "run scripts/setup first");
+    assert!(
+        hf.join("model.safetensors").exists(),
+        "run scripts/setup first"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let manifests = node_lite::weights::import::import_all(
         &hf.join("model.safetensors"),
@@ -111,8 +124,14 @@ fn fresh_import_gives_the_same_model_as_setup() {
         assert_eq!(fresh, installed, "{} import not reproducible", m.variant);
     }
     // f16 is half the download.
-    let f32 = load_dir(&common::variant_dir("f32")).unwrap().manifest.total_size;
-    let f16 = load_dir(&common::variant_dir("f16")).unwrap().manifest.total_size;
+    let f32 = load_dir(&common::variant_dir("f32"))
+        .unwrap()
+        .manifest
+        .total_size;
+    let f16 = load_dir(&common::variant_dir("f16"))
+        .unwrap()
+        .manifest
+        .total_size;
     assert!(f16 * 2 <= f32 + 1024 * 1024, "f16 {f16} vs f32 {f32}");
 }
 
@@ -122,7 +141,8 @@ fn importer_refuses_a_file_that_is_not_a_bert_checkpoint() {
     let bogus = tmp.path().join("model.safetensors");
     std::fs::write(&bogus, b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ").unwrap();
     let tok = common::hf_dir().join("tokenizer.json");
-    let err = node_lite::weights::import::import_all(&bogus, &tok, &tmp.path().join("out")).unwrap_err();
+    let err =
+        node_lite::weights::import::import_all(&bogus, &tok, &tmp.path().join("out")).unwrap_err();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     std::fs::write(&bogus, b"garbage").unwrap();
     assert!(node_lite::weights::import::import_all(&bogus, &tok, &tmp.path().join("out")).is_err());

@@ -66,9 +66,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -130,7 +132,8 @@ fn main() -> Result<()> {
         }
     }
     if args.anchors {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_anchors.py");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_anchors.py");
         let status = std::process::Command::new(&args.python)
             .arg(script)
             .arg(format!("{}", args.seconds))

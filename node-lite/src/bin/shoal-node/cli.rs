@@ -191,7 +191,10 @@ fn embed(input: &str, model: &ModelArgs) -> Result<()> {
         }
         let vectors = embedder.embed(&round)?;
         for (text, vector) in round.iter().zip(vectors) {
-            serde_json::to_writer(&mut out, &serde_json::json!({"text": text, "vector": vector}))?;
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"text": text, "vector": vector}),
+            )?;
             out.write_all(b"\n")?;
         }
         out.flush()?;
@@ -260,7 +263,8 @@ impl<R: BufRead> LineReader<R> {
 
 fn index_files(inputs: &[PathBuf], index_path: &Path, model: &ModelArgs) -> Result<()> {
     let files = collect_files(inputs)?;
-    let mut index = Index::open_or_new(index_path, node_lite::MODEL_NAME, node_lite::EMBEDDING_DIM)?;
+    let mut index =
+        Index::open_or_new(index_path, node_lite::MODEL_NAME, node_lite::EMBEDDING_DIM)?;
     let (statuses, pending) = index.plan(&files);
     let mut counts = [0usize; 4];
     for (path, status) in &statuses {
@@ -324,8 +328,16 @@ fn search(query: &str, k: usize, index_path: &Path, json: bool, model: &ModelArg
             writeln!(out)?;
         } else {
             let snippet: String = hit.text.chars().take(160).collect();
-            let more = if hit.text.chars().count() > 160 { "…" } else { "" };
-            writeln!(out, "{:.4}  {}:{}\n        {snippet}{more}", hit.score, hit.path, hit.line)?;
+            let more = if hit.text.chars().count() > 160 {
+                "…"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "{:.4}  {}:{}\n        {snippet}{more}",
+                hit.score, hit.path, hit.line
+            )?;
         }
     }
     Ok(())

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// `$SHOAL_MODEL_DIR`, else `$XDG_CACHE_HOME/shoal/models/all-minilm-l6-v2`
