@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod receipt;
+pub mod tlog;
 pub mod vector;
 pub mod weights;
 

@@ -1,0 +1,1 @@
+//! Job receipts (placeholder; filled in next).
