@@ -91,7 +91,7 @@ pub fn range_hash<R: HashReader>(r: &R, lo: u64, hi: u64) -> Result<Hash, R::Err
     if n == 0 {
         return Ok(EMPTY_ROOT);
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         let level = n.trailing_zeros() as u8;
         return r.read(level, lo >> level);
     }

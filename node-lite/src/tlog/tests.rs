@@ -363,10 +363,7 @@ fn checkpoint_roundtrip_and_cosignature() {
     let sig = reparsed.sigs.last().expect("sig");
     assert_eq!(wv.verify_sig(&other, sig), None);
     assert_eq!(w.cosigner_key().split('+').count(), 3);
-    assert_ne!(
-        wv.key_id,
-        key_id(&w.name().to_owned(), ALG_ED25519, &w.public_key())
-    );
+    assert_ne!(wv.key_id, key_id(w.name(), ALG_ED25519, &w.public_key()));
 }
 
 #[test]

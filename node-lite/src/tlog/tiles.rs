@@ -140,7 +140,7 @@ impl Tile {
 /// Splits a hash tile's bytes into hashes; `None` if the length is not a multiple of 32 or
 /// exceeds 256 hashes.
 pub fn tile_hashes(data: &[u8]) -> Option<Vec<Hash>> {
-    if data.len() % 32 != 0 || data.len() / 32 > TILE_WIDTH as usize {
+    if !data.len().is_multiple_of(32) || data.len() / 32 > TILE_WIDTH as usize {
         return None;
     }
     Some(
