@@ -400,11 +400,6 @@ impl Log {
             }
         }
     }
-
-    /// Size of the database file's committed data, for the benchmark.
-    pub fn stats(&self) -> Result<u64, LogError> {
-        Ok(self.published().size)
-    }
 }
 
 struct Writer {
