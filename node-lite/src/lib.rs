@@ -5,6 +5,9 @@
 //! - [`weights`]: the chunked, hashed weight format (manifest + burnpack chunks), its
 //!   verification, and (feature `import`) the safetensors importer.
 //! - [`vector`]: small vector maths shared by search, tests and benches.
+//! - [`tlog`]: RFC 9162 Merkle log proofs, C2SP signed notes, checkpoints, cosignatures,
+//!   tiles, and the light client that verifies them.
+//! - [`receipt`]: signed job receipts, the entries of the transparency log.
 //!
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
@@ -12,6 +15,8 @@
 
 #[cfg(not(target_family = "wasm"))]
 pub mod index;
+pub mod receipt;
+pub mod tlog;
 pub mod vector;
 pub mod weights;
 

@@ -1,0 +1,149 @@
+//! The light client: what a browser tab or a phone runs to trust a relay's log without
+//! storing it. It keeps only the last checkpoint it accepted (the caller persists it, e.g. in
+//! IndexedDB, via [`LightClient::last`] / [`LightClient::with_last`]).
+//!
+//! A checkpoint is accepted when
+//! 1. the log's Ed25519 signature verifies and the origin is the log's,
+//! 2. at least `quorum` distinct configured witnesses cosigned it (cosignature/v1),
+//! 3. it does not go backwards, and is consistent (RFC 9162 consistency proof) with the last
+//!    accepted checkpoint; the same size with another root is an equivocation, returned as a
+//!    verifiable [`EquivocationProof`].
+
+use super::checkpoint::{
+    Checkpoint, CheckpointError, CosignatureVerifier, EquivocationProof, SignedCheckpoint,
+};
+use super::note::{Note, NoteVerifier};
+use super::{Hash, ProofError, verify_consistency, verify_inclusion};
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("only {got} of the required {need} witness cosignatures")]
+    Quorum { got: usize, need: usize },
+    #[error("checkpoint goes backwards: size {new} < last seen {last}")]
+    Rollback { last: u64, new: u64 },
+    #[error("inconsistent with the last checkpoint: {0}")]
+    Inconsistent(ProofError),
+    #[error("log equivocated at size {size}")]
+    Equivocation {
+        size: u64,
+        proof: Box<EquivocationProof>,
+    },
+    #[error("inclusion proof failed: {0}")]
+    Inclusion(ProofError),
+}
+
+/// Trust settings plus the last accepted checkpoint.
+#[derive(Debug, Clone)]
+pub struct LightClient {
+    log: NoteVerifier,
+    origin: String,
+    witnesses: Vec<CosignatureVerifier>,
+    quorum: usize,
+    last: Option<SignedCheckpoint>,
+}
+
+impl LightClient {
+    /// `origin` defaults to the log key's name (the relay convention).
+    pub fn new(
+        log: NoteVerifier,
+        origin: Option<&str>,
+        witnesses: Vec<CosignatureVerifier>,
+        quorum: usize,
+    ) -> Self {
+        let origin = origin.unwrap_or(&log.name).to_owned();
+        Self {
+            log,
+            origin,
+            witnesses,
+            quorum,
+            last: None,
+        }
+    }
+
+    /// Restores the last accepted checkpoint (as persisted signed-note text). It is
+    /// re-verified (log signature only: witnesses may have rotated since).
+    pub fn with_last(mut self, note: &[u8]) -> Result<Self, ClientError> {
+        self.last = Some(SignedCheckpoint::verify(
+            note,
+            &self.log,
+            Some(&self.origin),
+        )?);
+        Ok(self)
+    }
+
+    pub fn last(&self) -> Option<&SignedCheckpoint> {
+        self.last.as_ref()
+    }
+
+    /// Checks signature, origin and witness quorum; does not touch the client's state.
+    pub fn check_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, ClientError> {
+        let note = Note::parse(note).map_err(CheckpointError::from)?;
+        let sc = SignedCheckpoint::verify_note(note, &self.log, Some(&self.origin))?;
+        let got = self.count_cosignatures(&sc.note);
+        if got < self.quorum {
+            return Err(ClientError::Quorum {
+                got,
+                need: self.quorum,
+            });
+        }
+        Ok(sc)
+    }
+
+    /// Number of distinct configured witnesses with a valid cosignature on `note`.
+    pub fn count_cosignatures(&self, note: &Note) -> usize {
+        let mut seen: Vec<&[u8; 32]> = Vec::new();
+        for w in &self.witnesses {
+            if seen.contains(&&w.public_key) {
+                continue;
+            }
+            if w.verify(note).is_some() {
+                seen.push(&w.public_key);
+            }
+        }
+        seen.len()
+    }
+
+    /// Accepts a new checkpoint given a consistency proof from the last accepted one (ignored
+    /// when there is none). On success it becomes the last accepted checkpoint.
+    pub fn update(
+        &mut self,
+        note: &[u8],
+        consistency_proof: &[Hash],
+    ) -> Result<&SignedCheckpoint, ClientError> {
+        let new = self.check_checkpoint(note)?;
+        if let Some(last) = &self.last {
+            let (l, n) = (&last.checkpoint, &new.checkpoint);
+            if n.size < l.size {
+                return Err(ClientError::Rollback {
+                    last: l.size,
+                    new: n.size,
+                });
+            }
+            if n.size == l.size && n.root != l.root {
+                let proof = EquivocationProof::from_pair(last, &new).ok_or(
+                    ClientError::Checkpoint(CheckpointError::NotEquivocation("unreachable")),
+                )?;
+                return Err(ClientError::Equivocation {
+                    size: n.size,
+                    proof: Box::new(proof),
+                });
+            }
+            verify_consistency(l.size, n.size, &l.root, &n.root, consistency_proof)
+                .map_err(ClientError::Inconsistent)?;
+        }
+        Ok(self.last.insert(new))
+    }
+
+    /// Verifies that the leaf `leaf_hash` sits at `index` in the tree of `checkpoint`.
+    pub fn verify_inclusion(
+        checkpoint: &Checkpoint,
+        index: u64,
+        leaf_hash: &Hash,
+        proof: &[Hash],
+    ) -> Result<(), ClientError> {
+        verify_inclusion(index, checkpoint.size, leaf_hash, proof, &checkpoint.root)
+            .map_err(ClientError::Inclusion)
+    }
+}

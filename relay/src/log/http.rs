@@ -1,0 +1,396 @@
+//! HTTP API of the log, as an `axum::Router` the relay mounts.
+//!
+//! tlog-tiles reads (static-friendly, cacheable):
+//! - `GET /log/checkpoint` — latest signed checkpoint (+ collected cosignatures), text
+//! - `GET /log/tile/<L>/<N>[.p/<W>]` — hash tile
+//! - `GET /log/tile/entries/<N>[.p/<W>]` — entry bundle
+//!
+//! Shoal API (JSON unless noted):
+//! - `POST /log/submit` — a batch of receipts (entry-bundle body, `application/octet-stream`,
+//!   or JSON `{"receipts": [base64, ...]}`), each decoded and signature-checked; answers
+//!   `{"origin", "promises": [{"index", "leaf_hash"}]}` once durably committed
+//! - `GET /log/proof/inclusion?index=I[&size=S]` or `?leaf_hash=<hex>[&size=S]`
+//! - `GET /log/proof/consistency?old=A[&new=B]`
+//! - `GET /log/entries?start=A&end=B` — entry bundle (at most 1024)
+//! - `POST /log/witness/add-checkpoint` — C2SP tlog-witness (when this relay witnesses)
+//! - `GET /log/witness/checkpoint?origin=O` — latest checkpoint of O we cosigned
+//! - `GET /log/witness/equivocations` — equivocation proofs caught
+//!
+//! Sizes default to the latest checkpoint's size.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use node_lite::receipt::{MAX_RECEIPT_BYTES, Receipt};
+use node_lite::tlog::Hash;
+use node_lite::tlog::tiles::{Tile, decode_bundle, encode_bundle};
+use serde::{Deserialize, Serialize};
+
+use super::store::{Log, LogError};
+use super::witness::{AddCheckpoint, MAX_ADD_CHECKPOINT_BYTES, Witness, WitnessError};
+
+/// Most receipts in one submission.
+pub const MAX_SUBMIT_RECEIPTS: usize = 1024;
+/// Largest submission body: a full batch of maximal receipts, base64 in JSON.
+pub const MAX_SUBMIT_BYTES: usize = MAX_SUBMIT_RECEIPTS * (MAX_RECEIPT_BYTES + 2) * 4 / 3 + 4096;
+
+/// Shared state of the log routes.
+#[derive(Clone)]
+pub struct LogState {
+    pub log: Arc<Log>,
+    pub witness: Option<Arc<Witness>>,
+    /// Check receipt encoding and signatures on submit (on in production; the benchmark
+    /// may turn it off to measure the log alone).
+    pub verify_receipts: bool,
+}
+
+/// The log's routes, all under `/log`.
+pub fn routes(state: LogState) -> Router {
+    Router::new()
+        .route("/log/checkpoint", get(checkpoint))
+        .route("/log/tile/{*path}", get(tile))
+        .route(
+            "/log/submit",
+            post(submit).layer(DefaultBodyLimit::max(MAX_SUBMIT_BYTES)),
+        )
+        .route("/log/proof/inclusion", get(inclusion))
+        .route("/log/proof/consistency", get(consistency))
+        .route("/log/entries", get(entries))
+        .route(
+            "/log/witness/add-checkpoint",
+            post(add_checkpoint).layer(DefaultBodyLimit::max(MAX_ADD_CHECKPOINT_BYTES)),
+        )
+        .route("/log/witness/checkpoint", get(witnessed))
+        .route("/log/witness/equivocations", get(equivocations))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": msg.into() })),
+    )
+        .into_response()
+}
+
+fn log_error(e: LogError) -> Response {
+    let status = match &e {
+        LogError::NotFound(_) => StatusCode::NOT_FOUND,
+        LogError::BadRequest(_) | LogError::Proof(_) => StatusCode::BAD_REQUEST,
+        LogError::Full | LogError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        LogError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn binary(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+}
+
+async fn checkpoint(State(s): State<LogState>) -> Response {
+    match s.log.checkpoint() {
+        Some(c) => text(c),
+        None => error(StatusCode::NOT_FOUND, "no checkpoint yet"),
+    }
+}
+
+async fn tile(State(s): State<LogState>, Path(path): Path<String>) -> Response {
+    let Ok(t) = Tile::parse(&format!("tile/{path}")) else {
+        return error(StatusCode::NOT_FOUND, "bad tile path");
+    };
+    match s.log.tile(&t) {
+        Ok(b) => binary(b),
+        Err(e) => log_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonSubmit {
+    receipts: Vec<String>,
+}
+
+/// An inclusion promise: the receipt is durably committed at `index`; an inclusion proof
+/// is available once a checkpoint covers it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Promise {
+    pub index: u64,
+    pub leaf_hash: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SubmitResponse {
+    pub origin: String,
+    pub promises: Vec<Promise>,
+}
+
+async fn submit(State(s): State<LogState>, headers: HeaderMap, body: Bytes) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let receipts: Vec<Vec<u8>> = if is_json {
+        let Ok(j) = serde_json::from_slice::<JsonSubmit>(&body) else {
+            return error(StatusCode::BAD_REQUEST, "malformed JSON");
+        };
+        if j.receipts.len() > MAX_SUBMIT_RECEIPTS {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too many receipts in one batch",
+            );
+        }
+        let mut out = Vec::with_capacity(j.receipts.len());
+        for (i, r) in j.receipts.iter().enumerate() {
+            match B64.decode(r) {
+                Ok(b) => out.push(b),
+                Err(_) => {
+                    return error(StatusCode::BAD_REQUEST, format!("receipt {i}: not base64"));
+                }
+            }
+        }
+        out
+    } else {
+        match decode_bundle(&body, MAX_SUBMIT_RECEIPTS) {
+            Some(v) => v.into_iter().map(|r| r.to_vec()).collect(),
+            None => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "malformed bundle or too many receipts in one batch",
+                );
+            }
+        }
+    };
+    if receipts.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "empty batch");
+    }
+    if s.verify_receipts {
+        // Signature checks are CPU work: keep them off the async workers.
+        let checked = tokio::task::spawn_blocking(move || {
+            for (i, r) in receipts.iter().enumerate() {
+                if let Err(e) = Receipt::decode_verified(r) {
+                    return Err(format!("receipt {i}: {e}"));
+                }
+            }
+            Ok(receipts)
+        })
+        .await;
+        match checked {
+            Ok(Ok(r)) => submit_checked(&s, r).await,
+            Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "verifier task failed"),
+        }
+    } else {
+        if let Some(i) = receipts.iter().position(|r| r.len() > MAX_RECEIPT_BYTES) {
+            return error(StatusCode::BAD_REQUEST, format!("receipt {i}: too large"));
+        }
+        submit_checked(&s, receipts).await
+    }
+}
+
+async fn submit_checked(s: &LogState, receipts: Vec<Vec<u8>>) -> Response {
+    let hashes: Vec<Hash> = receipts
+        .iter()
+        .map(|r| node_lite::tlog::leaf_hash(r))
+        .collect();
+    match s.log.append(receipts).await {
+        Ok(idx) => axum::Json(SubmitResponse {
+            origin: s.log.origin().to_owned(),
+            promises: idx
+                .into_iter()
+                .zip(hashes)
+                .map(|(index, h)| Promise {
+                    index,
+                    leaf_hash: hex::encode(h),
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => log_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: Option<u64>,
+    leaf_hash: Option<String>,
+    size: Option<u64>,
+}
+
+/// Inclusion proof response.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct InclusionResponse {
+    pub index: u64,
+    pub size: u64,
+    /// base64 hashes, leaf sibling first.
+    pub proof: Vec<String>,
+}
+
+async fn inclusion(State(s): State<LogState>, Query(q): Query<InclusionQuery>) -> Response {
+    let size = q.size.unwrap_or_else(|| s.log.checkpoint_size());
+    let index = match (q.index, q.leaf_hash) {
+        (Some(i), None) => i,
+        (None, Some(h)) => {
+            let Some(h) = hex::decode(h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            else {
+                return error(StatusCode::BAD_REQUEST, "leaf_hash must be 64 hex digits");
+            };
+            match s.log.index_of(&h) {
+                Ok(Some(i)) => i,
+                Ok(None) => return error(StatusCode::NOT_FOUND, "unknown leaf"),
+                Err(e) => return log_error(e),
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of index, leaf_hash",
+            );
+        }
+    };
+    if index >= size {
+        return error(StatusCode::NOT_FOUND, "not yet covered by that tree size");
+    }
+    match s.log.inclusion_proof(index, size) {
+        Ok(p) => axum::Json(InclusionResponse {
+            index,
+            size,
+            proof: p.iter().map(|h| B64.encode(h)).collect(),
+        })
+        .into_response(),
+        Err(e) => log_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: Option<u64>,
+}
+
+/// Consistency proof response.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ConsistencyResponse {
+    pub old: u64,
+    pub new: u64,
+    pub proof: Vec<String>,
+}
+
+async fn consistency(State(s): State<LogState>, Query(q): Query<ConsistencyQuery>) -> Response {
+    let new = q.new.unwrap_or_else(|| s.log.checkpoint_size());
+    if q.old > new {
+        return error(StatusCode::BAD_REQUEST, "old > new");
+    }
+    match s.log.consistency_proof(q.old, new) {
+        Ok(p) => axum::Json(ConsistencyResponse {
+            old: q.old,
+            new,
+            proof: p.iter().map(|h| B64.encode(h)).collect(),
+        })
+        .into_response(),
+        Err(e) => log_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    start: u64,
+    end: u64,
+}
+
+async fn entries(State(s): State<LogState>, Query(q): Query<RangeQuery>) -> Response {
+    match s.log.entries(q.start, q.end) {
+        Ok(es) => match encode_bundle(es.iter().map(|e| e.as_slice())) {
+            Some(b) => binary(b),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "entry too large"),
+        },
+        Err(e) => log_error(e),
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn add_checkpoint(State(s): State<LogState>, body: Bytes) -> Response {
+    let Some(w) = s.witness.clone() else {
+        return error(StatusCode::NOT_FOUND, "this relay is not a witness");
+    };
+    let req = match AddCheckpoint::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let res = tokio::task::spawn_blocking(move || w.add_checkpoint(&req, now_secs())).await;
+    match res {
+        Ok(Ok(line)) => text(line),
+        Ok(Err(WitnessError::Conflict(size))) => (
+            StatusCode::CONFLICT,
+            [(header::CONTENT_TYPE, "text/x.tlog.size")],
+            format!("{size}\n"),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                WitnessError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                WitnessError::UnknownOrigin(_) => StatusCode::NOT_FOUND,
+                WitnessError::Forbidden => StatusCode::FORBIDDEN,
+                WitnessError::Equivocation(_) | WitnessError::Conflict(_) => StatusCode::CONFLICT,
+                WitnessError::Inconsistent => StatusCode::UNPROCESSABLE_ENTITY,
+                WitnessError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "witness task failed"),
+    }
+}
+
+#[derive(Deserialize)]
+struct OriginQuery {
+    origin: String,
+}
+
+async fn witnessed(State(s): State<LogState>, Query(q): Query<OriginQuery>) -> Response {
+    let Some(w) = s.witness.clone() else {
+        return error(StatusCode::NOT_FOUND, "this relay is not a witness");
+    };
+    match w.cosigned(&q.origin, now_secs()) {
+        Ok(Some(n)) => text(n),
+        Ok(None) => error(StatusCode::NOT_FOUND, "never witnessed that origin"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct EquivocationJson {
+    a: String,
+    b: String,
+}
+
+async fn equivocations(State(s): State<LogState>) -> Response {
+    let Some(w) = s.witness.clone() else {
+        return axum::Json(Vec::<EquivocationJson>::new()).into_response();
+    };
+    match w.equivocations() {
+        Ok(v) => axum::Json(
+            v.into_iter()
+                .map(|p| EquivocationJson { a: p.a, b: p.b })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,12 @@
+//! The receipt transparency log served by a relay (issue 6): durable storage with group
+//! commit ([`store`]), the HTTP routes ([`http`]), and witnessing other relays' logs
+//! ([`witness`]). Formats and proof logic live in `node_lite::tlog` (shared with the
+//! browser's light client). See `relay/ARCHITECTURE-log.md`.
+
+pub mod http;
+pub mod store;
+pub mod witness;
+
+pub use http::{LogState, routes};
+pub use store::{Log, LogConfig, LogError};
+pub use witness::{AddCheckpoint, Witness, WitnessError};
