@@ -5,17 +5,25 @@
 //! - [`weights`]: the chunked, hashed weight format (manifest + burnpack chunks), its
 //!   verification, and (feature `import`) the safetensors importer.
 //! - [`vector`]: small vector maths shared by search, tests and benches.
+//! - [`identity`]: Ed25519 identities (libsodium natively with feature `sodium`, ed25519-dalek
+//!   otherwise; byte-identical).
+//! - [`proto`]: the versioned binary wire frames shared by app, node and relay.
+//! - [`signal`]: the signaling client (sans-IO core; tokio or browser driver with feature `signal`).
 //!
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
-#![forbid(unsafe_code)]
+// `deny` rather than `forbid`: the one exception is `identity::sodium` (libsodium FFI, feature
+// `sodium`, native only), which opts in with `#[allow(unsafe_code)]`. Everything else stays safe.
+#![deny(unsafe_code)]
 
+pub mod identity;
+pub mod proto;
+pub mod signal;
 pub mod vector;
 pub mod weights;
 
 #[cfg(feature = "model")]
 pub mod model;
-
 
 /// The model every Shoal node runs today.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";

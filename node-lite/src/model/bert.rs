@@ -40,7 +40,11 @@ impl BertConfig {
     /// Build a model with freshly initialised (random) parameters on `device`.
     pub fn init(&self, device: &Device) -> Bert {
         let h = self.hidden_size;
-        let ln = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let ln = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         Bert {
             embeddings: Embeddings {

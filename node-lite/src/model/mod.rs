@@ -204,7 +204,12 @@ impl Embedder {
         let summed = (hidden * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1); // [b, 1, h]
         let counts = mask.sum_dim(1).clamp_min(1e-9).unsqueeze_dim::<3>(2); // [b, 1, 1]
         let mean = summed / counts;
-        let norm = mean.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-12);
+        let norm = mean
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(2)
+            .sqrt()
+            .clamp_min(1e-12);
         let [_, _, h] = mean.dims();
         (mean / norm).reshape([b, h])
     }

@@ -12,7 +12,11 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Tensors in the checkpoint that the encoder does not use.
-const UNUSED_OK: &[&str] = &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"];
+const UNUSED_OK: &[&str] = &[
+    "embeddings.position_ids",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+];
 
 /// Load a Hugging Face BERT safetensors file into a freshly built model on `device`.
 pub fn load_safetensors(

@@ -1,7 +1,7 @@
 //! Native weight sources: a directory on disk or a base URL. Both go through the same
 //! manifest verification ([`VerifiedWeights::verify`]); only the byte transport differs.
 
-use super::{Manifest, MAX_MANIFEST_BYTES, VerifiedWeights, WeightsError};
+use super::{MAX_MANIFEST_BYTES, Manifest, VerifiedWeights, WeightsError};
 use std::path::Path;
 
 /// Where weights come from: a directory path or an `http(s)://` base URL.
