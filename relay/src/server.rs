@@ -224,8 +224,10 @@ async fn signal(
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .max_write_buffer_size(l.max_frame_bytes * 4)
-        .max_message_size(l.max_frame_bytes * 2)
-        .max_frame_size(l.max_frame_bytes * 2);
+        // Frames above our limit but within the protocol cap get a clear `TooLarge` error
+        // frame; only frames above the protocol cap are cut off by the WebSocket layer.
+        .max_message_size(node_lite::proto::MAX_FRAME_LEN + 1024)
+        .max_frame_size(node_lite::proto::MAX_FRAME_LEN + 1024);
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
