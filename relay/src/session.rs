@@ -9,7 +9,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use node_lite::identity::{PeerId, random_bytes};
 use node_lite::proto::{
-    self, Challenge, DecodeError, Deliver, ErrorCode, Frame, Members, Ping, RoomId, Welcome,
+    self, Challenge, DecodeError, Deliver, ErrorCode, ErrorFrame, Frame, Members, Ping, RoomId,
+    Welcome,
 };
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
@@ -312,13 +313,11 @@ async fn session_loop(
                             match handle(state, me, rooms, f, t0) {
                                 Ok(reply) => reply,
                                 Err(err) => {
-                                    if let Frame::Error(e) = &err {
-                                        state.metrics.drop(e.code.name());
-                                    }
+                                    state.metrics.drop(err.code.name());
                                     if violations.record(t0) {
                                         return Some(ErrorCode::TooManyErrors);
                                     }
-                                    Some(err)
+                                    Some(Frame::Error(err))
                                 }
                             }
                         }
@@ -344,6 +343,14 @@ async fn session_loop(
     }
 }
 
+fn ef(code: ErrorCode, room: Option<RoomId>, detail: impl Into<String>) -> ErrorFrame {
+    ErrorFrame {
+        code,
+        room,
+        detail: detail.into(),
+    }
+}
+
 /// Handle one authenticated frame. `Ok(reply)` or `Err(error frame)` (a violation).
 fn handle(
     state: &AppState,
@@ -351,12 +358,12 @@ fn handle(
     rooms: &mut Vec<RoomId>,
     f: Frame,
     t0: Instant,
-) -> Result<Option<Frame>, Frame> {
+) -> Result<Option<Frame>, ErrorFrame> {
     let limits = &state.config.limits;
     match f {
         Frame::Join(r) => {
             if !rooms.contains(&r.room) && rooms.len() >= limits.max_rooms_per_session {
-                return Err(Frame::error(
+                return Err(ef(
                     ErrorCode::TooManyRooms,
                     Some(r.room),
                     format!("at most {} rooms", limits.max_rooms_per_session),
@@ -366,7 +373,7 @@ fn handle(
                 .rooms
                 .join(r.room, me, limits.max_members_per_room, &state.metrics)
                 .map_err(|code| {
-                    Frame::error(
+                    ef(
                         code,
                         Some(r.room),
                         format!("at most {} members", limits.max_members_per_room),
@@ -389,7 +396,7 @@ fn handle(
             let members = state
                 .rooms
                 .members(r.room, me)
-                .map_err(|c| Frame::error(c, Some(r.room), "not in room"))?;
+                .map_err(|c| ef(c, Some(r.room), "not in room"))?;
             Ok(Some(Frame::Members(Members {
                 room: r.room,
                 members,
@@ -400,7 +407,7 @@ fn handle(
             let target = state
                 .rooms
                 .target(room, me, &s.to)
-                .map_err(|c| Frame::error(c, Some(room), c.name()))?;
+                .map_err(|c| ef(c, Some(room), c.name()))?;
             let deliver = Frame::Deliver(Deliver {
                 room,
                 from: me.peer,
@@ -417,12 +424,12 @@ fn handle(
                     );
                     Ok(None)
                 }
-                Err(e) => Err(Frame::error(ErrorCode::TooLarge, Some(room), e.to_string())),
+                Err(e) => Err(ef(ErrorCode::TooLarge, Some(room), e.to_string())),
             }
         }
         Frame::Ping(p) => Ok(Some(Frame::Pong(p))),
         Frame::Pong(_) | Frame::Error(_) => Ok(None),
-        other => Err(Frame::error(
+        other => Err(ef(
             ErrorCode::Unexpected,
             None,
             format!("{} not expected from a node", other.kind()),

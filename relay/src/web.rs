@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use axum::http::{HeaderName, HeaderValue, header};
+use tower::layer::util::Stack;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -18,25 +19,20 @@ pub fn static_files(root: &Path) -> ServeDir {
         .precompressed_gzip()
 }
 
+type H = SetResponseHeaderLayer<HeaderValue>;
+/// The layer type of [`security_headers`].
+pub type SecurityHeaders = Stack<H, Stack<H, Stack<H, H>>>;
+
 /// CSP, nosniff, no referrer, no framing: one layer stack applied to every response.
-pub fn security_headers() -> tower::layer::util::Stack<
-    SetResponseHeaderLayer<HeaderValue>,
-    tower::layer::util::Stack<
-        SetResponseHeaderLayer<HeaderValue>,
-        tower::layer::util::Stack<
-            SetResponseHeaderLayer<HeaderValue>,
-            SetResponseHeaderLayer<HeaderValue>,
-        >,
-    >,
-> {
+pub fn security_headers() -> SecurityHeaders {
     let h = |name: HeaderName, v: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(v))
     };
-    tower::layer::util::Stack::new(
+    Stack::new(
         h(header::CONTENT_SECURITY_POLICY, CSP),
-        tower::layer::util::Stack::new(
+        Stack::new(
             h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            tower::layer::util::Stack::new(
+            Stack::new(
                 h(header::REFERRER_POLICY, "no-referrer"),
                 h(header::X_FRAME_OPTIONS, "DENY"),
             ),
