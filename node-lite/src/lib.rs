@@ -8,14 +8,23 @@
 //! - [`tlog`]: RFC 9162 Merkle log proofs, C2SP signed notes, checkpoints, cosignatures,
 //!   tiles, and the light client that verifies them.
 //! - [`receipt`]: signed job receipts, the entries of the transparency log.
+//! - [`identity`]: Ed25519 identities (libsodium natively with feature `sodium`, ed25519-dalek
+//!   otherwise; byte-identical).
+//! - [`proto`]: the versioned binary wire frames shared by app, node and relay.
+//! - [`signal`]: the signaling client (sans-IO core; tokio or browser driver with feature `signal`).
 //!
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
-#![forbid(unsafe_code)]
+// `deny` rather than `forbid`: the one exception is `identity::sodium` (libsodium FFI, feature
+// `sodium`, native only), which opts in with `#[allow(unsafe_code)]`. Everything else stays safe.
+#![deny(unsafe_code)]
 
+pub mod identity;
 #[cfg(not(target_family = "wasm"))]
 pub mod index;
+pub mod proto;
 pub mod receipt;
+pub mod signal;
 pub mod tlog;
 pub mod vector;
 pub mod weights;

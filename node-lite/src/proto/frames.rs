@@ -1,0 +1,530 @@
+//! The frame types and their encoding.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DecodeError, ErrorCode, MAX_FRAME_LEN, MAX_PAYLOAD_LEN, PROTOCOL_VERSION, RoomId, SessionLimits,
+};
+use crate::identity::{PeerId, Signature};
+
+/// Node → relay: start of the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The identity the node will prove.
+    pub peer: PeerId,
+    /// Fresh randomness the relay signs, so the node can pin the relay's key.
+    pub client_nonce: [u8; 32],
+}
+
+/// Relay → node: the challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The relay's public key.
+    pub relay: PeerId,
+    /// Fresh randomness the node signs.
+    pub nonce: [u8; 32],
+    /// `Sign_relay(hello_message(client_nonce, nonce, peer))`.
+    pub relay_sig: Signature,
+}
+
+/// Node → relay: the signature over [`super::auth_message`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// `Sign_peer(auth_message(relay, nonce, peer))`.
+    pub sig: Signature,
+}
+
+/// Relay → node: authenticated; these are the limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Limits in force for this session.
+    pub limits: SessionLimits,
+}
+
+/// A room reference (join, leave, list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRef {
+    /// The room.
+    pub room: RoomId,
+}
+
+/// Relay → node: the members of a room (answer to `Join` and `ListMembers`), self included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The room.
+    pub room: RoomId,
+    /// Its members' peer ids.
+    pub members: Vec<PeerId>,
+}
+
+/// Relay → node: someone joined or left a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEvent {
+    /// The room.
+    pub room: RoomId,
+    /// Who.
+    pub peer: PeerId,
+}
+
+/// Node → relay: forward an opaque payload to one member of a room.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTo {
+    /// A room both are in.
+    pub room: RoomId,
+    /// The addressee.
+    pub to: PeerId,
+    /// Sealed bytes the relay cannot read.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// Relay → node: a payload from a member.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deliver {
+    /// The room it was sent in.
+    pub room: RoomId,
+    /// The authenticated sender.
+    pub from: PeerId,
+    /// Opaque bytes.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+// Payloads never appear in Debug output (logs must not contain them).
+impl std::fmt::Debug for SendTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SendTo {{ room: {:?}, to: {:?}, payload: <{} bytes> }}",
+            self.room,
+            self.to,
+            self.payload.len()
+        )
+    }
+}
+
+impl std::fmt::Debug for Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Deliver {{ room: {:?}, from: {:?}, payload: <{} bytes> }}",
+            self.room,
+            self.from,
+            self.payload.len()
+        )
+    }
+}
+
+/// Keep-alive, either direction. The receiver answers `Pong` with the same number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Opaque number echoed back.
+    pub nonce: u64,
+}
+
+/// An error report. Codes in [`ErrorCode::is_fatal`] are followed by a close.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// The room concerned, if any.
+    pub room: Option<RoomId>,
+    /// Human-readable detail (never contains payload bytes).
+    pub detail: String,
+}
+
+/// Every frame of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `0x01` node → relay.
+    Hello(Hello),
+    /// `0x02` relay → node.
+    Challenge(Challenge),
+    /// `0x03` node → relay.
+    Auth(Auth),
+    /// `0x04` relay → node.
+    Welcome(Welcome),
+    /// `0x10` node → relay: join a room; answered by `Members`.
+    Join(RoomRef),
+    /// `0x11` node → relay: leave a room.
+    Leave(RoomRef),
+    /// `0x12` node → relay: ask for a room's members.
+    ListMembers(RoomRef),
+    /// `0x13` relay → node.
+    Members(Members),
+    /// `0x14` relay → node.
+    MemberJoined(MemberEvent),
+    /// `0x15` relay → node.
+    MemberLeft(MemberEvent),
+    /// `0x20` node → relay.
+    Send(SendTo),
+    /// `0x21` relay → node.
+    Deliver(Deliver),
+    /// `0x30` either way.
+    Ping(Ping),
+    /// `0x31` either way.
+    Pong(Ping),
+    /// `0x3F` relay → node (a node may send it too; relays ignore it).
+    Error(ErrorFrame),
+}
+
+/// Frame tags (the second byte).
+pub mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const CHALLENGE: u8 = 0x02;
+    pub const AUTH: u8 = 0x03;
+    pub const WELCOME: u8 = 0x04;
+    pub const JOIN: u8 = 0x10;
+    pub const LEAVE: u8 = 0x11;
+    pub const LIST_MEMBERS: u8 = 0x12;
+    pub const MEMBERS: u8 = 0x13;
+    pub const MEMBER_JOINED: u8 = 0x14;
+    pub const MEMBER_LEFT: u8 = 0x15;
+    pub const SEND: u8 = 0x20;
+    pub const DELIVER: u8 = 0x21;
+    pub const PING: u8 = 0x30;
+    pub const PONG: u8 = 0x31;
+    pub const ERROR: u8 = 0x3F;
+    /// Reserved for anchoring: receipts, inclusion promises/proofs, checkpoints.
+    pub const ANCHORING: std::ops::RangeInclusive<u8> = 0x40..=0x5F;
+    /// Reserved for federation: relay-to-relay forwarding, cosignatures.
+    pub const FEDERATION: std::ops::RangeInclusive<u8> = 0x60..=0x7F;
+}
+
+fn body<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
+    let (v, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| DecodeError::Malformed {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing {
+            kind,
+            extra: rest.len(),
+        });
+    }
+    Ok(v)
+}
+
+fn check_payload(len: usize) -> Result<(), DecodeError> {
+    if len > MAX_PAYLOAD_LEN {
+        Err(DecodeError::PayloadTooLarge {
+            len,
+            max: MAX_PAYLOAD_LEN,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+impl Frame {
+    /// The tag byte of this frame.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => tag::HELLO,
+            Frame::Challenge(_) => tag::CHALLENGE,
+            Frame::Auth(_) => tag::AUTH,
+            Frame::Welcome(_) => tag::WELCOME,
+            Frame::Join(_) => tag::JOIN,
+            Frame::Leave(_) => tag::LEAVE,
+            Frame::ListMembers(_) => tag::LIST_MEMBERS,
+            Frame::Members(_) => tag::MEMBERS,
+            Frame::MemberJoined(_) => tag::MEMBER_JOINED,
+            Frame::MemberLeft(_) => tag::MEMBER_LEFT,
+            Frame::Send(_) => tag::SEND,
+            Frame::Deliver(_) => tag::DELIVER,
+            Frame::Ping(_) => tag::PING,
+            Frame::Pong(_) => tag::PONG,
+            Frame::Error(_) => tag::ERROR,
+        }
+    }
+
+    /// A stable lowercase name (metrics, logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Challenge(_) => "challenge",
+            Frame::Auth(_) => "auth",
+            Frame::Welcome(_) => "welcome",
+            Frame::Join(_) => "join",
+            Frame::Leave(_) => "leave",
+            Frame::ListMembers(_) => "list_members",
+            Frame::Members(_) => "members",
+            Frame::MemberJoined(_) => "member_joined",
+            Frame::MemberLeft(_) => "member_left",
+            Frame::Send(_) => "send",
+            Frame::Deliver(_) => "deliver",
+            Frame::Ping(_) => "ping",
+            Frame::Pong(_) => "pong",
+            Frame::Error(_) => "error",
+        }
+    }
+
+    /// Encode as `version ‖ tag ‖ postcard(body)`; fails if the result exceeds [`MAX_FRAME_LEN`]
+    /// or a payload exceeds [`MAX_PAYLOAD_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        let out = vec![PROTOCOL_VERSION, self.tag()];
+        let r = match self {
+            Frame::Hello(b) => postcard::to_extend(b, out),
+            Frame::Challenge(b) => postcard::to_extend(b, out),
+            Frame::Auth(b) => postcard::to_extend(b, out),
+            Frame::Welcome(b) => postcard::to_extend(b, out),
+            Frame::Join(b) | Frame::Leave(b) | Frame::ListMembers(b) => postcard::to_extend(b, out),
+            Frame::Members(b) => postcard::to_extend(b, out),
+            Frame::MemberJoined(b) | Frame::MemberLeft(b) => postcard::to_extend(b, out),
+            Frame::Send(b) => {
+                check_payload(b.payload.len())?;
+                postcard::to_extend(b, out)
+            }
+            Frame::Deliver(b) => {
+                check_payload(b.payload.len())?;
+                postcard::to_extend(b, out)
+            }
+            Frame::Ping(b) | Frame::Pong(b) => postcard::to_extend(b, out),
+            Frame::Error(b) => postcard::to_extend(b, out),
+        };
+        let v = r.map_err(|e| DecodeError::Encode(e.to_string()))?;
+        if v.len() > MAX_FRAME_LEN {
+            return Err(DecodeError::TooLarge {
+                len: v.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        Ok(v)
+    }
+
+    /// Decode with the protocol's hard limit [`MAX_FRAME_LEN`].
+    pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+        Self::decode_with_limit(bytes, MAX_FRAME_LEN)
+    }
+
+    /// Decode, refusing frames longer than `max_len` (clamped to [`MAX_FRAME_LEN`]).
+    /// Never panics, whatever the bytes.
+    pub fn decode_with_limit(bytes: &[u8], max_len: usize) -> Result<Frame, DecodeError> {
+        let max = max_len.min(MAX_FRAME_LEN);
+        if bytes.len() > max {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        let (&version, rest) = bytes.split_first().ok_or(DecodeError::TooShort(0))?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                got: version,
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        let (&t, b) = rest.split_first().ok_or(DecodeError::TooShort(1))?;
+        let f = match t {
+            tag::HELLO => Frame::Hello(body("hello", b)?),
+            tag::CHALLENGE => Frame::Challenge(body("challenge", b)?),
+            tag::AUTH => Frame::Auth(body("auth", b)?),
+            tag::WELCOME => Frame::Welcome(body("welcome", b)?),
+            tag::JOIN => Frame::Join(body("join", b)?),
+            tag::LEAVE => Frame::Leave(body("leave", b)?),
+            tag::LIST_MEMBERS => Frame::ListMembers(body("list_members", b)?),
+            tag::MEMBERS => Frame::Members(body("members", b)?),
+            tag::MEMBER_JOINED => Frame::MemberJoined(body("member_joined", b)?),
+            tag::MEMBER_LEFT => Frame::MemberLeft(body("member_left", b)?),
+            tag::SEND => {
+                let s: SendTo = body("send", b)?;
+                check_payload(s.payload.len())?;
+                Frame::Send(s)
+            }
+            tag::DELIVER => {
+                let d: Deliver = body("deliver", b)?;
+                check_payload(d.payload.len())?;
+                Frame::Deliver(d)
+            }
+            tag::PING => Frame::Ping(body("ping", b)?),
+            tag::PONG => Frame::Pong(body("pong", b)?),
+            tag::ERROR => Frame::Error(body("error", b)?),
+            t if tag::ANCHORING.contains(&t) || tag::FEDERATION.contains(&t) => {
+                return Err(DecodeError::ReservedTag(t));
+            }
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        Ok(f)
+    }
+
+    /// Shorthand for an error frame.
+    pub fn error(code: ErrorCode, room: Option<RoomId>, detail: impl Into<String>) -> Frame {
+        Frame::Error(ErrorFrame {
+            code,
+            room,
+            detail: detail.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Frame> {
+        let p = PeerId([7; 32]);
+        let r = RoomId([9; 32]);
+        vec![
+            Frame::Hello(Hello {
+                peer: p,
+                client_nonce: [1; 32],
+            }),
+            Frame::Challenge(Challenge {
+                relay: p,
+                nonce: [2; 32],
+                relay_sig: Signature([3; 64]),
+            }),
+            Frame::Auth(Auth {
+                sig: Signature([4; 64]),
+            }),
+            Frame::Welcome(Welcome {
+                limits: SessionLimits {
+                    max_frame: 1,
+                    max_payload: 2,
+                    max_rooms: 3,
+                    max_members: 4,
+                    msgs_per_sec: 5,
+                    bytes_per_sec: 6,
+                    idle_timeout_ms: 7,
+                },
+            }),
+            Frame::Join(RoomRef { room: r }),
+            Frame::Leave(RoomRef { room: r }),
+            Frame::ListMembers(RoomRef { room: r }),
+            Frame::Members(Members {
+                room: r,
+                members: vec![p, PeerId([0; 32])],
+            }),
+            Frame::MemberJoined(MemberEvent { room: r, peer: p }),
+            Frame::MemberLeft(MemberEvent { room: r, peer: p }),
+            Frame::Send(SendTo {
+                room: r,
+                to: p,
+                payload: b"sealed".to_vec(),
+            }),
+            Frame::Deliver(Deliver {
+                room: r,
+                from: p,
+                payload: vec![0; 1000],
+            }),
+            Frame::Ping(Ping { nonce: u64::MAX }),
+            Frame::Pong(Ping { nonce: 0 }),
+            Frame::error(ErrorCode::RoomFull, Some(r), "full"),
+            Frame::error(ErrorCode::Other(999), None, ""),
+        ]
+    }
+
+    #[test]
+    fn roundtrip_every_frame() {
+        for f in samples() {
+            let bytes = f.encode().unwrap();
+            assert_eq!(bytes[0], PROTOCOL_VERSION);
+            assert_eq!(Frame::decode(&bytes).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn clear_errors() {
+        let good = Frame::Ping(Ping { nonce: 5 }).encode().unwrap();
+        let mut v2 = good.clone();
+        v2[0] = 2;
+        assert_eq!(
+            Frame::decode(&v2),
+            Err(DecodeError::UnsupportedVersion {
+                got: 2,
+                supported: 1
+            })
+        );
+        assert_eq!(Frame::decode(&[]), Err(DecodeError::TooShort(0)));
+        assert_eq!(Frame::decode(&[1]), Err(DecodeError::TooShort(1)));
+        assert_eq!(
+            Frame::decode(&[1, 0x41]),
+            Err(DecodeError::ReservedTag(0x41))
+        );
+        assert_eq!(
+            Frame::decode(&[1, 0x65]),
+            Err(DecodeError::ReservedTag(0x65))
+        );
+        assert_eq!(
+            Frame::decode(&[1, 0xEE]),
+            Err(DecodeError::UnknownTag(0xEE))
+        );
+        assert!(matches!(
+            Frame::decode(&[1, tag::JOIN, 1, 2]),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            Frame::decode(&trailing),
+            Err(DecodeError::Trailing { .. })
+        ));
+        assert!(matches!(
+            Frame::decode_with_limit(&good, 2),
+            Err(DecodeError::TooLarge { max: 2, .. })
+        ));
+        let big = Frame::Send(SendTo {
+            room: RoomId([0; 32]),
+            to: PeerId([0; 32]),
+            payload: vec![0; MAX_PAYLOAD_LEN + 1],
+        });
+        assert!(matches!(
+            big.encode(),
+            Err(DecodeError::PayloadTooLarge { .. })
+        ));
+        assert_eq!(
+            ErrorCode::from(&DecodeError::ReservedTag(0x41)),
+            ErrorCode::Unsupported
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_payload() {
+        let f = Frame::Send(SendTo {
+            room: RoomId([0; 32]),
+            to: PeerId([0; 32]),
+            payload: b"MARKER-XYZ".to_vec(),
+        });
+        assert!(!format!("{f:?}").contains("MARKER"));
+        assert!(!format!("{f:?}").contains("77, 65")); // no byte lists either
+    }
+
+    #[test]
+    fn error_codes_roundtrip() {
+        for n in 0..40u16 {
+            assert_eq!(ErrorCode::from_u16(n).as_u16(), n);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Decoding arbitrary bytes never panics.
+        #[test]
+        fn decode_arbitrary_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Frame::decode(&bytes);
+        }
+
+        /// Valid header + arbitrary body never panics (reaches the body parsers).
+        #[test]
+        fn decode_arbitrary_body_never_panics(t in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut v = vec![PROTOCOL_VERSION, t];
+            v.extend_from_slice(&body);
+            let _ = Frame::decode(&v);
+        }
+
+        /// Mutating one byte of a valid frame never panics, and a decoded result re-encodes.
+        #[test]
+        fn mutated_frames_never_panic(i in 0usize..16, pos in any::<prop::sample::Index>(), val in any::<u8>()) {
+            let frames = samples();
+            let mut bytes = frames[i % frames.len()].encode().unwrap();
+            let p = pos.index(bytes.len());
+            bytes[p] = val;
+            if let Ok(f) = Frame::decode(&bytes) {
+                prop_assert!(f.encode().is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Shared state, the HTTP router, admission control and the serve/shutdown lifecycle.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use node_lite::identity::Keypair;
+use node_lite::proto::{ErrorCode, SessionLimits};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rooms::Rooms;
+use crate::session::{self, AdmissionGuard};
+
+/// Errors starting the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Filesystem trouble with the data directory or key.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The key file exists but is not a 32-byte seed.
+    #[error("relay key {path} is invalid: {reason}")]
+    BadKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// Binding the listen address failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every request and session. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    /// Resolved configuration.
+    pub config: Config,
+    /// The relay's Ed25519 identity.
+    pub relay_key: Keypair,
+    /// Rooms and members.
+    pub rooms: Rooms,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Cancelled on shutdown: sessions say `ShuttingDown` and close.
+    pub shutdown: CancellationToken,
+    /// Every session task, for draining.
+    pub tracker: TaskTracker,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    total: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Build the state for `config` with the given relay key.
+    pub fn new(config: Config, relay_key: Keypair) -> Self {
+        AppState(Arc::new(Inner {
+            config,
+            relay_key,
+            rooms: Rooms::default(),
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            per_ip: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Open sessions (handshaking included).
+    pub fn session_count(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// The limits as told to nodes in `Welcome`.
+    pub fn session_limits(&self) -> SessionLimits {
+        let l = &self.config.limits;
+        SessionLimits {
+            max_frame: l.max_frame_bytes as u32,
+            max_payload: (l.max_frame_bytes.saturating_sub(80))
+                .min(node_lite::proto::MAX_PAYLOAD_LEN) as u32,
+            max_rooms: l.max_rooms_per_session.min(u16::MAX as usize) as u16,
+            max_members: l.max_members_per_room.min(u32::MAX as usize) as u32,
+            msgs_per_sec: l.msgs_per_sec,
+            bytes_per_sec: l.bytes_per_sec,
+            idle_timeout_ms: l.idle_timeout_ms.min(u64::from(u32::MAX)) as u32,
+        }
+    }
+
+    /// Take a session slot for `ip`, or say which limit refuses it.
+    pub fn admit(&self, ip: IpAddr) -> Result<AdmissionGuard, ErrorCode> {
+        let l = &self.config.limits;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if self.total.load(Ordering::Acquire) >= l.max_sessions {
+            return Err(ErrorCode::RelayFull);
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n as usize >= l.max_sessions_per_ip {
+            return Err(ErrorCode::TooManySessionsFromAddress);
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        self.metrics.sessions.inc();
+        Ok(AdmissionGuard {
+            state: self.clone(),
+            ip,
+        })
+    }
+
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.sessions.dec();
+    }
+}
+
+/// Load the relay key from `data_dir/relay.key` (a raw 32-byte seed), creating it (mode 0600)
+/// on first start.
+pub fn load_or_create_key(data_dir: &Path) -> Result<Keypair, ServerError> {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + use<> {
+        let path = path.to_owned();
+        move |source| ServerError::Io { what, path, source }
+    }
+    std::fs::create_dir_all(data_dir).map_err(io("creating data dir", data_dir))?;
+    let path = data_dir.join("relay.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_seed_slice(&bytes).map_err(|e| ServerError::BadKey {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let kp = Keypair::generate().map_err(|e| ServerError::BadKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                opts.mode(0o600);
+            }
+            use std::io::Write as _;
+            let mut f = opts.open(&path).map_err(io("creating relay key", &path))?;
+            f.write_all(kp.seed())
+                .map_err(io("writing relay key", &path))?;
+            f.sync_all().map_err(io("syncing relay key", &path))?;
+            tracing::info!(relay = %kp.peer_id(), "generated a new relay key");
+            Ok(kp)
+        }
+        Err(e) => Err(ServerError::Io {
+            what: "reading relay key",
+            path,
+            source: e,
+        }),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn signal(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let l = &state.config.limits;
+    let upgrade = upgrade
+        // Small eager buffers: ~10k idle sessions must fit in ~16 KiB each. Larger frames
+        // grow the buffer on demand.
+        .read_buffer_size(2048)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_frame_bytes * 4)
+        // Frames above our limit but within the protocol cap get a clear `TooLarge` error
+        // frame; only frames above the protocol cap are cut off by the WebSocket layer.
+        .max_message_size(node_lite::proto::MAX_FRAME_LEN + 1024)
+        .max_frame_size(node_lite::proto::MAX_FRAME_LEN + 1024);
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let ip = addr.ip();
+    tracing::debug!(%ip, "upgrade");
+    match state.admit(ip) {
+        Ok(guard) => {
+            let st = state.clone();
+            upgrade
+                .on_upgrade(move |ws| st.tracker.track_future(session::run(ws, st.clone(), guard)))
+        }
+        Err(code) => {
+            let st = state.clone();
+            upgrade.on_upgrade(move |ws| {
+                st.tracker
+                    .track_future(session::refuse(ws, st.clone(), code))
+            })
+        }
+    }
+}
+
+/// The relay's HTTP surface: `/v1/signal`, `/healthz`, `/metrics`, and the app if `web_root` is set.
+///
+/// Later work merges its routes here, e.g. the transparency log under `/log/...`:
+/// `router(state.clone()).merge(log::router(log_state))`.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/v1/signal", get(signal))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
+    // ---- /log/... routes (transparency log, witness) go here ----
+    if let Some(root) = &state.config.web_root {
+        r = r.fallback_service(crate::web::static_files(root));
+    }
+    r.layer(crate::web::security_headers()).with_state(state)
+}
+
+/// A running relay (used by `main` and by tests).
+pub struct Relay {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub state: AppState,
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Relay {
+    /// Bind `config.listen` and start serving.
+    pub async fn start(config: Config) -> Result<Relay, ServerError> {
+        let key = load_or_create_key(&config.data_dir)?;
+        let listener = bind(config.listen)?;
+        Self::start_on(listener, config, key)
+    }
+
+    /// Serve on an already-bound listener.
+    pub fn start_on(
+        listener: TcpListener,
+        config: Config,
+        key: Keypair,
+    ) -> Result<Relay, ServerError> {
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let state = AppState::new(config, key);
+        let stop = CancellationToken::new();
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let st = state.clone();
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = st.shutdown.clone();
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                stop2.cancelled().await;
+                // Stop accepting and tell every session at the same moment.
+                shutdown.cancel();
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server error");
+            }
+        });
+        tracing::info!(%addr, relay = %state.relay_key.peer_id(), "relay listening");
+        Ok(Relay {
+            addr,
+            state,
+            task,
+            stop,
+        })
+    }
+
+    /// Graceful shutdown: stop accepting, tell sessions (`ShuttingDown`), drain within the grace period.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.state.shutdown.cancel();
+        let grace = Duration::from_millis(self.state.config.shutdown_grace_ms);
+        let _ = tokio::time::timeout(grace, self.task).await;
+        self.state.tracker.close();
+        if tokio::time::timeout(grace, self.state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.state.session_count(),
+                "sessions still open after the grace period"
+            );
+        }
+        tracing::info!("relay stopped");
+    }
+
+    /// Run until `signal` resolves, then shut down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutdown requested");
+        self.shutdown().await;
+    }
+}
+
+/// Bind with `SO_REUSEADDR` so a restarted relay gets its port back at once.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    sock.set_reuseaddr(true).map_err(err)?;
+    sock.bind(addr).map_err(err)?;
+    sock.listen(4096).map_err(err)
+}
