@@ -1,0 +1,1 @@
+//! The sans-IO job engine (in progress).
