@@ -11,19 +11,25 @@
 //! - [`identity`]: Ed25519 identities (libsodium natively with feature `sodium`, ed25519-dalek
 //!   otherwise; byte-identical).
 //! - [`proto`]: the versioned binary wire frames shared by app, node and relay.
+//! - [`circle`]: circle keys and links, room ids, sealed signaling payloads.
+//! - [`seal`]: end-to-end sealed data channels between two members (X25519 + XChaCha20-Poly1305).
+//! - [`jobs`]: the sans-IO job engine that shards an embedding job across a circle.
 //! - [`signal`]: the signaling client (sans-IO core; tokio or browser driver with feature `signal`).
 //!
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
-// `deny` rather than `forbid`: the one exception is `identity::sodium` (libsodium FFI, feature
-// `sodium`, native only), which opts in with `#[allow(unsafe_code)]`. Everything else stays safe.
+// `deny` rather than `forbid`: the exceptions are `identity::sodium` and `seal::sodium` (libsodium FFI, feature
+// `sodium`, native only), which opt in with `#[allow(unsafe_code)]`. Everything else stays safe.
 #![deny(unsafe_code)]
 
+pub mod circle;
 pub mod identity;
 #[cfg(not(target_family = "wasm"))]
 pub mod index;
+pub mod jobs;
 pub mod proto;
 pub mod receipt;
+pub mod seal;
 pub mod signal;
 pub mod tlog;
 pub mod vector;

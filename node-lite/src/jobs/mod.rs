@@ -1,0 +1,19 @@
+//! The sans-IO job engine shared by browser tabs and the native node.
+//!
+//! - [`msg`]: the peer-to-peer messages (versioned postcard, size-limited), sent sealed.
+//! - [`engine`]: the requester's [`Job`]: shards, capacity-proportional assignment with bounded
+//!   in-flight, deadlines, reassignment on leave / stall / error / malformed results, merge in
+//!   input order, cancellation, per-member progress.
+//! - [`worker`]: the worker's bounded queue.
+//!
+//! No clock is read anywhere: time comes in as `now_ms`, so it runs the same in wasm and tests.
+
+pub mod engine;
+pub mod msg;
+pub mod worker;
+
+pub use engine::{
+    Action, Exclusion, Job, JobConfig, JobError, MAX_MEMBERS, MemberStatus, Progress,
+};
+pub use msg::{Capabilities, JobId, MsgError, PeerMsg};
+pub use worker::{Accepted, Task, Worker};

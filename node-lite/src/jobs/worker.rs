@@ -1,0 +1,149 @@
+//! The worker's side: a bounded queue of shard requests from requesters, sans-IO.
+//!
+//! The driver feeds decoded messages in with [`Worker::on_message`], takes work with
+//! [`Worker::next_task`], computes (model, Web Worker, …) and hands the outcome to
+//! [`Worker::complete`], which returns the reply to send — or nothing when the shard was
+//! cancelled meanwhile.
+
+use std::collections::VecDeque;
+
+use super::msg::{JobId, MAX_LABEL_LEN, PeerMsg, f32s_to_le};
+
+/// One shard to compute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task<M> {
+    /// Who asked.
+    pub from: M,
+    /// Job.
+    pub job: JobId,
+    /// Shard index.
+    pub shard: u32,
+    /// The texts.
+    pub texts: Vec<String>,
+}
+
+/// A worker serving any number of requesters, with at most `max_queued` shards waiting and
+/// at most `max_running` computing.
+#[derive(Debug)]
+pub struct Worker<M> {
+    queue: VecDeque<Task<M>>,
+    running: Vec<(M, JobId, u32, bool)>,
+    max_queued: usize,
+    max_running: usize,
+}
+
+/// What [`Worker::on_message`] decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accepted {
+    /// Queued.
+    Queued,
+    /// Refused: send this reply (busy).
+    Reply(PeerMsg),
+    /// A cancel was applied (tasks removed from the queue or marked cancelled).
+    Cancelled(usize),
+    /// Not a message a worker handles.
+    Ignored,
+}
+
+impl<M: Clone + Eq> Worker<M> {
+    /// A worker with bounded queues.
+    pub fn new(max_queued: usize, max_running: usize) -> Self {
+        Worker {
+            queue: VecDeque::new(),
+            running: Vec::new(),
+            max_queued: max_queued.max(1),
+            max_running: max_running.max(1),
+        }
+    }
+
+    /// Shards waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Handle a message from `from`.
+    pub fn on_message(&mut self, from: M, msg: PeerMsg) -> Accepted {
+        match msg {
+            PeerMsg::ShardRequest { job, shard, texts } => {
+                if self.queue.len() >= self.max_queued {
+                    return Accepted::Reply(PeerMsg::ShardError {
+                        job,
+                        shard,
+                        reason: "busy".into(),
+                    });
+                }
+                self.queue.push_back(Task {
+                    from,
+                    job,
+                    shard,
+                    texts,
+                });
+                Accepted::Queued
+            }
+            PeerMsg::Cancel { job, shard } => {
+                let hit = |j: &JobId, s: &u32| *j == job && shard.is_none_or(|x| x == *s);
+                let before = self.queue.len();
+                self.queue
+                    .retain(|t| !(t.from == from && hit(&t.job, &t.shard)));
+                let mut n = before - self.queue.len();
+                for r in self.running.iter_mut() {
+                    if r.0 == from && hit(&r.1, &r.2) && !r.3 {
+                        r.3 = true;
+                        n += 1;
+                    }
+                }
+                Accepted::Cancelled(n)
+            }
+            _ => Accepted::Ignored,
+        }
+    }
+
+    /// The next shard to compute, if a running slot is free.
+    pub fn next_task(&mut self) -> Option<Task<M>> {
+        if self.running.len() >= self.max_running {
+            return None;
+        }
+        let t = self.queue.pop_front()?;
+        self.running.push((t.from.clone(), t.job, t.shard, false));
+        Some(t)
+    }
+
+    /// The outcome of a task from [`Worker::next_task`]: `Ok(row-major vectors, dim)` or
+    /// `Err(reason)`. Returns the requester and the reply, or `None` if it was cancelled.
+    pub fn complete(
+        &mut self,
+        task: &Task<M>,
+        outcome: Result<(Vec<f32>, u32), String>,
+    ) -> Option<(M, PeerMsg)> {
+        let pos = self
+            .running
+            .iter()
+            .position(|r| r.0 == task.from && r.1 == task.job && r.2 == task.shard)?;
+        let (_, _, _, cancelled) = self.running.swap_remove(pos);
+        if cancelled {
+            return None;
+        }
+        let msg = match outcome {
+            Ok((vectors, dim)) => PeerMsg::ShardResult {
+                job: task.job,
+                shard: task.shard,
+                dim,
+                vectors: f32s_to_le(&vectors),
+            },
+            Err(mut reason) => {
+                reason.truncate(
+                    (0..=MAX_LABEL_LEN.min(reason.len()))
+                        .rev()
+                        .find(|&i| reason.is_char_boundary(i))
+                        .unwrap_or(0),
+                );
+                PeerMsg::ShardError {
+                    job: task.job,
+                    shard: task.shard,
+                    reason,
+                }
+            }
+        };
+        Some((task.from.clone(), msg))
+    }
+}
