@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log).context("bad --log filter")?)
+        .with_writer(std::io::stderr)
         .init();
     let config = args.resolve()?;
     if let Some(shoal_relay::config::Command::Key) = args.command {
