@@ -289,6 +289,20 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(l) = &state.log {
+        let m = &state.metrics;
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.log_size.set(clamp(l.log.committed().0));
+        if let Some((size, _, cosigs)) = l.log.latest() {
+            m.log_checkpoint_size.set(clamp(size));
+            m.log_checkpoint_cosignatures.set(clamp(cosigs as u64));
+        }
+        if let Some(w) = &l.witness
+            && let Ok(n) = w.equivocation_count()
+        {
+            m.witness_equivocation_proofs.set(clamp(n));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -391,6 +405,7 @@ impl Relay {
                 log.log.clone(),
                 w.clone(),
                 &state.config.log,
+                state.metrics.witness_rounds.clone(),
                 state.shutdown.clone(),
                 &state.tracker,
             );

@@ -147,6 +147,17 @@ fn wait_ready(base: &str) {
     });
 }
 
+fn metrics(base: &str) -> String {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .get(&format!("{base}/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -263,6 +274,16 @@ fn federation(net: &Net) {
             .all(|l| l.cosigners.len() == 2 && l.witnessed)
             .then_some(())
     });
+    let m = metrics(&net.test_url[0]);
+    assert!(m.contains("shoal_relay_log_size 1"), "{m}");
+    assert!(
+        m.contains("shoal_relay_witness_rounds_total{outcome=\"ok\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("shoal_relay_witness_equivocation_proofs 0"),
+        "{m}"
+    );
     // Nobody equivocated.
     for u in &net.test_url {
         let h = LogHttp::new(u, Duration::from_secs(30));
@@ -504,15 +525,14 @@ fn equivocating_relay_is_caught() {
         .expect("honest view accepted with 2 cosignatures");
 
     // A now serves a fork of the same size: the light client catches it ...
+    let honest_root = SignedCheckpoint::verify(honest.as_bytes(), &v[0], None)
+        .expect("honest verifies")
+        .checkpoint
+        .root;
     let fork = until("A serves its fork", || {
         let n = http[0].checkpoint().ok()?;
-        (n != honest
-            && SignedCheckpoint::verify(n.as_bytes(), &v[0], None)
-                .ok()?
-                .checkpoint
-                .size
-                == 1)
-            .then_some(n)
+        let sc = SignedCheckpoint::verify(n.as_bytes(), &v[0], None).ok()?;
+        (sc.checkpoint.size == 1 && sc.checkpoint.root != honest_root).then_some(n)
     });
     match client.update(fork.as_bytes(), &[]) {
         Err(ClientError::Equivocation { size: 1, proof }) => {
@@ -547,6 +567,11 @@ fn equivocating_relay_is_caught() {
         let (x, y) = eq.verify(&v[0]).expect("witness's proof verifies");
         assert_eq!((x.size, y.size), (1, 1));
         assert_ne!(x.root, y.root);
+        let m = metrics(&urls[i]);
+        assert!(
+            m.contains("shoal_relay_witness_equivocation_proofs 1"),
+            "{m}"
+        );
         until("the witness logged it at warn", || {
             let log = procs[i].stderr();
             (log.contains("WARN") && log.contains("EQUIVOCATED")).then_some(())

@@ -28,6 +28,9 @@ use tokio_util::task::TaskTracker;
 use super::store::Log;
 use super::witness::{AddCheckpoint, Witness, WitnessError};
 use crate::config::{LogSettings, PeerConfig};
+use crate::metrics::Outcome;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// A configured peer relay, keys parsed.
 #[derive(Debug, Clone)]
@@ -196,6 +199,7 @@ pub fn spawn(
     log: Arc<Log>,
     witness: Arc<Witness>,
     settings: &LogSettings,
+    rounds: Family<Outcome, Counter>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -211,7 +215,7 @@ pub fn spawn(
             peer_old: 0,
             cosigned: None,
         };
-        tracker.spawn(run(worker, poll, max, shutdown.clone()));
+        tracker.spawn(run(worker, poll, max, rounds.clone(), shutdown.clone()));
     }
 }
 
@@ -223,7 +227,13 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.75 + r * 0.5)
 }
 
-async fn run(worker: PeerWorker, poll: Duration, max: Duration, shutdown: CancellationToken) {
+async fn run(
+    worker: PeerWorker,
+    poll: Duration,
+    max: Duration,
+    rounds: Family<Outcome, Counter>,
+    shutdown: CancellationToken,
+) {
     let mut issued = worker.log.subscribe_checkpoints();
     let url = worker.peer.url.clone();
     let mut worker = Some(worker);
@@ -239,6 +249,8 @@ async fn run(worker: PeerWorker, poll: Duration, max: Duration, shutdown: Cancel
         let wait = match res {
             Ok((w, r)) => {
                 worker = Some(w);
+                let outcome = if r.is_ok() { "ok" } else { "error" };
+                rounds.get_or_create(&Outcome { outcome }).inc();
                 match r {
                     Ok(()) => {
                         if failing {

@@ -18,7 +18,7 @@ use node_lite::tlog::checkpoint::{
 };
 use node_lite::tlog::note::{Note, NoteSigner, NoteVerifier};
 use node_lite::tlog::{Hash, verify_consistency};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// origin → latest cosigned checkpoint note (as received, log signature included).
 const WITNESSED: TableDefinition<&str, &str> = TableDefinition::new("witnessed");
@@ -292,6 +292,13 @@ impl Witness {
     /// Whether this witness knows (witnesses) `origin`.
     pub fn knows(&self, origin: &str) -> bool {
         self.logs.contains_key(origin)
+    }
+
+    /// Number of equivocation proofs stored.
+    pub fn equivocation_count(&self) -> Result<u64, WitnessError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EQUIVOCATIONS)?;
+        Ok(t.len()?)
     }
 
     /// All equivocation proofs caught so far.
