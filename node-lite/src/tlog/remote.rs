@@ -545,3 +545,41 @@ fn log_status(
     st.witnessed = consistent && st.cosigners.len() >= opts.quorum;
     (st, Some(sc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::note::Ed25519Signer;
+
+    /// Nothing listens: every failure is reported per log, receipts are "not included",
+    /// nothing panics, and it does not hang past the timeout.
+    #[test]
+    fn unreachable_relay_is_reported_not_fatal() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let key = Ed25519Signer::from_seed("a.example/log", &[3; 32]).expect("key");
+        let logs = vec![TrustedLog {
+            url: format!("http://127.0.0.1:{port}"),
+            key: NoteVerifier::from_key_text(&key.verifier_key()).expect("vk"),
+        }];
+        let t0 = std::time::Instant::now();
+        let rep = receipt_status(
+            &logs,
+            &[b"receipt".to_vec()],
+            &StatusOptions {
+                timeout: Duration::from_secs(5),
+                ..StatusOptions::default()
+            },
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert!(rep.logs[0].error.is_some());
+        assert!(rep.logs[0].checkpoint.is_none());
+        assert!(!rep.logs[0].witnessed);
+        assert_eq!(rep.receipts.len(), 1);
+        assert!(!rep.receipts[0].included && !rep.receipts[0].witnessed);
+        assert_eq!(rep.receipts[0].leaf_hash, leaf_hash(b"receipt"));
+        assert_eq!(urlencode("a.example/log"), "a.example%2Flog");
+    }
+}
