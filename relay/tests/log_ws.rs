@@ -161,3 +161,67 @@ async fn submit_and_checkpoint_over_websocket() {
     .await;
     assert!(proof.starts_with("HTTP/1.1 200"), "{proof}");
 }
+
+/// The node-lite signaling client speaks the anchoring frames too.
+#[tokio::test]
+async fn signal_client_submits_receipts_and_gets_the_checkpoint() {
+    use futures_util::StreamExt as _;
+    use node_lite::identity::Keypair;
+    use node_lite::signal::{ClientConfig, Command, Event, spawn};
+
+    let relay = start(Limits::default()).await;
+    let log = relay.relay.state.log.clone().expect("log mounted");
+    let vk =
+        NoteVerifier::new(log.log.origin(), relay.relay.state.relay_key.peer_id().0).expect("key");
+    let (mut h, mut rx) = spawn(ClientConfig::new(
+        vec![relay.url()],
+        Keypair::generate().expect("key"),
+    ))
+    .expect("client");
+    let mut next = async || {
+        tokio::time::timeout(T, rx.next())
+            .await
+            .expect("timed out")
+            .expect("client stopped")
+    };
+    while !matches!(next().await, Event::Connected { .. }) {}
+    let r = receipt(42);
+    h.command(Command::SubmitReceipts {
+        id: 5,
+        receipts: vec![r.clone()],
+    })
+    .await
+    .expect("command");
+    loop {
+        match next().await {
+            Event::Promises {
+                id,
+                origin,
+                promises,
+            } => {
+                assert_eq!((id, origin.as_str()), (5, log.log.origin()));
+                assert_eq!(promises[0].leaf_hash, leaf_hash(&r));
+                break;
+            }
+            Event::AnchorError { detail, .. } => panic!("refused: {detail}"),
+            _ => {}
+        }
+    }
+    let t0 = Instant::now();
+    loop {
+        h.command(Command::GetCheckpoint { id: 6 })
+            .await
+            .expect("command");
+        let note = loop {
+            if let Event::Checkpoint { id: 6, note } = next().await {
+                break note;
+            }
+        };
+        let sc = SignedCheckpoint::verify(note.as_bytes(), &vk, None).expect("verifies");
+        if sc.checkpoint.size >= 1 {
+            break;
+        }
+        assert!(t0.elapsed() < T, "no checkpoint covering the receipt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
