@@ -95,6 +95,84 @@ impl Limits {
     }
 }
 
+/// A peer relay: this relay witnesses its log, and asks it to cosign this relay's checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Base URL of the peer, e.g. `http://relay-b.example:7070` (paths under `/log`).
+    pub url: String,
+    /// The peer's C2SP verifier key (`name+keyid+base64`, from `shoal-relay key`); the name is
+    /// its checkpoint origin.
+    pub key: String,
+}
+
+impl PeerConfig {
+    /// Parses `"URL KEY"` (the `--peer` flag form).
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let mut it = s.split_whitespace();
+        match (it.next(), it.next(), it.next()) {
+            (Some(url), Some(key), None) => Ok(PeerConfig {
+                url: url.to_owned(),
+                key: key.to_owned(),
+            }),
+            _ => Err(ConfigError::Peer(format!(
+                "expected \"URL KEY\", got {:?}",
+                s.chars().take(200).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// The transparency log and the witness.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Key name in signed notes = checkpoint origin. Default `shoal-relay/<relay peer id>`.
+    pub name: Option<String>,
+    /// Sign a checkpoint this often (ms) if the tree grew.
+    pub checkpoint_interval_ms: u64,
+    /// Poll each peer this often (ms): witness its checkpoint, get ours cosigned.
+    pub witness_poll_ms: u64,
+    /// Timeout of one HTTP request to a peer (ms).
+    pub witness_timeout_ms: u64,
+    /// Upper bound of the exponential backoff after failures talking to a peer (ms).
+    pub witness_backoff_max_ms: u64,
+    /// Peer relays (at most [`MAX_PEERS`]).
+    pub peers: Vec<PeerConfig>,
+    /// TEST HOOK: serve a forked checkpoint (same size, other root, signed by the relay key)
+    /// on `/log/checkpoint` once every peer cosigned the honest one. Makes this relay
+    /// equivocate on purpose so tests can check that witnesses and clients catch it.
+    #[serde(skip)]
+    pub test_equivocate: bool,
+}
+
+/// Most peer relays (one background task each).
+pub const MAX_PEERS: usize = 64;
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            name: None,
+            checkpoint_interval_ms: 1_000,
+            witness_poll_ms: 2_000,
+            witness_timeout_ms: 5_000,
+            witness_backoff_max_ms: 60_000,
+            peers: Vec::new(),
+            test_equivocate: false,
+        }
+    }
+}
+
+impl LogSettings {
+    fn normalized(mut self) -> Self {
+        self.checkpoint_interval_ms = self.checkpoint_interval_ms.max(10);
+        self.witness_poll_ms = self.witness_poll_ms.max(10);
+        self.witness_timeout_ms = self.witness_timeout_ms.max(100);
+        self.witness_backoff_max_ms = self.witness_backoff_max_ms.max(self.witness_poll_ms);
+        self
+    }
+}
+
 /// The relay's whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +187,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Limits.
     pub limits: Limits,
+    /// Transparency log, witness and peers (`[log]` in TOML).
+    pub log: LogSettings,
 }
 
 impl Default for Config {
@@ -119,6 +199,7 @@ impl Default for Config {
             web_root: None,
             shutdown_grace_ms: 5_000,
             limits: Limits::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -138,6 +219,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    /// A `--peer` / `[[log.peers]]` entry is malformed or there are too many.
+    #[error("peer: {0}")]
+    Peer(String),
 }
 
 impl Config {
@@ -159,18 +243,42 @@ impl Config {
 #[command(
     name = "shoal-relay",
     version,
-    about = "Shoal relay: WebSocket signaling for Shoal nodes"
+    about = "Shoal relay: WebSocket signaling, receipt transparency log and witness"
 )]
 pub struct Args {
+    /// `key`: print the relay's verifier key and exit. No subcommand: run the relay.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file (flags and env override it).
-    #[arg(long, env = "SHOAL_RELAY_CONFIG")]
+    #[arg(long, env = "SHOAL_RELAY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Listen address, e.g. 0.0.0.0:7070.
     #[arg(long, env = "SHOAL_RELAY_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Data directory (relay key).
-    #[arg(long, env = "SHOAL_RELAY_DATA_DIR")]
+    /// Data directory (relay key, log, witness state).
+    #[arg(long, env = "SHOAL_RELAY_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Log key name = checkpoint origin (default `shoal-relay/<peer id>`).
+    #[arg(long, env = "SHOAL_RELAY_LOG_NAME", global = true)]
+    pub log_name: Option<String>,
+    /// Checkpoint interval, ms.
+    #[arg(long, env = "SHOAL_RELAY_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Poll interval per peer relay (witnessing, cosignatures), ms.
+    #[arg(long, env = "SHOAL_RELAY_WITNESS_POLL_MS")]
+    pub witness_poll_ms: Option<u64>,
+    /// Timeout of one request to a peer relay, ms.
+    #[arg(long, env = "SHOAL_RELAY_WITNESS_TIMEOUT_MS")]
+    pub witness_timeout_ms: Option<u64>,
+    /// Maximum backoff after failures talking to a peer, ms.
+    #[arg(long, env = "SHOAL_RELAY_WITNESS_BACKOFF_MAX_MS")]
+    pub witness_backoff_max_ms: Option<u64>,
+    /// A peer relay as "URL KEY" (repeatable; env: comma-separated). Adds to the TOML list.
+    #[arg(long = "peer", env = "SHOAL_RELAY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Test hook (never in production): equivocate on purpose, see `LogSettings::test_equivocate`.
+    #[arg(long, env = "SHOAL_RELAY_TEST_EQUIVOCATE", hide = true)]
+    pub test_equivocate: bool,
     /// Serve the built app from this directory.
     #[arg(long, env = "SHOAL_RELAY_WEB_ROOT")]
     pub web_root: Option<PathBuf>,
@@ -246,8 +354,32 @@ impl Args {
         set!(l.write_timeout_ms, self.write_timeout_ms);
         set!(l.max_violations, self.max_violations);
         c.limits = c.limits.clone().normalized();
+        if self.log_name.is_some() {
+            c.log.name = self.log_name.clone();
+        }
+        let g = &mut c.log;
+        set!(g.checkpoint_interval_ms, self.checkpoint_interval_ms);
+        set!(g.witness_poll_ms, self.witness_poll_ms);
+        set!(g.witness_timeout_ms, self.witness_timeout_ms);
+        set!(g.witness_backoff_max_ms, self.witness_backoff_max_ms);
+        for p in self.peers.iter().filter(|p| !p.trim().is_empty()) {
+            g.peers.push(PeerConfig::parse(p)?);
+        }
+        if g.peers.len() > MAX_PEERS {
+            return Err(ConfigError::Peer(format!("at most {MAX_PEERS} peers")));
+        }
+        g.test_equivocate |= self.test_equivocate;
+        c.log = c.log.clone().normalized();
         Ok(c)
     }
+}
+
+/// Subcommands of `shoal-relay`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the relay's C2SP signed-note verifier key (`name+keyid+base64key`) and exit,
+    /// creating the key on first use. The name is the log's checkpoint origin.
+    Key,
 }
 
 #[cfg(test)]
@@ -281,5 +413,41 @@ mod tests {
                 .resolve()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn log_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("relay.toml");
+        std::fs::write(
+            &p,
+            "[log]\nname = \"a.example/log\"\nwitness_poll_ms = 500\n\
+             [[log.peers]]\nurl = \"http://b:7070\"\nkey = \"b+0+x\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "shoal-relay",
+            "--config",
+            p.to_str().unwrap(),
+            "--peer",
+            "http://c:7070 c+1+y",
+            "--checkpoint-interval-ms",
+            "250",
+        ]);
+        let c = args.resolve().unwrap();
+        assert_eq!(c.log.name.as_deref(), Some("a.example/log"));
+        assert_eq!(c.log.witness_poll_ms, 500);
+        assert_eq!(c.log.checkpoint_interval_ms, 250);
+        assert_eq!(c.log.peers.len(), 2);
+        assert_eq!(c.log.peers[1].url, "http://c:7070");
+        assert!(!c.log.test_equivocate);
+        assert!(
+            Args::parse_from(["x", "--peer", "only-one-part"])
+                .resolve()
+                .is_err()
+        );
+        let k = Args::parse_from(["x", "key", "--data-dir", "/tmp/x"]);
+        assert!(matches!(k.command, Some(Command::Key)));
+        assert_eq!(k.data_dir.as_deref(), Some(Path::new("/tmp/x")));
     }
 }

@@ -21,6 +21,13 @@ pub struct Kind {
     pub kind: &'static str,
 }
 
+/// Label: outcome of a witnessing round with one peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 /// The relay's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +47,16 @@ pub struct Metrics {
     pub drops: Family<Reason, Counter>,
     /// Seconds from a `Send` arriving to its `Deliver` being written to the addressee's socket.
     pub forward_latency: Histogram,
+    /// Committed log size (leaves).
+    pub log_size: Gauge,
+    /// Size of the latest signed checkpoint.
+    pub log_checkpoint_size: Gauge,
+    /// Verified peer cosignatures attached to the latest checkpoint.
+    pub log_checkpoint_cosignatures: Gauge,
+    /// Witnessing rounds with peers, by outcome.
+    pub witness_rounds: Family<Outcome, Counter>,
+    /// Equivocation proofs this relay holds against peers.
+    pub witness_equivocation_proofs: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +79,11 @@ impl Metrics {
             drops: Family::default(),
             // 10 µs .. ~1.3 s
             forward_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
+            log_size: Gauge::default(),
+            log_checkpoint_size: Gauge::default(),
+            log_checkpoint_cosignatures: Gauge::default(),
+            witness_rounds: Family::default(),
+            witness_equivocation_proofs: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());
@@ -87,6 +109,31 @@ impl Metrics {
             "forward_latency_seconds",
             "Time from a Send arriving to the Deliver being written to the addressee",
             m.forward_latency.clone(),
+        );
+        registry.register(
+            "log_size",
+            "Committed log size (leaves)",
+            m.log_size.clone(),
+        );
+        registry.register(
+            "log_checkpoint_size",
+            "Size of the latest signed checkpoint",
+            m.log_checkpoint_size.clone(),
+        );
+        registry.register(
+            "log_checkpoint_cosignatures",
+            "Verified peer cosignatures on the latest checkpoint",
+            m.log_checkpoint_cosignatures.clone(),
+        );
+        registry.register(
+            "witness_rounds",
+            "Witnessing rounds with peer relays, by outcome",
+            m.witness_rounds.clone(),
+        );
+        registry.register(
+            "witness_equivocation_proofs",
+            "Equivocation proofs held against peer relays",
+            m.witness_equivocation_proofs.clone(),
         );
         Metrics { registry, ..m }
     }

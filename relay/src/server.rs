@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::log::{Equivocate, Log, LogConfig, LogState, Witness};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::session::{self, AdmissionGuard};
+use node_lite::tlog::note::{KeypairSigner, NoteSigner as _};
 
 /// Errors starting the relay.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,15 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Bad log / witness configuration (name, peers).
+    #[error("config: {0}")]
+    Config(String),
+    /// Opening the log failed.
+    #[error("log: {0}")]
+    Log(#[from] crate::log::LogError),
+    /// Opening the witness state failed.
+    #[error("witness: {0}")]
+    Witness(#[from] crate::log::WitnessError),
 }
 
 /// State shared by every request and session. Cheap to clone.
@@ -66,6 +77,8 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Every session task, for draining.
     pub tracker: TaskTracker,
+    /// The transparency log and witness (`None` only in tests that build a bare state).
+    pub log: Option<LogState>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     total: AtomicUsize,
     next_id: AtomicU64,
@@ -81,7 +94,13 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Build the state for `config` with the given relay key.
     pub fn new(config: Config, relay_key: Keypair) -> Self {
+        Self::with_log(config, relay_key, None)
+    }
+
+    /// Build the state with the log mounted (see [`open_log`]).
+    pub fn with_log(config: Config, relay_key: Keypair, log: Option<LogState>) -> Self {
         AppState(Arc::new(Inner {
+            log,
             config,
             relay_key,
             rooms: Rooms::default(),
@@ -193,6 +212,74 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<Keypair, ServerError> {
     }
 }
 
+/// The log key name (= checkpoint origin): `config.log.name`, or `shoal-relay/<peer id>`.
+pub fn log_name(config: &Config, key: &Keypair) -> String {
+    config
+        .log
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("shoal-relay/{}", key.peer_id()))
+}
+
+/// The relay identity as the signer of checkpoints and cosignatures (no second key).
+pub fn note_signer(config: &Config, key: &Keypair) -> Result<Arc<KeypairSigner>, ServerError> {
+    let name = log_name(config, key);
+    KeypairSigner::new(&name, key.clone())
+        .map(Arc::new)
+        .map_err(|e| ServerError::Config(format!("log name {name:?}: {e}")))
+}
+
+/// Opens the log (`DATA_DIR/log.redb`) and the witness state (`DATA_DIR/witness.redb`,
+/// witnessing the configured peers), signing with the relay key. Returns the state the
+/// routes and sessions use, and the parsed peers.
+pub fn open_log(
+    config: &Config,
+    key: &Keypair,
+) -> Result<(LogState, Vec<crate::log::peers::Peer>), ServerError> {
+    let signer = note_signer(config, key)?;
+    let origin = signer.name().to_owned();
+    let peers = config
+        .log
+        .peers
+        .iter()
+        .map(crate::log::peers::Peer::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ServerError::Config)?;
+    if let Some(p) = peers.iter().find(|p| p.log_key.name == origin) {
+        return Err(ServerError::Config(format!(
+            "peer {} has this relay's own origin {origin:?}",
+            p.url
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        what: "creating data dir",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let wait = Duration::from_secs(5);
+    let log = Log::open_retry(
+        &config.data_dir.join("log.redb"),
+        LogConfig::new(&origin),
+        signer.clone(),
+        wait,
+    )?;
+    let witness = Witness::open_retry(
+        &config.data_dir.join("witness.redb"),
+        signer.clone(),
+        peers.iter().map(|p| p.log_key.clone()).collect(),
+        wait,
+    )?;
+    let mut state = LogState::new(log, Some(witness));
+    if config.log.test_equivocate {
+        tracing::warn!("TEST HOOK: this relay will equivocate on purpose (--test-equivocate)");
+        state.test_equivocate = Some(Equivocate {
+            signer,
+            after_cosignatures: peers.len(),
+        });
+    }
+    Ok((state, peers))
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
@@ -202,6 +289,20 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(l) = &state.log {
+        let m = &state.metrics;
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.log_size.set(clamp(l.log.committed().0));
+        if let Some((size, _, cosigs)) = l.log.latest() {
+            m.log_checkpoint_size.set(clamp(size));
+            m.log_checkpoint_cosignatures.set(clamp(cosigs as u64));
+        }
+        if let Some(w) = &l.witness
+            && let Ok(n) = w.equivocation_count()
+        {
+            m.witness_equivocation_proofs.set(clamp(n));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -249,20 +350,21 @@ async fn signal(
     }
 }
 
-/// The relay's HTTP surface: `/v1/signal`, `/healthz`, `/metrics`, and the app if `web_root` is set.
-///
-/// Later work merges its routes here, e.g. the transparency log under `/log/...`:
-/// `router(state.clone()).merge(log::router(log_state))`.
+/// The relay's HTTP surface: `/v1/signal`, `/healthz`, `/metrics`, the transparency log and
+/// witness under `/log/...` (if the state has a log), and the app if `web_root` is set.
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new()
+    let mut r: Router = Router::new()
         .route("/v1/signal", get(signal))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics));
-    // ---- /log/... routes (transparency log, witness) go here ----
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
+    if let Some(log) = &state.log {
+        r = r.merge(crate::log::routes(log.clone()));
+    }
     if let Some(root) = &state.config.web_root {
         r = r.fallback_service(crate::web::static_files(root));
     }
-    r.layer(crate::web::security_headers()).with_state(state)
+    r.layer(crate::web::security_headers())
 }
 
 /// A running relay (used by `main` and by tests).
@@ -293,7 +395,21 @@ impl Relay {
             addr: config.listen,
             source,
         })?;
-        let state = AppState::new(config, key);
+        let (log, peers) = open_log(&config, &key)?;
+        let interval = Duration::from_millis(config.log.checkpoint_interval_ms);
+        log.log.spawn_checkpointer(interval);
+        let state = AppState::with_log(config, key, Some(log.clone()));
+        if let Some(w) = &log.witness {
+            crate::log::peers::spawn(
+                peers,
+                log.log.clone(),
+                w.clone(),
+                &state.config.log,
+                state.metrics.witness_rounds.clone(),
+                state.shutdown.clone(),
+                &state.tracker,
+            );
+        }
         let stop = CancellationToken::new();
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let st = state.clone();
@@ -309,7 +425,12 @@ impl Relay {
                 tracing::error!(error = %e, "server error");
             }
         });
-        tracing::info!(%addr, relay = %state.relay_key.peer_id(), "relay listening");
+        tracing::info!(
+            %addr,
+            relay = %state.relay_key.peer_id(),
+            origin = %log.log.origin(),
+            "relay listening"
+        );
         Ok(Relay {
             addr,
             state,

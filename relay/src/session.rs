@@ -9,10 +9,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use node_lite::identity::{PeerId, random_bytes};
 use node_lite::proto::{
-    self, Challenge, DecodeError, Deliver, ErrorCode, ErrorFrame, Frame, Members, Ping, RoomId,
-    Welcome,
+    self, AnchorError, Challenge, CheckpointNote, DecodeError, Deliver, ErrorCode, ErrorFrame,
+    Frame, InclusionPromise, Members, Ping, Promises, RoomId, SubmitReceipts, Welcome,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::log::SubmitError;
 use tokio::time::{sleep_until, timeout};
 
 use crate::limits::{TokenBucket, Violations};
@@ -259,6 +261,7 @@ async fn session_loop(
     let mut last_heard = tokio::time::Instant::now();
     let mut pinged = false;
     let mut ping_nonce: u64 = 0;
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_SUBMITS));
 
     loop {
         let deadline = if pinged {
@@ -310,7 +313,7 @@ async fn session_loop(
                             }
                             Some(Frame::error(ErrorCode::RateLimited, None, format!("{} frame dropped", f.kind())))
                         } else {
-                            match handle(state, me, rooms, f, t0) {
+                            match handle(state, me, rooms, f, t0, &inflight) {
                                 Ok(reply) => reply,
                                 Err(err) => {
                                     state.metrics.drop(err.code.name());
@@ -351,6 +354,85 @@ fn ef(code: ErrorCode, room: Option<RoomId>, detail: impl Into<String>) -> Error
     }
 }
 
+/// Receipt submissions one session may have waiting for the durable commit.
+pub const MAX_INFLIGHT_SUBMITS: usize = 4;
+
+fn anchor_error(id: u32, code: ErrorCode, detail: impl Into<String>) -> Frame {
+    Frame::AnchorError(AnchorError {
+        id,
+        code,
+        detail: detail.into(),
+    })
+}
+
+/// `SubmitReceipts`: the same checks as `POST /log/submit` (batch size, decoding, both
+/// signatures), then the append; the answer is queued to this session once committed.
+fn submit_receipts(
+    state: &AppState,
+    me: &Arc<Peer>,
+    s: SubmitReceipts,
+    inflight: &Arc<Semaphore>,
+) -> Option<Frame> {
+    let Some(log) = state.log.clone() else {
+        return Some(anchor_error(
+            s.id,
+            ErrorCode::Unsupported,
+            "no log on this relay",
+        ));
+    };
+    let Ok(permit) = inflight.clone().try_acquire_owned() else {
+        return Some(anchor_error(
+            s.id,
+            ErrorCode::RateLimited,
+            format!("at most {MAX_INFLIGHT_SUBMITS} submissions in flight"),
+        ));
+    };
+    let (st, me) = (state.clone(), me.clone());
+    state.tracker.spawn(async move {
+        let _permit = permit;
+        let id = s.id;
+        let receipts = s.receipts.into_iter().map(|b| b.into_vec()).collect();
+        let reply = match log.submit(receipts).await {
+            Ok(promises) => {
+                let mut out = Vec::with_capacity(promises.len());
+                for p in promises {
+                    let Some(h) = hex::decode(&p.leaf_hash)
+                        .ok()
+                        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    else {
+                        continue;
+                    };
+                    out.push(InclusionPromise {
+                        index: p.index,
+                        leaf_hash: h,
+                    });
+                }
+                Frame::Promises(Promises {
+                    id,
+                    origin: log.log.origin().to_owned(),
+                    promises: out,
+                })
+            }
+            Err(SubmitError::Invalid(m)) => anchor_error(id, ErrorCode::Malformed, m),
+            Err(SubmitError::TooLarge(m)) => anchor_error(id, ErrorCode::TooLarge, m),
+            Err(SubmitError::Log(e)) => anchor_error(id, ErrorCode::Internal, e.to_string()),
+        };
+        match reply.encode() {
+            Ok(b) => {
+                me.push(
+                    Out {
+                        bytes: Bytes::from(b),
+                        t0: None,
+                    },
+                    &st.metrics,
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "could not encode a log reply"),
+        }
+    });
+    None
+}
+
 /// Handle one authenticated frame. `Ok(reply)` or `Err(error frame)` (a violation).
 fn handle(
     state: &AppState,
@@ -358,9 +440,18 @@ fn handle(
     rooms: &mut Vec<RoomId>,
     f: Frame,
     t0: Instant,
+    inflight: &Arc<Semaphore>,
 ) -> Result<Option<Frame>, ErrorFrame> {
     let limits = &state.config.limits;
     match f {
+        Frame::SubmitReceipts(s) => Ok(submit_receipts(state, me, s, inflight)),
+        Frame::GetCheckpoint(g) => Ok(Some(
+            match state.log.as_ref().map(|l| l.served_checkpoint()) {
+                Some(Some(note)) => Frame::CheckpointNote(CheckpointNote { id: g.id, note }),
+                Some(None) => anchor_error(g.id, ErrorCode::Unsupported, "no checkpoint yet"),
+                None => anchor_error(g.id, ErrorCode::Unsupported, "no log on this relay"),
+            },
+        )),
         Frame::Join(r) => {
             if !rooms.contains(&r.room) && rooms.len() >= limits.max_rooms_per_session {
                 return Err(ef(

@@ -53,6 +53,7 @@ fn relay(
         log: log.clone(),
         witness,
         verify_receipts: true,
+        test_equivocate: None,
     });
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

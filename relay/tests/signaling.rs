@@ -269,7 +269,7 @@ async fn unknown_version_and_garbage_get_clear_errors_then_close() {
     .await;
     let mut c = Raw::connect_auth(&relay.url()).await;
     // Reserved (anchoring) tag: clear error, session stays.
-    c.send_bytes(vec![proto::PROTOCOL_VERSION, 0x41]).await;
+    c.send_bytes(vec![proto::PROTOCOL_VERSION, 0x50]).await;
     assert_eq!(c.error().await, ErrorCode::Unsupported);
     // Garbage: Malformed, repeated: TooManyErrors and a close.
     for _ in 0..3 {

@@ -134,6 +134,69 @@ pub struct ErrorFrame {
     pub detail: String,
 }
 
+/// Most receipts in one [`SubmitReceipts`] (the relay's HTTP batch limit too; in practice the
+/// frame size limit binds first: ~200 receipts of 305 bytes fit in 64 KiB).
+pub const MAX_SUBMIT_RECEIPTS: usize = 1024;
+
+/// `0x40` node → relay: append receipts (each an encoded `node_lite::receipt::Receipt`) to the
+/// relay's transparency log. Answered by [`Promises`] or [`AnchorError`] with the same `id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitReceipts {
+    /// Chosen by the node; echoed in the answer.
+    pub id: u32,
+    /// Encoded receipts (public log entries: no plaintext, no vectors).
+    pub receipts: Vec<serde_bytes::ByteBuf>,
+}
+
+/// "Durably committed at `index`": redeemed later by an inclusion proof against a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionPromise {
+    /// Leaf index in the log.
+    pub index: u64,
+    /// RFC 9162 leaf hash `SHA-256(0x00 || receipt)`.
+    pub leaf_hash: [u8; 32],
+}
+
+/// `0x41` relay → node: every receipt of a [`SubmitReceipts`] is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promises {
+    /// The request's id.
+    pub id: u32,
+    /// The log's checkpoint origin.
+    pub origin: String,
+    /// One per submitted receipt, in order.
+    pub promises: Vec<InclusionPromise>,
+}
+
+/// `0x42` node → relay: ask for the latest checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetCheckpoint {
+    /// Chosen by the node; echoed in the answer.
+    pub id: u32,
+}
+
+/// `0x43` relay → node: the latest signed checkpoint (C2SP signed note text, with the witness
+/// cosignatures the relay collected), exactly as `GET /log/checkpoint` serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointNote {
+    /// The request's id.
+    pub id: u32,
+    /// Signed note text.
+    pub note: String,
+}
+
+/// `0x44` relay → node: an anchoring request failed (the session stays open).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorError {
+    /// The request's id.
+    pub id: u32,
+    /// `Malformed` (bad receipt or signature), `TooLarge` (batch), `RateLimited` (too many
+    /// requests in flight), `Unsupported` (no log here), `Internal` (storage).
+    pub code: ErrorCode,
+    /// Human-readable detail, e.g. `receipt 3: bad worker signature`.
+    pub detail: String,
+}
+
 /// Every frame of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -167,6 +230,16 @@ pub enum Frame {
     Pong(Ping),
     /// `0x3F` relay → node (a node may send it too; relays ignore it).
     Error(ErrorFrame),
+    /// `0x40` node → relay.
+    SubmitReceipts(SubmitReceipts),
+    /// `0x41` relay → node.
+    Promises(Promises),
+    /// `0x42` node → relay.
+    GetCheckpoint(GetCheckpoint),
+    /// `0x43` relay → node.
+    CheckpointNote(CheckpointNote),
+    /// `0x44` relay → node.
+    AnchorError(AnchorError),
 }
 
 /// Frame tags (the second byte).
@@ -186,7 +259,13 @@ pub mod tag {
     pub const PING: u8 = 0x30;
     pub const PONG: u8 = 0x31;
     pub const ERROR: u8 = 0x3F;
-    /// Reserved for anchoring: receipts, inclusion promises/proofs, checkpoints.
+    pub const SUBMIT_RECEIPTS: u8 = 0x40;
+    pub const PROMISES: u8 = 0x41;
+    pub const GET_CHECKPOINT: u8 = 0x42;
+    pub const CHECKPOINT_NOTE: u8 = 0x43;
+    pub const ANCHOR_ERROR: u8 = 0x44;
+    /// Anchoring: receipts, inclusion promises/proofs, checkpoints (`0x40..=0x44` assigned,
+    /// the rest reserved).
     pub const ANCHORING: std::ops::RangeInclusive<u8> = 0x40..=0x5F;
     /// Reserved for federation: relay-to-relay forwarding, cosignatures.
     pub const FEDERATION: std::ops::RangeInclusive<u8> = 0x60..=0x7F;
@@ -217,6 +296,17 @@ fn check_payload(len: usize) -> Result<(), DecodeError> {
     }
 }
 
+fn check_batch(len: usize) -> Result<(), DecodeError> {
+    if len > MAX_SUBMIT_RECEIPTS {
+        Err(DecodeError::PayloadTooLarge {
+            len,
+            max: MAX_SUBMIT_RECEIPTS,
+        })
+    } else {
+        Ok(())
+    }
+}
+
 impl Frame {
     /// The tag byte of this frame.
     pub fn tag(&self) -> u8 {
@@ -236,6 +326,11 @@ impl Frame {
             Frame::Ping(_) => tag::PING,
             Frame::Pong(_) => tag::PONG,
             Frame::Error(_) => tag::ERROR,
+            Frame::SubmitReceipts(_) => tag::SUBMIT_RECEIPTS,
+            Frame::Promises(_) => tag::PROMISES,
+            Frame::GetCheckpoint(_) => tag::GET_CHECKPOINT,
+            Frame::CheckpointNote(_) => tag::CHECKPOINT_NOTE,
+            Frame::AnchorError(_) => tag::ANCHOR_ERROR,
         }
     }
 
@@ -257,6 +352,11 @@ impl Frame {
             Frame::Ping(_) => "ping",
             Frame::Pong(_) => "pong",
             Frame::Error(_) => "error",
+            Frame::SubmitReceipts(_) => "submit_receipts",
+            Frame::Promises(_) => "promises",
+            Frame::GetCheckpoint(_) => "get_checkpoint",
+            Frame::CheckpointNote(_) => "checkpoint_note",
+            Frame::AnchorError(_) => "anchor_error",
         }
     }
 
@@ -282,6 +382,17 @@ impl Frame {
             }
             Frame::Ping(b) | Frame::Pong(b) => postcard::to_extend(b, out),
             Frame::Error(b) => postcard::to_extend(b, out),
+            Frame::SubmitReceipts(b) => {
+                check_batch(b.receipts.len())?;
+                postcard::to_extend(b, out)
+            }
+            Frame::Promises(b) => {
+                check_batch(b.promises.len())?;
+                postcard::to_extend(b, out)
+            }
+            Frame::GetCheckpoint(b) => postcard::to_extend(b, out),
+            Frame::CheckpointNote(b) => postcard::to_extend(b, out),
+            Frame::AnchorError(b) => postcard::to_extend(b, out),
         };
         let v = r.map_err(|e| DecodeError::Encode(e.to_string()))?;
         if v.len() > MAX_FRAME_LEN {
@@ -340,6 +451,19 @@ impl Frame {
             tag::PING => Frame::Ping(body("ping", b)?),
             tag::PONG => Frame::Pong(body("pong", b)?),
             tag::ERROR => Frame::Error(body("error", b)?),
+            tag::SUBMIT_RECEIPTS => {
+                let s: SubmitReceipts = body("submit_receipts", b)?;
+                check_batch(s.receipts.len())?;
+                Frame::SubmitReceipts(s)
+            }
+            tag::PROMISES => {
+                let p: Promises = body("promises", b)?;
+                check_batch(p.promises.len())?;
+                Frame::Promises(p)
+            }
+            tag::GET_CHECKPOINT => Frame::GetCheckpoint(body("get_checkpoint", b)?),
+            tag::CHECKPOINT_NOTE => Frame::CheckpointNote(body("checkpoint_note", b)?),
+            tag::ANCHOR_ERROR => Frame::AnchorError(body("anchor_error", b)?),
             t if tag::ANCHORING.contains(&t) || tag::FEDERATION.contains(&t) => {
                 return Err(DecodeError::ReservedTag(t));
             }
@@ -413,6 +537,28 @@ mod tests {
             Frame::Pong(Ping { nonce: 0 }),
             Frame::error(ErrorCode::RoomFull, Some(r), "full"),
             Frame::error(ErrorCode::Other(999), None, ""),
+            Frame::SubmitReceipts(SubmitReceipts {
+                id: 7,
+                receipts: vec![serde_bytes::ByteBuf::from(vec![1; 305]), vec![].into()],
+            }),
+            Frame::Promises(Promises {
+                id: 7,
+                origin: "relay.example/log".into(),
+                promises: vec![InclusionPromise {
+                    index: u64::MAX,
+                    leaf_hash: [8; 32],
+                }],
+            }),
+            Frame::GetCheckpoint(GetCheckpoint { id: 0 }),
+            Frame::CheckpointNote(CheckpointNote {
+                id: 1,
+                note: "o\n1\nAA==\n\n\u{2014} o AAAA\n".into(),
+            }),
+            Frame::AnchorError(AnchorError {
+                id: 2,
+                code: ErrorCode::Malformed,
+                detail: "receipt 0: bad".into(),
+            }),
         ]
     }
 
@@ -440,8 +586,8 @@ mod tests {
         assert_eq!(Frame::decode(&[]), Err(DecodeError::TooShort(0)));
         assert_eq!(Frame::decode(&[1]), Err(DecodeError::TooShort(1)));
         assert_eq!(
-            Frame::decode(&[1, 0x41]),
-            Err(DecodeError::ReservedTag(0x41))
+            Frame::decode(&[1, 0x50]),
+            Err(DecodeError::ReservedTag(0x50))
         );
         assert_eq!(
             Frame::decode(&[1, 0x65]),

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::identity::{Keypair, PeerId, random_bytes};
 use crate::proto::{
-    self, Auth, DecodeError, ErrorCode, Frame, Hello, MemberEvent, Members, Ping, RoomId, RoomRef,
-    SendTo, SessionLimits,
+    self, Auth, DecodeError, ErrorCode, Frame, GetCheckpoint, Hello, InclusionPromise, MemberEvent,
+    Members, Ping, RoomId, RoomRef, SendTo, SessionLimits, SubmitReceipts,
 };
 
 /// What the application asks the client to do.
@@ -24,6 +24,12 @@ pub enum Command {
         to: PeerId,
         payload: Vec<u8>,
     },
+    /// Append encoded receipts to the relay's log (answered by [`Event::Promises`] or
+    /// [`Event::AnchorError`] with the same `id`). Dropped while disconnected: resubmit after
+    /// [`Event::Connected`] (appending is idempotent).
+    SubmitReceipts { id: u32, receipts: Vec<Vec<u8>> },
+    /// Ask for the relay's latest checkpoint (answered by [`Event::Checkpoint`]).
+    GetCheckpoint { id: u32 },
 }
 
 impl std::fmt::Debug for Command {
@@ -35,6 +41,10 @@ impl std::fmt::Debug for Command {
             Command::Send { room, to, payload } => {
                 write!(f, "Send({room:?}, {to:?}, <{} bytes>)", payload.len())
             }
+            Command::SubmitReceipts { id, receipts } => {
+                write!(f, "SubmitReceipts({id}, {} receipts)", receipts.len())
+            }
+            Command::GetCheckpoint { id } => write!(f, "GetCheckpoint({id})"),
         }
     }
 }
@@ -68,6 +78,21 @@ pub enum Event {
         room: Option<RoomId>,
         detail: String,
     },
+    /// The receipts of `SubmitReceipts{id}` are durably in the log of `origin`.
+    Promises {
+        id: u32,
+        origin: String,
+        promises: Vec<InclusionPromise>,
+    },
+    /// The relay's latest checkpoint (signed note text with cosignatures): verify it with
+    /// `tlog::client::LightClient`.
+    Checkpoint { id: u32, note: String },
+    /// An anchoring request failed.
+    AnchorError {
+        id: u32,
+        code: ErrorCode,
+        detail: String,
+    },
 }
 
 impl std::fmt::Debug for Event {
@@ -89,6 +114,17 @@ impl std::fmt::Debug for Event {
             }
             Event::RelayError { code, room, detail } => {
                 write!(f, "RelayError({code:?}, {room:?}, {detail})")
+            }
+            Event::Promises {
+                id,
+                origin,
+                promises,
+            } => {
+                write!(f, "Promises({id}, {origin}, {} promises)", promises.len())
+            }
+            Event::Checkpoint { id, note } => write!(f, "Checkpoint({id}, {} bytes)", note.len()),
+            Event::AnchorError { id, code, detail } => {
+                write!(f, "AnchorError({id}, {code:?}, {detail})")
             }
         }
     }
@@ -280,6 +316,22 @@ impl ClientCore {
                 from: d.from,
                 payload: d.payload,
             })),
+            (State::Ready, Frame::Promises(p)) => out.push(Output::Event(Event::Promises {
+                id: p.id,
+                origin: p.origin,
+                promises: p.promises,
+            })),
+            (State::Ready, Frame::CheckpointNote(c)) => {
+                out.push(Output::Event(Event::Checkpoint {
+                    id: c.id,
+                    note: c.note,
+                }))
+            }
+            (State::Ready, Frame::AnchorError(e)) => out.push(Output::Event(Event::AnchorError {
+                id: e.id,
+                code: e.code,
+                detail: e.detail,
+            })),
             (state, f) => {
                 return Err(SignalError::Protocol(format!(
                     "unexpected {} frame in state {state:?}",
@@ -303,6 +355,14 @@ impl ClientCore {
             }
             Command::ListMembers(room) => Frame::ListMembers(RoomRef { room }),
             Command::Send { room, to, payload } => Frame::Send(SendTo { room, to, payload }),
+            Command::SubmitReceipts { id, receipts } => Frame::SubmitReceipts(SubmitReceipts {
+                id,
+                receipts: receipts
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect(),
+            }),
+            Command::GetCheckpoint { id } => Frame::GetCheckpoint(GetCheckpoint { id }),
         };
         if self.is_ready() {
             Ok(Some(frame.encode()?))

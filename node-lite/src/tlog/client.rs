@@ -107,20 +107,19 @@ impl LightClient {
 
     /// Accepts a new checkpoint given a consistency proof from the last accepted one (ignored
     /// when there is none). On success it becomes the last accepted checkpoint.
+    ///
+    /// Equivocation is checked right after the log signature and *before* the witness quorum:
+    /// two notes signed by the log key with one size and two roots are proof on their own, even
+    /// when the fork carries no cosignature (honest witnesses refuse to cosign it).
     pub fn update(
         &mut self,
         note: &[u8],
         consistency_proof: &[Hash],
     ) -> Result<&SignedCheckpoint, ClientError> {
-        let new = self.check_checkpoint(note)?;
+        let parsed = Note::parse(note).map_err(CheckpointError::from)?;
+        let new = SignedCheckpoint::verify_note(parsed, &self.log, Some(&self.origin))?;
         if let Some(last) = &self.last {
             let (l, n) = (&last.checkpoint, &new.checkpoint);
-            if n.size < l.size {
-                return Err(ClientError::Rollback {
-                    last: l.size,
-                    new: n.size,
-                });
-            }
             if n.size == l.size && n.root != l.root {
                 let proof = EquivocationProof::from_pair(last, &new).ok_or(
                     ClientError::Checkpoint(CheckpointError::NotEquivocation("unreachable")),
@@ -128,6 +127,22 @@ impl LightClient {
                 return Err(ClientError::Equivocation {
                     size: n.size,
                     proof: Box::new(proof),
+                });
+            }
+        }
+        let got = self.count_cosignatures(&new.note);
+        if got < self.quorum {
+            return Err(ClientError::Quorum {
+                got,
+                need: self.quorum,
+            });
+        }
+        if let Some(last) = &self.last {
+            let (l, n) = (&last.checkpoint, &new.checkpoint);
+            if n.size < l.size {
+                return Err(ClientError::Rollback {
+                    last: l.size,
+                    new: n.size,
                 });
             }
             verify_consistency(l.size, n.size, &l.root, &n.root, consistency_proof)

@@ -7,6 +7,8 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint`, C2SP `tlog-cosignature` (cosignature/v1) and
 //!   equivocation proofs.
 //! - [`tiles`]: C2SP `tlog-tiles` paths and tile data.
+//! - `remote` (native, feature `fetch`): the relay log API over HTTP and `receipt_status`
+//!   (included / witnessed per receipt), for `shoal-node receipts` and the relay's witness.
 //! - [`client`]: the light client (checkpoint signature, k-of-n witness quorum, inclusion,
 //!   consistency with the last checkpoint seen).
 //!
@@ -18,6 +20,8 @@
 pub mod checkpoint;
 pub mod client;
 pub mod note;
+#[cfg(all(feature = "fetch", not(target_family = "wasm")))]
+pub mod remote;
 pub mod tiles;
 
 #[cfg(test)]

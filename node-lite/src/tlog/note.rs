@@ -277,6 +277,49 @@ impl NoteSigner for Ed25519Signer {
     }
 }
 
+/// A node's or relay's long-term identity ([`crate::identity::Keypair`]: libsodium natively
+/// with feature `sodium`, ed25519-dalek otherwise; byte-identical) as a note signer, so one
+/// key signs the relay handshake, its checkpoints (alg `0x01`) and its cosignatures (`0x04`).
+pub struct KeypairSigner {
+    name: String,
+    key: crate::identity::Keypair,
+}
+
+impl KeypairSigner {
+    /// `name` is the key name in notes (for a relay: its checkpoint origin).
+    pub fn new(name: &str, key: crate::identity::Keypair) -> Result<Self, NoteError> {
+        if !is_valid_name(name) {
+            return Err(NoteError::BadName);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            key,
+        })
+    }
+
+    /// The C2SP verifier key for this signer's note signatures (`name+keyid+base64`).
+    pub fn verifier_key(&self) -> String {
+        verifier_key_text(&self.name, ALG_ED25519, &self.public_key())
+    }
+
+    /// The C2SP verifier key for this signer used as a cosigning witness.
+    pub fn cosigner_key(&self) -> String {
+        verifier_key_text(&self.name, ALG_COSIGNATURE_V1, &self.public_key())
+    }
+}
+
+impl NoteSigner for KeypairSigner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn public_key(&self) -> [u8; 32] {
+        self.key.peer_id().0
+    }
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).0
+    }
+}
+
 /// Verifies plain Ed25519 signatures (strict: rejects malleable and small-order encodings).
 pub fn ed25519_verify(public_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
     let Ok(sig) = <[u8; 64]>::try_from(sig) else {

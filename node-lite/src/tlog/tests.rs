@@ -632,3 +632,58 @@ proptest! {
         let _ = parse_verifier_key(&s);
     }
 }
+
+/// The identity adapter (libsodium natively with `sodium`) signs notes byte-identically to the
+/// dalek signer, and its verifier/cosigner keys verify them.
+#[test]
+fn keypair_signer_matches_ed25519_signer() {
+    use super::checkpoint::{Checkpoint, CosignatureVerifier, SignedCheckpoint, cosign};
+    use super::note::{Ed25519Signer, KeypairSigner, NoteVerifier};
+    use crate::identity::Keypair;
+    let seed = [9u8; 32];
+    let name = "relay.example/log";
+    let a = KeypairSigner::new(name, Keypair::from_seed(seed).unwrap()).unwrap();
+    let b = Ed25519Signer::from_seed(name, &seed).unwrap();
+    assert_eq!(a.verifier_key(), b.verifier_key());
+    assert_eq!(a.cosigner_key(), b.cosigner_key());
+    let cp = Checkpoint::new(name, 3, [1; 32]);
+    let na = cp.sign(&a).unwrap().to_text();
+    assert_eq!(na, cp.sign(&b).unwrap().to_text());
+    let v = NoteVerifier::from_key_text(&a.verifier_key()).unwrap();
+    let sc = SignedCheckpoint::verify(na.as_bytes(), &v, None).unwrap();
+    let w = CosignatureVerifier::from_key_text(&a.cosigner_key()).unwrap();
+    let mut note = sc.note.clone();
+    note.add_signature(cosign(&a, &note.text, 77));
+    assert_eq!(w.verify(&note), Some(77));
+    assert!(KeypairSigner::new("bad name", Keypair::from_seed(seed).unwrap()).is_err());
+}
+
+/// A fork signed by the log but cosigned by nobody (honest witnesses refuse it) is still an
+/// equivocation for a client that accepted the honest checkpoint with its quorum.
+#[test]
+fn uncosigned_fork_is_equivocation_not_quorum_failure() {
+    let log = Ed25519Signer::from_seed("log.example/log", &[4; 32]).unwrap();
+    let w = Ed25519Signer::from_seed("w.example", &[5; 32]).unwrap();
+    let lv = NoteVerifier::from_key_text(&log.verifier_key()).unwrap();
+    let wv = CosignatureVerifier::from_key_text(&w.cosigner_key()).unwrap();
+    let mut honest = Checkpoint::new("log.example/log", 5, [1; 32])
+        .sign(&log)
+        .unwrap();
+    honest.add_signature(cosign(&w, &honest.text, 9));
+    let fork = Checkpoint::new("log.example/log", 5, [2; 32])
+        .sign(&log)
+        .unwrap();
+    let mut c = LightClient::new(lv.clone(), None, vec![wv], 1);
+    // Without a last checkpoint the fork is just unwitnessed.
+    assert!(matches!(
+        c.clone().update(fork.to_text().as_bytes(), &[]),
+        Err(ClientError::Quorum { got: 0, need: 1 })
+    ));
+    c.update(honest.to_text().as_bytes(), &[]).unwrap();
+    match c.update(fork.to_text().as_bytes(), &[]) {
+        Err(ClientError::Equivocation { size: 5, proof }) => {
+            proof.verify(&lv).unwrap();
+        }
+        other => panic!("expected equivocation, got {other:?}"),
+    }
+}

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         log,
         witness: None,
         verify_receipts: true,
+        test_equivocate: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);

@@ -30,6 +30,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use node_lite::receipt::{MAX_RECEIPT_BYTES, Receipt};
 use node_lite::tlog::Hash;
+use node_lite::tlog::checkpoint::Checkpoint;
+use node_lite::tlog::note::{Note, NoteSigner};
 use node_lite::tlog::tiles::{Tile, decode_bundle, encode_bundle};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,7 @@ use super::store::{Log, LogError};
 use super::witness::{AddCheckpoint, MAX_ADD_CHECKPOINT_BYTES, Witness, WitnessError};
 
 /// Most receipts in one submission.
-pub const MAX_SUBMIT_RECEIPTS: usize = 1024;
+pub const MAX_SUBMIT_RECEIPTS: usize = node_lite::proto::MAX_SUBMIT_RECEIPTS;
 /// Largest submission body: a full batch of maximal receipts, base64 in JSON.
 pub const MAX_SUBMIT_BYTES: usize = MAX_SUBMIT_RECEIPTS * (MAX_RECEIPT_BYTES + 2) * 4 / 3 + 4096;
 
@@ -49,6 +51,117 @@ pub struct LogState {
     /// Check receipt encoding and signatures on submit (on in production; the benchmark
     /// may turn it off to measure the log alone).
     pub verify_receipts: bool,
+    /// TEST HOOK (`--test-equivocate`): equivocate on purpose. `None` in production.
+    pub test_equivocate: Option<Equivocate>,
+}
+
+/// The equivocation test hook: once the latest honest checkpoint carries at least
+/// `after_cosignatures` cosignatures, `/log/checkpoint` (HTTP and WebSocket) serves a fork
+/// instead: same origin and size, another root, signed by the log key.
+#[derive(Clone)]
+pub struct Equivocate {
+    pub signer: Arc<dyn NoteSigner>,
+    pub after_cosignatures: usize,
+}
+
+impl LogState {
+    /// A log state with receipt verification on and no test hook.
+    pub fn new(log: Arc<Log>, witness: Option<Arc<Witness>>) -> Self {
+        Self {
+            log,
+            witness,
+            verify_receipts: true,
+            test_equivocate: None,
+        }
+    }
+
+    /// The checkpoint served at `/log/checkpoint` (and over the WebSocket): the latest
+    /// signed checkpoint with the witness cosignatures collected for it.
+    pub fn served_checkpoint(&self) -> Option<String> {
+        if let Some(eq) = &self.test_equivocate
+            && let Some((size, note, cosigs)) = self.log.latest()
+            && size > 0
+            && cosigs >= eq.after_cosignatures
+            && let Ok(n) = Note::parse(note.as_bytes())
+            && let Ok(cp) = Checkpoint::parse_body(&n.text)
+        {
+            let fork = Checkpoint::new(
+                &cp.origin,
+                size,
+                node_lite::tlog::node_hash(&cp.root, &cp.root),
+            );
+            if let Ok(f) = fork.sign(eq.signer.as_ref()) {
+                return Some(f.to_text());
+            }
+        }
+        self.log.checkpoint()
+    }
+
+    /// Decodes and verifies (both signatures, off the async workers) a batch of encoded
+    /// receipts, appends it, and resolves once durably committed. Shared by `POST
+    /// /log/submit` and the WebSocket `SubmitReceipts` frame, so both enforce the same rules.
+    pub async fn submit(&self, receipts: Vec<Vec<u8>>) -> Result<Vec<Promise>, SubmitError> {
+        if receipts.is_empty() {
+            return Err(SubmitError::Invalid("empty batch".into()));
+        }
+        if receipts.len() > MAX_SUBMIT_RECEIPTS {
+            return Err(SubmitError::TooLarge(format!(
+                "at most {MAX_SUBMIT_RECEIPTS} receipts per batch"
+            )));
+        }
+        let receipts = if self.verify_receipts {
+            let checked = tokio::task::spawn_blocking(move || {
+                for (i, r) in receipts.iter().enumerate() {
+                    if let Err(e) = Receipt::decode_verified(r) {
+                        return Err(format!("receipt {i}: {e}"));
+                    }
+                }
+                Ok(receipts)
+            })
+            .await;
+            match checked {
+                Ok(Ok(r)) => r,
+                Ok(Err(msg)) => return Err(SubmitError::Invalid(msg)),
+                Err(_) => {
+                    return Err(SubmitError::Log(LogError::BadRequest(
+                        "verifier task failed".into(),
+                    )));
+                }
+            }
+        } else {
+            if let Some(i) = receipts.iter().position(|r| r.len() > MAX_RECEIPT_BYTES) {
+                return Err(SubmitError::Invalid(format!("receipt {i}: too large")));
+            }
+            receipts
+        };
+        let hashes: Vec<Hash> = receipts
+            .iter()
+            .map(|r| node_lite::tlog::leaf_hash(r))
+            .collect();
+        let idx = self.log.append(receipts).await.map_err(SubmitError::Log)?;
+        Ok(idx
+            .into_iter()
+            .zip(hashes)
+            .map(|(index, h)| Promise {
+                index,
+                leaf_hash: hex::encode(h),
+            })
+            .collect())
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A receipt does not decode or a signature does not verify; or the batch is empty.
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many receipts in one batch.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The log could not take it.
+    #[error(transparent)]
+    Log(LogError),
 }
 
 /// The log's routes, all under `/log`.
@@ -69,6 +182,7 @@ pub fn routes(state: LogState) -> Router {
         )
         .route("/log/witness/checkpoint", get(witnessed))
         .route("/log/witness/equivocations", get(equivocations))
+        .route("/log/equivocations", get(equivocations))
         .with_state(state)
 }
 
@@ -99,7 +213,7 @@ fn binary(body: Vec<u8>) -> Response {
 }
 
 async fn checkpoint(State(s): State<LogState>) -> Response {
-    match s.log.checkpoint() {
+    match s.served_checkpoint() {
         Some(c) => text(c),
         None => error(StatusCode::NOT_FOUND, "no checkpoint yet"),
     }
@@ -170,52 +284,15 @@ async fn submit(State(s): State<LogState>, headers: HeaderMap, body: Bytes) -> R
             }
         }
     };
-    if receipts.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "empty batch");
-    }
-    if s.verify_receipts {
-        // Signature checks are CPU work: keep them off the async workers.
-        let checked = tokio::task::spawn_blocking(move || {
-            for (i, r) in receipts.iter().enumerate() {
-                if let Err(e) = Receipt::decode_verified(r) {
-                    return Err(format!("receipt {i}: {e}"));
-                }
-            }
-            Ok(receipts)
-        })
-        .await;
-        match checked {
-            Ok(Ok(r)) => submit_checked(&s, r).await,
-            Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
-            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "verifier task failed"),
-        }
-    } else {
-        if let Some(i) = receipts.iter().position(|r| r.len() > MAX_RECEIPT_BYTES) {
-            return error(StatusCode::BAD_REQUEST, format!("receipt {i}: too large"));
-        }
-        submit_checked(&s, receipts).await
-    }
-}
-
-async fn submit_checked(s: &LogState, receipts: Vec<Vec<u8>>) -> Response {
-    let hashes: Vec<Hash> = receipts
-        .iter()
-        .map(|r| node_lite::tlog::leaf_hash(r))
-        .collect();
-    match s.log.append(receipts).await {
-        Ok(idx) => axum::Json(SubmitResponse {
+    match s.submit(receipts).await {
+        Ok(promises) => axum::Json(SubmitResponse {
             origin: s.log.origin().to_owned(),
-            promises: idx
-                .into_iter()
-                .zip(hashes)
-                .map(|(index, h)| Promise {
-                    index,
-                    leaf_hash: hex::encode(h),
-                })
-                .collect(),
+            promises,
         })
         .into_response(),
-        Err(e) => log_error(e),
+        Err(SubmitError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(SubmitError::TooLarge(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
+        Err(SubmitError::Log(e)) => log_error(e),
     }
 }
 

@@ -1,12 +1,13 @@
 //! The receipt transparency log served by a relay (issue 6): durable storage with group
 //! commit ([`store`]), the HTTP routes ([`http`]), and witnessing other relays' logs
 //! ([`witness`]). Formats and proof logic live in `node_lite::tlog` (shared with the
-//! browser's light client). See `relay/ARCHITECTURE-log.md`.
+//! browser's light client). [`peers`] runs witnessing between relays. See `relay/ARCHITECTURE-relay.md`.
 
 pub mod http;
+pub mod peers;
 pub mod store;
 pub mod witness;
 
-pub use http::{LogState, routes};
+pub use http::{Equivocate, LogState, SubmitError, routes};
 pub use store::{Log, LogConfig, LogError};
 pub use witness::{AddCheckpoint, Witness, WitnessError};

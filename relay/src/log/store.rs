@@ -23,7 +23,7 @@ use node_lite::tlog::note::NoteSigner;
 use node_lite::tlog::tiles::{Tile, TileKind, encode_bundle};
 use node_lite::tlog::{self, Frontier, Hash, HashReader, ProofError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const HASHES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("hashes");
@@ -125,6 +125,8 @@ pub struct Log {
     tx: mpsc::Sender<Cmd>,
     state: Arc<RwLock<Published>>,
     origin: String,
+    /// Size of the latest checkpoint, bumped by the writer when it issues a new one.
+    issued: Arc<watch::Sender<u64>>,
 }
 
 struct StoreReader<'a>(&'a redb::ReadOnlyTable<u64, [u8; 32]>);
@@ -190,7 +192,9 @@ impl Log {
             cosignatures: Vec::new(),
         }));
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let issued = Arc::new(watch::Sender::new(checkpoint_size_of(&state).unwrap_or(0)));
         let writer = Writer {
+            issued: issued.clone(),
             db: db.clone(),
             rx,
             frontier,
@@ -208,7 +212,38 @@ impl Log {
             tx,
             state,
             origin: config.origin,
+            issued,
         }))
+    }
+
+    /// Opens the log, retrying for up to `wait` while a previous instance in this process
+    /// (a relay being restarted) still holds the file.
+    pub fn open_retry(
+        path: &Path,
+        config: LogConfig,
+        signer: Arc<dyn NoteSigner>,
+        wait: std::time::Duration,
+    ) -> Result<Arc<Self>, LogError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match Self::open(path, config.clone(), signer.clone()) {
+                Err(LogError::Storage(redb::Error::DatabaseAlreadyOpen)) if t0.elapsed() < wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Resolves whenever a new checkpoint is issued (its size in the receiver).
+    pub fn subscribe_checkpoints(&self) -> watch::Receiver<u64> {
+        self.issued.subscribe()
+    }
+
+    /// The latest checkpoint: `(size, note signed by the log only, cosignatures collected)`.
+    pub fn latest(&self) -> Option<(u64, Arc<str>, usize)> {
+        let p = self.published();
+        p.checkpoint.map(|(s, n)| (s, n, p.cosignatures.len()))
     }
 
     pub fn origin(&self) -> &str {
@@ -402,7 +437,15 @@ impl Log {
     }
 }
 
+fn checkpoint_size_of(state: &RwLock<Published>) -> Option<u64> {
+    match state.read() {
+        Ok(g) => g.checkpoint.as_ref().map(|c| c.0),
+        Err(p) => p.into_inner().checkpoint.as_ref().map(|c| c.0),
+    }
+}
+
 struct Writer {
+    issued: Arc<watch::Sender<u64>>,
     db: Arc<Database>,
     rx: mpsc::Receiver<Cmd>,
     frontier: Frontier,
@@ -463,6 +506,7 @@ impl Writer {
                     {
                         g.checkpoint = Some(cp.clone());
                         g.cosignatures.clear();
+                        self.issued.send_replace(cp.0);
                     }
                 }
                 let note = checkpoint.map(|c| c.1);

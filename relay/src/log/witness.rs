@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use node_lite::tlog::checkpoint::{
-    CosignatureVerifier, EquivocationProof, SignedCheckpoint, cosign,
+    Checkpoint, CosignatureVerifier, EquivocationProof, SignedCheckpoint, cosign,
 };
 use node_lite::tlog::note::{Note, NoteSigner, NoteVerifier};
 use node_lite::tlog::{Hash, verify_consistency};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// origin → latest cosigned checkpoint note (as received, log signature included).
 const WITNESSED: TableDefinition<&str, &str> = TableDefinition::new("witnessed");
@@ -137,6 +137,27 @@ pub struct Witness {
 
 impl Witness {
     /// `logs`: the verifier keys of the logs to witness (origin = key name).
+    /// Like [`Self::open`], retrying for up to `wait` while a previous instance in this
+    /// process (a relay being restarted) still holds the file.
+    pub fn open_retry(
+        path: &Path,
+        signer: Arc<dyn NoteSigner>,
+        logs: Vec<NoteVerifier>,
+        wait: std::time::Duration,
+    ) -> Result<Arc<Self>, WitnessError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match Self::open(path, signer.clone(), logs.clone()) {
+                Err(WitnessError::Storage(redb::Error::DatabaseAlreadyOpen))
+                    if t0.elapsed() < wait =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
     pub fn open(
         path: &Path,
         signer: Arc<dyn NoteSigner>,
@@ -251,6 +272,33 @@ impl Witness {
         let c = cosign(self.signer.as_ref(), &note.text, now_secs);
         note.add_signature(c);
         Ok(Some(note.to_text()))
+    }
+
+    /// Size and root of the latest checkpoint of `origin` this witness cosigned.
+    pub fn latest(&self, origin: &str) -> Result<Option<(u64, Hash)>, WitnessError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(WITNESSED)?;
+        let Some(g) = t.get(origin)? else {
+            return Ok(None);
+        };
+        let Ok(note) = Note::parse(g.value().as_bytes()) else {
+            return Ok(None);
+        };
+        Ok(Checkpoint::parse_body(&note.text)
+            .ok()
+            .map(|c| (c.size, c.root)))
+    }
+
+    /// Whether this witness knows (witnesses) `origin`.
+    pub fn knows(&self, origin: &str) -> bool {
+        self.logs.contains_key(origin)
+    }
+
+    /// Number of equivocation proofs stored.
+    pub fn equivocation_count(&self) -> Result<u64, WitnessError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EQUIVOCATIONS)?;
+        Ok(t.len()?)
     }
 
     /// All equivocation proofs caught so far.

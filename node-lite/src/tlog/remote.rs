@@ -1,0 +1,585 @@
+//! Talking to relay logs over HTTP (native, feature `fetch`, blocking `ureq`): the log API
+//! client used by the relay's witness tasks and by `shoal-node receipts`, and
+//! [`receipt_status`], which answers "is each of my receipts included, and witnessed?".
+//!
+//! Every body read is capped ([`MAX_BODY_BYTES`]) and every request has a timeout.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use super::checkpoint::{CosignatureVerifier, EquivocationProof, SignedCheckpoint};
+use super::client::{ClientError, LightClient};
+use super::note::NoteVerifier;
+use super::{Hash, leaf_hash};
+
+/// Largest response body read from a relay.
+pub const MAX_BODY_BYTES: u64 = 1 << 20;
+
+/// Failures talking to a relay's log.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The relay answered with an error status.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// Connection, timeout or I/O trouble.
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    /// The body is not what the API promises.
+    #[error("{url}: malformed response: {message}")]
+    Malformed { url: String, message: String },
+}
+
+impl FetchError {
+    /// The HTTP status, if the relay answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a C2SP tlog-witness `add-checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddCheckpointReply {
+    /// 200: the witness's cosignature line(s) (`— name base64\n`).
+    Cosigned(String),
+    /// 409 with `text/x.tlog.size`: the witness's latest size for this log differs from `old`.
+    Conflict(u64),
+}
+
+/// One relay's log API at `base` (e.g. `http://relay.example:7070`; paths are under `/log`).
+#[derive(Clone)]
+pub struct LogHttp {
+    base: String,
+    agent: ureq::Agent,
+}
+
+#[derive(Deserialize)]
+struct ProofJson {
+    proof: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct InclusionJson {
+    index: u64,
+    proof: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct PromiseJson {
+    index: u64,
+    leaf_hash: String,
+}
+
+#[derive(Deserialize)]
+struct SubmitJson {
+    origin: String,
+    promises: Vec<PromiseJson>,
+}
+
+#[derive(Deserialize)]
+struct EquivocationJson {
+    a: String,
+    b: String,
+}
+
+impl LogHttp {
+    /// A client with a per-request timeout (connect + whole response).
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn read(url: &str, resp: ureq::Response) -> Result<Vec<u8>, FetchError> {
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_BODY_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| FetchError::Transport {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        if body.len() as u64 > MAX_BODY_BYTES {
+            return Err(FetchError::Malformed {
+                url: url.to_owned(),
+                message: "body too large".into(),
+            });
+        }
+        Ok(body)
+    }
+
+    fn result(
+        url: &str,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), FetchError> {
+        match r {
+            Ok(resp) => {
+                let ct = resp.header("content-type").map(str::to_owned);
+                Ok((resp.status(), ct, Self::read(url, resp)?))
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let ct = resp.header("content-type").map(str::to_owned);
+                Ok((status, ct, Self::read(url, resp)?))
+            }
+            Err(e) => Err(FetchError::Transport {
+                url: url.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<Vec<u8>, FetchError> {
+        let url = format!("{}{path}", self.base);
+        let (status, _, body) = Self::result(&url, self.agent.get(&url).call())?;
+        ok(url, status, body)
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, FetchError> {
+        let url = format!("{}{path}", self.base);
+        let body = self.get(path)?;
+        serde_json::from_slice(&body).map_err(|e| FetchError::Malformed {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET /log/checkpoint`: signed note text (with the cosignatures the relay collected).
+    pub fn checkpoint(&self) -> Result<String, FetchError> {
+        let url = format!("{}/log/checkpoint", self.base);
+        let body = self.get("/log/checkpoint")?;
+        String::from_utf8(body).map_err(|_| FetchError::Malformed {
+            url,
+            message: "not UTF-8".into(),
+        })
+    }
+
+    /// `GET /log/proof/consistency?old=A&new=B`.
+    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, FetchError> {
+        let path = format!("/log/proof/consistency?old={old}&new={new}");
+        let j: ProofJson = self.json(&path)?;
+        hashes(&format!("{}{path}", self.base), &j.proof)
+    }
+
+    /// `GET /log/proof/inclusion?leaf_hash=H&size=S`: `(index, proof)`; `Ok(None)` when the
+    /// log does not hold the leaf, or not below `size` yet (404).
+    pub fn inclusion_by_leaf(
+        &self,
+        leaf: &Hash,
+        size: u64,
+    ) -> Result<Option<(u64, Vec<Hash>)>, FetchError> {
+        let path = format!(
+            "/log/proof/inclusion?leaf_hash={}&size={size}",
+            hex::encode(leaf)
+        );
+        match self.json::<InclusionJson>(&path) {
+            Ok(j) => Ok(Some((
+                j.index,
+                hashes(&format!("{}{path}", self.base), &j.proof)?,
+            ))),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /log/submit` (entry bundle): `(origin, [(index, leaf hash)])` once committed.
+    pub fn submit(&self, receipts: &[Vec<u8>]) -> Result<(String, Vec<(u64, Hash)>), FetchError> {
+        let url = format!("{}/log/submit", self.base);
+        let bad = |m: &str| FetchError::Malformed {
+            url: url.clone(),
+            message: m.to_owned(),
+        };
+        let body = super::tiles::encode_bundle(receipts.iter().map(|r| r.as_slice()))
+            .ok_or_else(|| bad("receipt too large for a bundle"))?;
+        let (status, _, resp) = Self::result(
+            &url,
+            self.agent
+                .post(&url)
+                .set("content-type", "application/octet-stream")
+                .send_bytes(&body),
+        )?;
+        let resp = ok(url.clone(), status, resp)?;
+        let j: SubmitJson = serde_json::from_slice(&resp).map_err(|e| bad(&e.to_string()))?;
+        let mut out = Vec::with_capacity(j.promises.len());
+        for p in j.promises {
+            let h = hex::decode(&p.leaf_hash)
+                .ok()
+                .and_then(|v| <Hash>::try_from(v).ok())
+                .ok_or_else(|| bad("bad leaf hash"))?;
+            out.push((p.index, h));
+        }
+        Ok((j.origin, out))
+    }
+
+    /// `POST /log/witness/add-checkpoint` (C2SP tlog-witness) with a body made by
+    /// `AddCheckpoint::encode` (relay) or by hand: `old N\n` + proof lines + `\n` + note.
+    pub fn add_checkpoint(&self, body: &str) -> Result<AddCheckpointReply, FetchError> {
+        let url = format!("{}/log/witness/add-checkpoint", self.base);
+        let (status, ct, resp) = Self::result(
+            &url,
+            self.agent
+                .post(&url)
+                .set("content-type", "text/plain")
+                .send_string(body),
+        )?;
+        if status == 409
+            && ct
+                .as_deref()
+                .is_some_and(|c| c.starts_with("text/x.tlog.size"))
+        {
+            let size = std::str::from_utf8(&resp)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| FetchError::Malformed {
+                    url: url.clone(),
+                    message: "bad size in 409".into(),
+                })?;
+            return Ok(AddCheckpointReply::Conflict(size));
+        }
+        let resp = ok(url.clone(), status, resp)?;
+        String::from_utf8(resp)
+            .map(AddCheckpointReply::Cosigned)
+            .map_err(|_| FetchError::Malformed {
+                url,
+                message: "not UTF-8".into(),
+            })
+    }
+
+    /// `GET /log/witness/checkpoint?origin=O`: the latest checkpoint of `origin` this relay
+    /// cosigned, with its cosignature; `Ok(None)` if it never witnessed that log.
+    pub fn witnessed(&self, origin: &str) -> Result<Option<String>, FetchError> {
+        let path = format!("/log/witness/checkpoint?origin={}", urlencode(origin));
+        match self.get(&path) {
+            Ok(b) => Ok(String::from_utf8(b).ok()),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /log/witness/equivocations`: proofs this relay caught (unverified: check each with
+    /// [`EquivocationProof::verify`] against the accused log's key).
+    pub fn equivocations(&self) -> Result<Vec<EquivocationProof>, FetchError> {
+        let v: Vec<EquivocationJson> = self.json("/log/witness/equivocations")?;
+        Ok(v.into_iter()
+            .map(|e| EquivocationProof { a: e.a, b: e.b })
+            .collect())
+    }
+}
+
+fn ok(url: String, status: u16, body: Vec<u8>) -> Result<Vec<u8>, FetchError> {
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        let mut body = String::from_utf8_lossy(&body).into_owned();
+        body.truncate(512);
+        Err(FetchError::Status { url, status, body })
+    }
+}
+
+fn hashes(url: &str, v: &[String]) -> Result<Vec<Hash>, FetchError> {
+    if v.len() > 64 {
+        return Err(FetchError::Malformed {
+            url: url.to_owned(),
+            message: "proof too long".into(),
+        });
+    }
+    v.iter()
+        .map(|s| {
+            B64.decode(s)
+                .ok()
+                .and_then(|b| <Hash>::try_from(b).ok())
+                .ok_or_else(|| FetchError::Malformed {
+                    url: url.to_owned(),
+                    message: "bad proof hash".into(),
+                })
+        })
+        .collect()
+}
+
+/// Percent-encodes everything but unreserved characters (origins contain `/`).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A relay log the caller trusts to exist: where it is and its C2SP verifier key
+/// (`shoal-relay key` prints it; the key name is the checkpoint origin).
+#[derive(Debug, Clone)]
+pub struct TrustedLog {
+    /// Base URL, e.g. `http://relay.example:7070`.
+    pub url: String,
+    /// The log's signed-note verifier key.
+    pub key: NoteVerifier,
+}
+
+/// Settings of [`receipt_status`].
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// Cosignatures needed from distinct witnesses for "witnessed". The witnesses are the
+    /// *other* logs in the list (a relay's cosigner key is its log key, alg `0x04`) plus
+    /// [`Self::extra_witnesses`].
+    pub quorum: usize,
+    /// More witness keys (`name+id+base64(0x04||key)`), e.g. witnesses that run no log.
+    pub extra_witnesses: Vec<CosignatureVerifier>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Last accepted checkpoint per log (signed note text, as returned in
+    /// [`LogStatus::checkpoint`] by an earlier call; match by origin). When given, the new
+    /// checkpoint must be consistent with it (and an equivocation is reported).
+    pub last_checkpoints: Vec<String>,
+}
+
+impl Default for StatusOptions {
+    fn default() -> Self {
+        Self {
+            quorum: 1,
+            extra_witnesses: Vec::new(),
+            timeout: Duration::from_secs(10),
+            last_checkpoints: Vec::new(),
+        }
+    }
+}
+
+/// What was learned about one log.
+#[derive(Debug, Clone)]
+pub struct LogStatus {
+    /// Base URL.
+    pub url: String,
+    /// Checkpoint origin (the key name).
+    pub origin: String,
+    /// The latest checkpoint's signed note (log signature verified), to persist for the
+    /// next call's [`StatusOptions::last_checkpoints`]. `None` if it could not be had.
+    pub checkpoint: Option<String>,
+    /// Tree size of that checkpoint.
+    pub size: u64,
+    /// Names of the configured witnesses with a valid cosignature on it.
+    pub cosigners: Vec<String>,
+    /// `cosigners.len() >= quorum` (and consistent with the last checkpoint, if given).
+    pub witnessed: bool,
+    /// An equivocation proof, if this log signed two different trees of one size.
+    pub equivocation: Option<EquivocationProof>,
+    /// Why the checkpoint could not be had or trusted.
+    pub error: Option<String>,
+}
+
+/// The status of one receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptStatus {
+    /// RFC 9162 leaf hash of the encoded receipt.
+    pub leaf_hash: Hash,
+    /// Origin of the log that holds it (first found in list order), if any.
+    pub origin: Option<String>,
+    /// Its leaf index there.
+    pub index: Option<u64>,
+    /// An inclusion proof against that log's signed checkpoint verified.
+    pub included: bool,
+    /// ... and that checkpoint carries a witness quorum.
+    pub witnessed: bool,
+}
+
+/// Result of [`receipt_status`].
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// One per log, in the order given.
+    pub logs: Vec<LogStatus>,
+    /// One per receipt, in the order given.
+    pub receipts: Vec<ReceiptStatus>,
+}
+
+/// For each receipt (encoded bytes), find a log that includes it and verify: the log's
+/// checkpoint signature, the witness quorum on it, consistency with the last checkpoint the
+/// caller saw (if any), and the receipt's inclusion proof against that checkpoint.
+/// Network errors are reported per log, never panics; a receipt found nowhere is
+/// `included: false`.
+pub fn receipt_status(
+    logs: &[TrustedLog],
+    receipts: &[Vec<u8>],
+    opts: &StatusOptions,
+) -> StatusReport {
+    let mut views: Vec<(LogStatus, Option<SignedCheckpoint>, LogHttp)> = Vec::new();
+    for log in logs {
+        let http = LogHttp::new(&log.url, opts.timeout);
+        let (status, sc) = log_status(log, logs, &http, opts);
+        views.push((status, sc, http));
+    }
+    let mut out = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        let leaf = leaf_hash(r);
+        let mut st = ReceiptStatus {
+            leaf_hash: leaf,
+            origin: None,
+            index: None,
+            included: false,
+            witnessed: false,
+        };
+        for (view, sc, http) in &mut views {
+            let Some(sc) = sc else { continue };
+            match http.inclusion_by_leaf(&leaf, sc.checkpoint.size) {
+                Ok(Some((index, proof))) => {
+                    if LightClient::verify_inclusion(&sc.checkpoint, index, &leaf, &proof).is_ok() {
+                        st = ReceiptStatus {
+                            leaf_hash: leaf,
+                            origin: Some(view.origin.clone()),
+                            index: Some(index),
+                            included: true,
+                            witnessed: view.witnessed,
+                        };
+                        break;
+                    }
+                    view.error = Some(format!("bad inclusion proof for leaf index {index}"));
+                }
+                Ok(None) => {}
+                Err(e) => view.error = Some(e.to_string()),
+            }
+        }
+        out.push(st);
+    }
+    StatusReport {
+        logs: views.into_iter().map(|v| v.0).collect(),
+        receipts: out,
+    }
+}
+
+fn log_status(
+    log: &TrustedLog,
+    all: &[TrustedLog],
+    http: &LogHttp,
+    opts: &StatusOptions,
+) -> (LogStatus, Option<SignedCheckpoint>) {
+    let mut witnesses: Vec<CosignatureVerifier> = all
+        .iter()
+        .filter(|l| l.key.public_key != log.key.public_key)
+        .filter_map(|l| CosignatureVerifier::new(&l.key.name, l.key.public_key).ok())
+        .collect();
+    witnesses.extend(opts.extra_witnesses.iter().cloned());
+    let mut st = LogStatus {
+        url: log.url.clone(),
+        origin: log.key.name.clone(),
+        checkpoint: None,
+        size: 0,
+        cosigners: Vec::new(),
+        witnessed: false,
+        equivocation: None,
+        error: None,
+    };
+    let note = match http.checkpoint() {
+        Ok(n) => n,
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return (st, None);
+        }
+    };
+    let lc = LightClient::new(log.key.clone(), None, witnesses.clone(), 0);
+    let sc = match lc.check_checkpoint(note.as_bytes()) {
+        Ok(sc) => sc,
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return (st, None);
+        }
+    };
+    st.checkpoint = Some(note.clone());
+    st.size = sc.checkpoint.size;
+    st.cosigners = witnesses
+        .iter()
+        .filter(|w| w.verify(&sc.note).is_some())
+        .map(|w| w.name.clone())
+        .collect();
+    st.cosigners.dedup();
+    let mut consistent = true;
+    let last = opts
+        .last_checkpoints
+        .iter()
+        .find_map(|t| SignedCheckpoint::verify(t.as_bytes(), &log.key, None).ok());
+    if let Some(last) = last {
+        let mut lc = LightClient::new(log.key.clone(), None, witnesses, 0);
+        match lc.clone().with_last(last.note.to_text().as_bytes()) {
+            Ok(with) => lc = with,
+            Err(e) => st.error = Some(e.to_string()),
+        }
+        let proof = if last.checkpoint.size > 0 && last.checkpoint.size < sc.checkpoint.size {
+            match http.consistency(last.checkpoint.size, sc.checkpoint.size) {
+                Ok(p) => p,
+                Err(e) => {
+                    st.error = Some(e.to_string());
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        match lc.update(note.as_bytes(), &proof) {
+            Ok(_) => {}
+            Err(ClientError::Equivocation { proof, .. }) => {
+                st.equivocation = Some(*proof);
+                st.error = Some("log equivocated".into());
+                consistent = false;
+            }
+            Err(e) => {
+                st.error = Some(e.to_string());
+                consistent = false;
+            }
+        }
+    }
+    st.witnessed = consistent && st.cosigners.len() >= opts.quorum;
+    (st, Some(sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::note::Ed25519Signer;
+
+    /// Nothing listens: every failure is reported per log, receipts are "not included",
+    /// nothing panics, and it does not hang past the timeout.
+    #[test]
+    fn unreachable_relay_is_reported_not_fatal() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let key = Ed25519Signer::from_seed("a.example/log", &[3; 32]).expect("key");
+        let logs = vec![TrustedLog {
+            url: format!("http://127.0.0.1:{port}"),
+            key: NoteVerifier::from_key_text(&key.verifier_key()).expect("vk"),
+        }];
+        let t0 = std::time::Instant::now();
+        let rep = receipt_status(
+            &logs,
+            &[b"receipt".to_vec()],
+            &StatusOptions {
+                timeout: Duration::from_secs(5),
+                ..StatusOptions::default()
+            },
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert!(rep.logs[0].error.is_some());
+        assert!(rep.logs[0].checkpoint.is_none());
+        assert!(!rep.logs[0].witnessed);
+        assert_eq!(rep.receipts.len(), 1);
+        assert!(!rep.receipts[0].included && !rep.receipts[0].witnessed);
+        assert_eq!(rep.receipts[0].leaf_hash, leaf_hash(b"receipt"));
+        assert_eq!(urlencode("a.example/log"), "a.example%2Flog");
+    }
+}
