@@ -66,9 +66,18 @@ def main():
     tok = AutoTokenizer.from_pretrained(path)
     onnx_path = os.path.join(os.environ.get("SHOAL_CACHE", os.path.expanduser("~/.cache/shoal")), "minilm.onnx")
     if not os.path.exists(onnx_path):
-        model = AutoModel.from_pretrained(path).eval()
+        bert = AutoModel.from_pretrained(path).eval()
+
+        class Encoder(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
         enc = tok(["hello world"], return_tensors="pt")
-        torch.onnx.export(model, (enc["input_ids"], enc["attention_mask"]), onnx_path,
+        torch.onnx.export(Encoder(bert), (enc["input_ids"], enc["attention_mask"]), onnx_path,
                           input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
                           dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"},
                                         "last_hidden_state": {0: "b", 1: "s"}}, opset_version=17, dynamo=False)
