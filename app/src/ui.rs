@@ -497,7 +497,7 @@ fn DocList(
                         <li class="doc">
                             <div class="doc-main">
                                 <span class="doc-name">{d.name.clone()}</span>
-                                <span class="muted">{format!("{} passages · {:.1} k chars", d.passages, d.chars / 1000.0)}</span>
+                                <span class="muted">{format!("{} passage{} · {:.1}k characters", d.passages, if d.passages == 1.0 { "" } else { "s" }, d.chars / 1000.0)}</span>
                             </div>
                             <button class="icon" title="Delete" aria-label=format!("Delete {}", d.name)
                                 on:click=move |_| spawn_local(async move { report(await_promise(shoal_delete_document(id)).await) })>

@@ -167,7 +167,7 @@ async function embedRaw(texts) {
 // Split a document into passages of a few hundred characters (MiniLM reads ≤256 tokens).
 function passages(text) {
   const MAX = 700;
-  const paras = text.replace(/\r\n?/g, "\n").split(/\n\s*\n/).map((p) => p.replace(/\s+/g, " ").trim()).filter(Boolean);
+  const paras = text.replace(/\r\n?/g, "\n").split(/\n\s*\n/).map((p) => p.replace(/^#{1,6}\s+/gm, "").replace(/\s+/g, " ").trim()).filter(Boolean);
   const out = [];
   let cur = "";
   const pushLong = (p) => {

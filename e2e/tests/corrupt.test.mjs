@@ -33,3 +33,22 @@ test("a truncated weight chunk is detected and recovered from", { timeout: 300_0
   g.forEach((x, i) => assert.ok(cosine(v[i], x.vector) >= 0.9999));
   assert.deepEqual(foreign(ctx.requests), []);
 });
+
+test("the light profile (f16 weights) is selectable and stays within cosine ≥ 0.995", { timeout: 300_000 }, async () => {
+  const page = ctx.context.pages()[0];
+  await page.evaluate(() => window.shoal.configure({ profile: "f16", backend: "cpu" }));
+  await page.waitForFunction(() => window.shoal.state().status === "ready", null, { timeout: 240_000 });
+  assert.equal(await page.evaluate(() => window.shoal.profile()), "f16");
+  assert.equal(await page.evaluate(() => window.shoal.backend()), "cpu");
+  const g = golden().slice(0, 12);
+  const v = await page.evaluate((t) => window.shoal.embed(t), g.map((x) => x.text));
+  let worst = 1;
+  g.forEach((x, i) => { worst = Math.min(worst, cosine(v[i], x.vector)); });
+  console.log(`# f16 worst cosine ${worst.toFixed(6)}`);
+  assert.ok(worst >= 0.995, `f16 worst cosine ${worst}`);
+  // The choice persists across a reload.
+  await page.reload();
+  await page.waitForFunction(() => window.shoal && window.shoal.state().status === "ready", null, { timeout: 240_000 });
+  assert.equal(await page.evaluate(() => window.shoal.profile()), "f16");
+  assert.deepEqual(foreign(ctx.requests), []);
+});
