@@ -10,12 +10,18 @@
 //                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
 //                  {type:"error", id?, message, fatal}
 "use strict";
-importScripts("./shoal-worker.js");
 
 const CACHE_NAME = "shoal-weights-v1";
 const MAX_ATTEMPTS = 3;
-const wasmReady = wasm_bindgen({ module_or_path: "./shoal-worker_bg.wasm" });
 let engine = null;
+
+// Two builds of the same Rust worker: with WebGPU (big: wgpu + shaders) and CPU-only (small).
+// Load the CPU one unless WebGPU is wanted and an adapter exists.
+async function loadWasm(withGpu) {
+  const name = withGpu ? "shoal-worker" : "shoal-worker-cpu";
+  importScripts(`./${name}.js`);
+  await wasm_bindgen({ module_or_path: `./${name}_bg.wasm` });
+}
 let queue = Promise.resolve();
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
@@ -163,11 +169,12 @@ async function webgpuAvailable() {
 
 async function init(msg) {
   const t0 = performance.now();
-  await wasmReady;
-  const w = await loadWeights(msg.base, msg.variant);
-  const tWeights = performance.now();
   const wantGpu = msg.backend !== "cpu" && (await webgpuAvailable());
   if (msg.backend === "webgpu" && !wantGpu) notice("warn", "WebGPU is not available in this browser; using the CPU.");
+  await loadWasm(wantGpu);
+  const tWasm = performance.now();
+  const w = await loadWeights(msg.base, msg.variant);
+  const tWeights = performance.now();
   const order = wantGpu ? ["webgpu", "cpu"] : ["cpu"];
   let lastErr = null;
   for (const backend of order) {
@@ -184,7 +191,7 @@ async function init(msg) {
         const t1 = performance.now();
         post({
           type: "ready", backend, variant: msg.variant,
-          timings: { totalMs: t1 - t0, weightsMs: tWeights - t0, modelMs: t1 - tWeights },
+          timings: { totalMs: t1 - t0, wasmMs: tWasm - t0, weightsMs: tWeights - tWasm, modelMs: t1 - tWeights },
           bytes: w.stats(),
         });
         return;

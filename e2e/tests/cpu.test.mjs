@@ -21,7 +21,8 @@ test("page loads, shoal.ready resolves, CPU fallback is chosen", { timeout: 300_
   const st = await page.evaluate(() => window.shoal.state());
   console.log(`# cold start (empty cache): ${Date.now() - t0} ms; worker: ${JSON.stringify(st.timings)}; bytes: ${JSON.stringify(st.bytes)}`);
   assert.equal(await page.evaluate(() => window.shoal.backend()), "cpu");
-  assert.equal(await page.evaluate(() => navigator.gpu ? "has-gpu-object" : "none") !== undefined, true);
+  // Without --enable-unsafe-webgpu there is no adapter here: this is the fallback case.
+  assert.equal(await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter()))), false);
   assert.ok(weightRequests(ctx.requests).length >= 10, "weights were fetched on the first visit (and the fetches were seen)");
   await page.getByRole("heading", { name: "Shoal" }).waitFor();
 });
@@ -47,24 +48,25 @@ test("shoal.embed matches the golden vectors (CPU, cosine ≥ 0.9999)", { timeou
   console.log(`# CPU throughput: ${(short.length / ((Date.now() - t1) / 1000)).toFixed(1)} short sentences/s`);
 });
 
-test("three documents: a query returns the right one first; the page stays responsive", { timeout: 300_000 }, async () => {
-  const r = await page.evaluate(async (docs) => {
+test("the page stays responsive during a 500-sentence job", { timeout: 300_000 }, async () => {
+  const r = await page.evaluate(async () => {
     let frames = 0, maxGap = 0, last = performance.now(), on = true;
     const tick = (t) => { frames++; maxGap = Math.max(maxGap, t - last); last = t; if (on) requestAnimationFrame(tick); };
     requestAnimationFrame(tick);
+    const texts = Array.from({ length: 500 }, (_, i) => `Sentence ${i}: the quick brown fox jumps over the lazy dog.`);
     const t0 = performance.now();
-    // Enough text to keep the worker busy for a while.
-    const filler = { name: "filler.txt", text: Array.from({ length: 120 }, (_, i) => `Filler paragraph ${i} with a handful of words about nothing in particular, repeated to make work.`).join("\n\n") };
-    await window.shoal.addDocuments([...docs, filler]);
+    const v = await window.shoal.embed(texts);
     on = false;
-    const ms = performance.now() - t0;
-    return { frames, maxGap, ms };
-  }, DOCS);
-  console.log(`# responsiveness: ${r.frames} frames in ${r.ms.toFixed(0)} ms of embedding, longest frame gap ${r.maxGap.toFixed(0)} ms`);
-  assert.ok(r.frames >= r.ms / 1000 * 10, `animation frames kept coming (${r.frames} in ${r.ms} ms)`);
-  const filler = (await page.evaluate(() => window.shoal.documents())).find((d) => d.name === "filler.txt");
-  await page.evaluate((id) => window.shoal.deleteDocument(id), filler.id);
+    return { frames, maxGap, ms: performance.now() - t0, n: v.length };
+  });
+  console.log(`# responsiveness: 500 sentences in ${r.ms.toFixed(0)} ms (${(500 / r.ms * 1000).toFixed(1)}/s); ${r.frames} animation frames, longest gap ${r.maxGap.toFixed(0)} ms`);
+  assert.equal(r.n, 500);
+  assert.ok(r.frames >= (r.ms / 1000) * 10, `animation frames kept coming (${r.frames} in ${r.ms} ms)`);
+  assert.ok(r.maxGap < 1000, `no frame gap ≥ 1 s (longest ${r.maxGap} ms)`);
+});
 
+test("three documents: a query returns the right one first", { timeout: 300_000 }, async () => {
+  await page.evaluate((docs) => window.shoal.addDocuments(docs), DOCS);
   const cases = [
     ["How do I make bread rise?", "bread.md"],
     ["space station orbit", "orbit.txt"],
@@ -95,6 +97,20 @@ test("reload: documents are still there and weights are not downloaded again", {
   assert.deepEqual(docs.map((d) => d.name).sort(), ["bread.md", "orbit.txt", "tax.txt"]);
   const hits = await page.evaluate(() => window.shoal.search("sourdough starter", 1));
   assert.equal(hits[0].source, "bread.md");
+});
+
+test("UI: paste a document, find it, delete it", { timeout: 300_000 }, async () => {
+  await page.getByLabel("Document title").fill("volcano.txt");
+  await page.getByLabel("Document text").fill("Lava from the erupting volcano flowed down the mountain into the sea.");
+  await page.getByRole("button", { name: "Add document" }).click();
+  const item = page.locator("[data-testid=docs] .doc", { hasText: "volcano.txt" });
+  await item.waitFor({ timeout: 60_000 });
+  await page.getByLabel("Search query").fill("molten rock eruption");
+  await page.locator("[data-testid=results] .hit").first().filter({ hasText: "volcano.txt" }).waitFor({ timeout: 60_000 });
+  await page.getByRole("button", { name: "Delete volcano.txt" }).click();
+  await item.waitFor({ state: "detached", timeout: 30_000 });
+  const names = (await page.evaluate(() => window.shoal.documents())).map((d) => d.name);
+  assert.ok(!names.includes("volcano.txt"));
 });
 
 test("screenshots: phone (390×844) and desktop", { timeout: 300_000 }, async () => {
