@@ -302,7 +302,7 @@ fn SearchPanel(state: ReadSignal<State>) -> impl IntoView {
         }
         set_busy.set(true);
         spawn_local(async move {
-            let r = await_promise(shoal_search(&q, 8)).await;
+            let r = await_promise(shoal_search(&q, 5)).await;
             if seq.get_value() != n {
                 return; // a newer query is in flight
             }
