@@ -1,1 +1,14 @@
-fn main() {}
+//! `shoal-app`: the page. A Leptos (CSR) UI over `window.shoal` (app/web/shoal.js), which owns
+//! the model worker, the document store (IndexedDB) and search. No model code is linked here:
+//! MiniLM runs in the `shoal-worker` wasm inside a dedicated Web Worker.
+
+#[cfg(target_arch = "wasm32")]
+mod ui;
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        console_error_panic_hook::set_once();
+        leptos::mount::mount_to_body(ui::App);
+    }
+}

@@ -1,0 +1,12 @@
+//! `shoal-worker`: the model side of the app, run inside a dedicated Web Worker (its own wasm
+//! instance, so inference never blocks the page). WebGPU (burn `wgpu`, async reads) with a CPU fallback (burn `flex`).
+//! See `worker_core.rs`.
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../worker_core.rs"]
+mod worker_core;
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    console_error_panic_hook::set_once();
+}

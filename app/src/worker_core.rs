@@ -1,0 +1,122 @@
+//! Shared body of the model-worker binaries (`shoal-worker`: WebGPU + CPU, `shoal-worker-cpu`:
+//! CPU only, a much smaller download for browsers without WebGPU). Included by each binary with
+//! `#[path]`; cargo feature `webgpu` (on for `shoal-worker` only) adds the WebGPU branch.
+//!
+//! `web/worker.js` fetches and caches the weight files and drives these exports:
+//! - [`manifest_files`]: parse + sanity-check a manifest, list the files to fetch.
+//! - [`verify_file`]: check one downloaded file (size, SHA-256, BLAKE2b) before caching it.
+//! - [`Engine::create`]: verify everything again, build MiniLM on WebGPU or CPU (burn `flex`).
+//! - [`Engine::embed`]: unit vectors, flattened `n × 384`, with asynchronous device reads.
+
+use std::rc::Rc;
+
+use burn::prelude::Device;
+use js_sys::{Array, Float32Array, Promise, Uint8Array};
+use node_lite::model::Embedder;
+use node_lite::weights::{Manifest, VerifiedWeights, WeightsError};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+/// Error for JS whose message is the file at fault, if any, as `file\u{1f}message`, so the
+/// worker can discard exactly that cached file and fetch it again.
+fn weights_error(e: WeightsError) -> JsError {
+    let file = match &e {
+        WeightsError::SizeMismatch { file, .. } | WeightsError::HashMismatch { file } => {
+            file.as_str()
+        }
+        _ => "",
+    };
+    JsError::new(&format!("{file}\u{1f}{e}"))
+}
+
+/// The files a manifest lists, as JSON `[{file, size, sha256}]` (tokenizer last), after the
+/// manifest passed [`Manifest::parse`]'s checks (format, sizes, safe names).
+#[wasm_bindgen]
+pub fn manifest_files(manifest_json: &[u8]) -> Result<String, JsError> {
+    let m = Manifest::parse(manifest_json).map_err(weights_error)?;
+    let files: Vec<serde_json::Value> = m
+        .chunks
+        .iter()
+        .chain(std::iter::once(&m.tokenizer))
+        .map(|f| serde_json::json!({"file": f.file, "size": f.size, "sha256": f.sha256}))
+        .collect();
+    Ok(serde_json::json!({"variant": m.variant.as_str(), "files": files}).to_string())
+}
+
+/// Check one file against the manifest entry of the same name.
+#[wasm_bindgen]
+pub fn verify_file(manifest_json: &[u8], name: &str, bytes: &[u8]) -> Result<(), JsError> {
+    let m = Manifest::parse(manifest_json).map_err(weights_error)?;
+    let entry = m
+        .chunks
+        .iter()
+        .chain(std::iter::once(&m.tokenizer))
+        .find(|f| f.file == name)
+        .ok_or_else(|| JsError::new(&format!("\u{1f}{name} is not in the manifest")))?;
+    entry.verify(bytes).map_err(weights_error)
+}
+
+#[wasm_bindgen]
+pub struct Engine {
+    embedder: Rc<Embedder>,
+    backend: String,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Verify `chunks` (an array of `Uint8Array`, manifest order) and `tokenizer`, then
+    /// build the model on `backend` (`"webgpu"` or `"cpu"`).
+    pub async fn create(
+        manifest_json: Vec<u8>,
+        chunks: Array,
+        tokenizer: Vec<u8>,
+        backend: String,
+    ) -> Result<Engine, JsError> {
+        let manifest = Manifest::parse(&manifest_json).map_err(weights_error)?;
+        let chunks: Vec<Vec<u8>> = chunks
+            .iter()
+            .map(|c| Uint8Array::new(&c).to_vec())
+            .collect();
+        let weights =
+            VerifiedWeights::verify(manifest, chunks, tokenizer).map_err(weights_error)?;
+        let device = match backend.as_str() {
+            #[cfg(feature = "webgpu")]
+            "webgpu" => Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| JsError::new(&format!("\u{1f}WebGPU init: {e:?}")))?,
+            "cpu" => Device::flex(),
+            other => return Err(JsError::new(&format!("\u{1f}unknown backend {other:?}"))),
+        };
+        let embedder =
+            Embedder::new(&weights, device).map_err(|e| JsError::new(&format!("\u{1f}{e}")))?;
+        Ok(Engine {
+            embedder: Rc::new(embedder),
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    #[wasm_bindgen(js_name = setBatchSize)]
+    pub fn set_batch_size(&mut self, n: usize) {
+        if let Some(e) = Rc::get_mut(&mut self.embedder) {
+            e.batch_size = n.max(1);
+        }
+    }
+
+    /// Embed `texts`; resolves to a `Float32Array` of `texts.length × 384` floats.
+    pub fn embed(&self, texts: Vec<String>) -> Promise {
+        let embedder = self.embedder.clone();
+        future_to_promise(async move {
+            let vectors = embedder
+                .embed_async(&texts)
+                .await
+                .map_err(|e| JsValue::from(JsError::new(&format!("\u{1f}{e}"))))?;
+            let flat: Vec<f32> = vectors.concat();
+            Ok(Float32Array::from(flat.as_slice()).into())
+        })
+    }
+}

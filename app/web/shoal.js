@@ -1,0 +1,300 @@
+// Shoal page core: owns the model worker, the document store (IndexedDB) and search, and
+// exposes them as `window.shoal` for the Leptos UI, other pages and tests. Then boots the UI.
+//
+//   shoal.ready                → Promise (resolves when the model is loaded; replaced on restart)
+//   shoal.backend()            → "webgpu" | "cpu" (null until ready)
+//   shoal.embed(texts)         → Promise<number[][]>
+//   shoal.search(query, k)     → Promise<{text, score, source, docId}[]>
+//   shoal.addDocuments([{name, text}]) → Promise<ids>;  shoal.deleteDocument(id);  shoal.documents()
+//   shoal.configure({backend, profile}) → restarts the worker with new settings
+//   shoal.subscribe(fn)        → fn(state) on every change; returns an unsubscribe function
+const MODEL_BASE = "models/all-minilm-l6-v2";
+const DB_NAME = "shoal";
+const STORE = "docs";
+const EMBED_BATCH = 8;
+const PREFS_KEY = "shoal.prefs";
+
+const params = new URLSearchParams(location.search);
+const readPrefs = () => { try { return JSON.parse(localStorage.getItem(PREFS_KEY) || "{}"); } catch (_) { return {}; } };
+const savePrefs = (p) => { try { localStorage.setItem(PREFS_KEY, JSON.stringify(p)); } catch (_) { /* private mode */ } };
+
+// Small devices get the light profile (f16 weights: half the download) unless told otherwise.
+function autoProfile() {
+  const mem = navigator.deviceMemory;
+  const small = (typeof mem === "number" && mem <= 4) ||
+    (matchMedia("(pointer: coarse)").matches && Math.min(screen.width, screen.height) < 600);
+  return small ? "f16" : "f32";
+}
+
+const state = {
+  status: "starting", // starting | loading | ready | error
+  message: "Starting…",
+  backend: null,
+  requestedBackend: "auto",
+  profile: "f32",
+  profileAuto: true,
+  webgpu: !!navigator.gpu,
+  download: null, // {loaded, total, netBytes, rate, phase}
+  job: null, // {label, done, total}
+  notices: [],
+  docs: [],
+  timings: null,
+  bytes: null,
+};
+const listeners = new Set();
+const snapshot = () => ({ ...state, docs: state.docs.map(({ id, name, chars, added, passages }) => ({ id, name, chars, added, passages: passages.length })) });
+function emit() { const s = snapshot(); for (const f of listeners) { try { f(s); } catch (e) { console.error(e); } } }
+function set(patch) { Object.assign(state, patch); emit(); }
+function addNotice(level, message) {
+  state.notices = [...state.notices.slice(-4), { level, message, at: Date.now() }];
+  emit();
+}
+
+// ---------------------------------------------------------------- IndexedDB
+let dbPromise = null;
+function db() {
+  if (!dbPromise) {
+    dbPromise = new Promise((resolve, reject) => {
+      const req = indexedDB.open(DB_NAME, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore(STORE, { keyPath: "id", autoIncrement: true });
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  }
+  return dbPromise;
+}
+async function tx(mode, fn) {
+  const d = await db();
+  return new Promise((resolve, reject) => {
+    const t = d.transaction(STORE, mode);
+    const store = t.objectStore(STORE);
+    let result;
+    Promise.resolve(fn(store)).then((r) => { result = r; });
+    t.oncomplete = () => resolve(result);
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error || new Error("transaction aborted"));
+  });
+}
+const reqP = (r) => new Promise((res, rej) => { r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+function storageError(e) {
+  if (e && (e.name === "QuotaExceededError" || /quota/i.test(String(e.message)))) {
+    return new Error("Browser storage is full: this document could not be saved. Delete some documents or free space for this site in the browser settings.");
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}
+async function loadDocs() {
+  try {
+    const docs = await tx("readonly", (s) => reqP(s.getAll()));
+    state.docs = docs || [];
+    emit();
+  } catch (e) {
+    addNotice("warn", `Saved documents could not be read (${e.message || e}).`);
+  }
+}
+
+// ---------------------------------------------------------------- worker
+let worker = null;
+let readyPromise = null;
+let readyResolve, readyReject;
+let nextId = 1;
+const pending = new Map();
+
+function startWorker() {
+  if (worker) worker.terminate();
+  for (const [, p] of pending) p.reject(new Error("model restarted"));
+  pending.clear();
+  readyPromise = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
+  readyPromise.catch(() => {}); // observed via state too
+  const prefs = readPrefs();
+  const backend = params.get("backend") || prefs.backend || "auto";
+  const profileChoice = params.get("profile") || prefs.profile || "auto";
+  const profile = profileChoice === "auto" ? autoProfile() : profileChoice;
+  set({ status: "loading", message: "Loading the model…", backend: null, requestedBackend: backend, profile, profileAuto: profileChoice === "auto", download: null });
+  worker = new Worker("./worker.js", { name: "shoal-model" });
+  worker.onmessage = (ev) => onWorkerMessage(ev.data);
+  worker.onerror = (ev) => {
+    const msg = `Model worker failed: ${ev.message || "unknown error"}`;
+    set({ status: "error", message: msg });
+    readyReject(new Error(msg));
+  };
+  worker.postMessage({ type: "init", base: MODEL_BASE, variant: profile, backend });
+}
+
+function onWorkerMessage(m) {
+  switch (m.type) {
+    case "progress":
+      set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" });
+      break;
+    case "notice":
+      addNotice(m.level, m.message);
+      break;
+    case "ready":
+      set({ status: "ready", backend: m.backend, message: "Ready", timings: m.timings, bytes: m.bytes });
+      readyResolve(true);
+      break;
+    case "embedded": {
+      const p = pending.get(m.id);
+      if (!p) return;
+      pending.delete(m.id);
+      const out = [];
+      for (let i = 0; i < m.vectors.length; i += m.dim) out.push(m.vectors.subarray(i, i + m.dim));
+      p.resolve(out);
+      break;
+    }
+    case "error":
+      if (m.fatal) {
+        set({ status: "error", message: `The model could not be loaded: ${m.message}` });
+        readyReject(new Error(m.message));
+      } else if (pending.has(m.id)) {
+        pending.get(m.id).reject(new Error(m.message));
+        pending.delete(m.id);
+      }
+      break;
+  }
+}
+
+// Embed in the worker; resolves to Float32Array views.
+async function embedRaw(texts) {
+  await readyPromise;
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ type: "embed", id, texts });
+  });
+}
+
+// ---------------------------------------------------------------- documents
+// Split a document into passages of a few hundred characters (MiniLM reads ≤256 tokens).
+function passages(text) {
+  const MAX = 700;
+  const paras = text.replace(/\r\n?/g, "\n").split(/\n\s*\n/).map((p) => p.replace(/^#{1,6}\s+/gm, "").replace(/\s+/g, " ").trim()).filter(Boolean);
+  const out = [];
+  let cur = "";
+  const pushLong = (p) => {
+    const sentences = p.match(/[^.!?。！？]+[.!?。！？]*\s*/g) || [p];
+    let s = "";
+    for (const t of sentences) {
+      if (s && (s + t).length > MAX) { out.push(s.trim()); s = ""; }
+      if (t.length > MAX) { for (let i = 0; i < t.length; i += MAX) out.push(t.slice(i, i + MAX).trim()); continue; }
+      s += t;
+    }
+    if (s.trim()) out.push(s.trim());
+  };
+  for (const p of paras) {
+    if (p.length > MAX) { if (cur) { out.push(cur); cur = ""; } pushLong(p); continue; }
+    if (cur && cur.length + p.length + 1 > MAX) { out.push(cur); cur = ""; }
+    cur = cur ? `${cur}\n${p}` : p;
+  }
+  if (cur) out.push(cur);
+  return out;
+}
+
+let jobChain = Promise.resolve();
+async function addDocuments(docs) {
+  const run = async () => {
+    const items = (docs || []).map((d) => ({ name: String(d.name || "Untitled").slice(0, 200), text: String(d.text || "") })).filter((d) => d.text.trim());
+    if (!items.length) return [];
+    const parts = items.map((d) => passages(d.text));
+    const all = parts.flat();
+    set({ job: { label: `Embedding ${items.length} document${items.length > 1 ? "s" : ""}`, done: 0, total: all.length } });
+    try {
+      const vecs = [];
+      for (let i = 0; i < all.length; i += EMBED_BATCH) {
+        vecs.push(...(await embedRaw(all.slice(i, i + EMBED_BATCH))));
+        set({ job: { ...state.job, done: Math.min(i + EMBED_BATCH, all.length) } });
+      }
+      const ids = [];
+      let k = 0;
+      for (let d = 0; d < items.length; d++) {
+        const rec = {
+          name: items[d].name, text: items[d].text, chars: items[d].text.length, added: Date.now(),
+          model: "all-MiniLM-L6-v2", profile: state.profile,
+          passages: parts[d].map((t) => ({ text: t, vector: new Float32Array(vecs[k++]) })),
+        };
+        try {
+          rec.id = await tx("readwrite", (s) => reqP(s.add(rec)));
+        } catch (e) {
+          throw storageError(e);
+        }
+        state.docs.push(rec);
+        ids.push(rec.id);
+      }
+      return ids;
+    } finally {
+      set({ job: null });
+    }
+  };
+  const p = jobChain.then(run);
+  jobChain = p.catch(() => {});
+  return p;
+}
+
+async function deleteDocument(id) {
+  await tx("readwrite", (s) => reqP(s.delete(id)));
+  state.docs = state.docs.filter((d) => d.id !== id);
+  emit();
+}
+
+async function search(query, k = 5) {
+  const q = String(query || "").trim();
+  if (!q) return [];
+  const [qv] = await embedRaw([q]);
+  const hits = [];
+  for (const d of state.docs) {
+    for (const p of d.passages) {
+      let s = 0;
+      const v = p.vector;
+      for (let i = 0; i < v.length; i++) s += v[i] * qv[i];
+      hits.push({ text: p.text, score: s, source: d.name, docId: d.id });
+    }
+  }
+  hits.sort((a, b) => b.score - a.score);
+  return hits.slice(0, Math.max(1, k | 0));
+}
+
+const shoal = {
+  get ready() { return readyPromise; },
+  backend: () => state.backend,
+  profile: () => state.profile,
+  state: snapshot,
+  embed: async (texts) => (await embedRaw(Array.from(texts, String))).map((v) => Array.from(v)),
+  search,
+  addDocuments,
+  deleteDocument,
+  documents: () => snapshot().docs,
+  passages,
+  // The sample documents shipped with the app (public/samples, same origin).
+  async addSamples() {
+    const names = ["passport.md", "sourdough.md", "networking.md", "garden.txt", "finance.txt"];
+    const docs = [];
+    for (const n of names) {
+      const r = await fetch(`samples/${n}`);
+      if (r.ok) docs.push({ name: n, text: await r.text() });
+    }
+    return addDocuments(docs);
+  },
+  configure({ backend, profile } = {}) {
+    const p = readPrefs();
+    if (backend) p.backend = backend;
+    if (profile) p.profile = profile;
+    savePrefs(p);
+    params.delete("backend");
+    params.delete("profile");
+    startWorker();
+    return readyPromise;
+  },
+  subscribe(fn) { listeners.add(fn); fn(snapshot()); return () => listeners.delete(fn); },
+};
+window.shoal = shoal;
+
+startWorker();
+loadDocs();
+
+// Boot the Leptos UI (its own wasm, no model code).
+try {
+  const { default: init } = await import("./shoal-app.js");
+  await init({ module_or_path: "./shoal-app_bg.wasm" });
+} catch (e) {
+  console.error("UI failed to start", e);
+  document.body.insertAdjacentText("beforeend", `The interface failed to load: ${e.message || e}`);
+}

@@ -1,0 +1,229 @@
+// Shoal model worker (classic dedicated Web Worker, same origin).
+// Loads its own instance of the `shoal-worker` wasm (Rust: weight verification + MiniLM in
+// burn), fetches the weight files, caches them with the Cache API, and embeds on request.
+// Protocol (postMessage, plain objects):
+//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"}
+//                  {type:"embed", id, texts}
+//   worker → page  {type:"progress", phase, loaded, total, rate, file}
+//                  {type:"notice", level:"info"|"warn", message}
+//                  {type:"ready", backend, variant, timings, bytes}
+//                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
+//                  {type:"error", id?, message, fatal}
+"use strict";
+
+const CACHE_NAME = "shoal-weights-v1";
+const MAX_ATTEMPTS = 3;
+let engine = null;
+
+// Two builds of the same Rust worker: with WebGPU (big: wgpu + shaders) and CPU-only (small).
+// Load the CPU one unless WebGPU is wanted and an adapter exists.
+async function loadWasm(withGpu) {
+  const name = withGpu ? "shoal-worker" : "shoal-worker-cpu";
+  importScripts(`./${name}.js`);
+  await wasm_bindgen({ module_or_path: `./${name}_bg.wasm` });
+}
+let queue = Promise.resolve();
+
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+const notice = (level, message) => post({ type: "notice", level, message });
+
+// Errors from Rust carry "file\x1fmessage"; split them.
+function splitError(e) {
+  const text = String((e && e.message) || e);
+  const i = text.indexOf("\x1f");
+  return i < 0 ? { file: "", message: text } : { file: text.slice(0, i), message: text.slice(i + 1) };
+}
+
+async function openCache() {
+  try {
+    if (!self.caches) return null;
+    return await self.caches.open(CACHE_NAME);
+  } catch (e) {
+    notice("warn", `Weight cache unavailable (${e.name || e}); weights will be downloaded on every visit.`);
+    return null;
+  }
+}
+
+function isQuotaError(e) {
+  return e && (e.name === "QuotaExceededError" || /quota/i.test(String(e.message || e)));
+}
+
+// Fetch one URL, streaming, reporting bytes as they arrive.
+async function download(url, onBytes) {
+  const res = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  if (!res.ok) throw new Error(`${url.pathname}: HTTP ${res.status}`);
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const parts = [];
+  let n = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    n += value.length;
+    onBytes(value.length);
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+async function loadWeights(base, variant) {
+  const wasm = wasm_bindgen;
+  const dir = new URL(`${base.replace(/\/$/, "")}/${variant}/`, self.location.href);
+  const cache = await openCache();
+  const manifestUrl = new URL("manifest.json", dir);
+  const manifestKey = new Request(new URL("manifest.json?cached", dir));
+
+  // The manifest is small: network first (so new weights are seen), cache as offline fallback.
+  let manifestBytes;
+  try {
+    manifestBytes = await download(manifestUrl, () => {});
+  } catch (e) {
+    const hit = cache && (await cache.match(manifestKey));
+    if (!hit) throw new Error(`cannot fetch the weights manifest: ${e.message || e}`);
+    notice("info", "Offline: using the cached weights manifest.");
+    manifestBytes = new Uint8Array(await hit.arrayBuffer());
+  }
+  let listing;
+  try {
+    listing = JSON.parse(wasm.manifest_files(manifestBytes));
+  } catch (e) {
+    throw new Error(`weights manifest rejected: ${splitError(e).message}`);
+  }
+  const files = listing.files;
+  const total = files.reduce((s, f) => s + f.size, 0);
+  const keyOf = (f) => new Request(new URL(`cache/${f.sha256}/${f.file}`, dir));
+  const t0 = performance.now();
+  let loaded = 0, netBytes = 0, cachedBytes = 0, lastPost = 0, quotaWarned = false;
+  const progress = (file, force) => {
+    const now = performance.now();
+    if (!force && now - lastPost < 100) return;
+    lastPost = now;
+    const secs = Math.max((now - t0) / 1000, 1e-3);
+    post({ type: "progress", phase: "weights", loaded, total, netBytes, rate: netBytes / secs, file });
+  };
+
+  const bytes = new Array(files.length);
+  const fetchVerified = async (i) => {
+    const f = files[i];
+    for (let attempt = 1; ; attempt++) {
+      let got = 0;
+      try {
+        const b = await download(new URL(f.file, dir), (n) => { got += n; loaded += n; netBytes += n; progress(f.file); });
+        wasm.verify_file(manifestBytes, f.file, b);
+        bytes[i] = b;
+        break;
+      } catch (e) {
+        loaded -= got;
+        const { message } = splitError(e);
+        if (attempt >= MAX_ATTEMPTS) throw new Error(`${f.file}: ${message} (after ${attempt} attempts)`);
+        notice("warn", `Discarded a bad download (${message}); retrying ${f.file} (attempt ${attempt + 1} of ${MAX_ATTEMPTS}).`);
+      }
+    }
+    if (cache) {
+      try {
+        await cache.put(keyOf(f), new Response(bytes[i], { headers: { "content-type": "application/octet-stream" } }));
+      } catch (e) {
+        if (!quotaWarned) {
+          quotaWarned = true;
+          notice("warn", isQuotaError(e)
+            ? "Not enough browser storage to keep the model (about " + Math.round(total / 1e6) + " MB). It works now but will be downloaded again next visit. Free space or pick the light profile."
+            : `Could not cache the model (${e.name || e}); it will be downloaded again next visit.`);
+        }
+      }
+    }
+  };
+
+  for (let i = 0; i < files.length; i++) {
+    const hit = cache && (await cache.match(keyOf(files[i])));
+    if (hit) {
+      const b = new Uint8Array(await hit.arrayBuffer());
+      if (b.length === files[i].size) {
+        bytes[i] = b;
+        loaded += b.length;
+        cachedBytes += b.length;
+        progress(files[i].file);
+        continue;
+      }
+      await cache.delete(keyOf(files[i]));
+    }
+    await fetchVerified(i);
+  }
+  if (cache) {
+    try { await cache.put(manifestKey, new Response(manifestBytes)); } catch (_) { /* reported above if quota */ }
+  }
+  progress("", true);
+  return { manifestBytes, files, bytes, keyOf, cache, fetchVerified, stats: () => ({ total, netBytes, cachedBytes, downloadMs: performance.now() - t0 }) };
+}
+
+async function webgpuAvailable() {
+  try {
+    if (!self.navigator.gpu) return false;
+    return !!(await self.navigator.gpu.requestAdapter());
+  } catch (_) {
+    return false;
+  }
+}
+
+async function init(msg) {
+  const t0 = performance.now();
+  const wantGpu = msg.backend !== "cpu" && (await webgpuAvailable());
+  if (msg.backend === "webgpu" && !wantGpu) notice("warn", "WebGPU is not available in this browser; using the CPU.");
+  await loadWasm(wantGpu);
+  const tWasm = performance.now();
+  const w = await loadWeights(msg.base, msg.variant);
+  const tWeights = performance.now();
+  const order = wantGpu ? ["webgpu", "cpu"] : ["cpu"];
+  let lastErr = null;
+  for (const backend of order) {
+    // Full verification (every chunk, both hashes, whole-record SHA-256) happens in Rust on
+    // every load, cached or not. A cached file that fails is dropped and fetched again.
+    for (let round = 0; round < MAX_ATTEMPTS; round++) {
+      try {
+        post({ type: "progress", phase: "model", loaded: 0, total: 0, rate: 0, file: backend });
+        const tokenizer = w.bytes[w.bytes.length - 1];
+        const chunks = w.bytes.slice(0, -1);
+        engine = await wasm_bindgen.Engine.create(w.manifestBytes, chunks, tokenizer, backend);
+        // Small batches: inputs are sorted by length, so padding waste stays low on mixed input.
+        engine.setBatchSize(8);
+        const t1 = performance.now();
+        post({
+          type: "ready", backend, variant: msg.variant,
+          timings: { totalMs: t1 - t0, wasmMs: tWasm - t0, weightsMs: tWeights - tWasm, modelMs: t1 - tWeights },
+          bytes: w.stats(),
+        });
+        return;
+      } catch (e) {
+        const { file, message } = splitError(e);
+        lastErr = message;
+        const i = w.files.findIndex((f) => f.file === file);
+        if (i < 0) break; // not a weights problem: try the next backend
+        notice("warn", `Cached ${file} failed verification (${message}); fetching it again.`);
+        if (w.cache) await w.cache.delete(w.keyOf(w.files[i]));
+        await w.fetchVerified(i);
+      }
+    }
+    if (backend === "webgpu") notice("warn", `WebGPU failed (${lastErr}); falling back to the CPU.`);
+  }
+  throw new Error(lastErr || "model initialisation failed");
+}
+
+async function embed(msg) {
+  if (!engine) throw new Error("model not ready");
+  const flat = await engine.embed(msg.texts);
+  post({ type: "embedded", id: msg.id, vectors: flat, dim: msg.texts.length ? flat.length / msg.texts.length : 384 }, [flat.buffer]);
+}
+
+self.onmessage = (ev) => {
+  const msg = ev.data || {};
+  queue = queue.then(async () => {
+    try {
+      if (msg.type === "init") await init(msg);
+      else if (msg.type === "embed") await embed(msg);
+    } catch (e) {
+      post({ type: "error", id: msg.id, message: splitError(e).message, fatal: msg.type === "init" });
+    }
+  });
+};
