@@ -8,8 +8,10 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The Content Security Policy: nothing from third parties, wasm allowed, WebSockets to relays.
+/// Inline styles are allowed: the Leptos UI sets `style` attributes (progress bars); scripts
+/// stay strictly same-origin files.
 pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-connect-src 'self' ws: wss:; img-src 'self' data: blob:; style-src 'self'; font-src 'self'; \
+connect-src 'self' ws: wss:; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; font-src 'self'; \
 worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Serve `root` (index.html for directories; MIME types from the extension, `.wasm` included).

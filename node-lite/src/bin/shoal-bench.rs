@@ -12,6 +12,9 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use node_lite::model::{Backend, Embedder};
 use node_lite::weights::source::load_dir;
 use std::time::{Duration, Instant};
