@@ -29,6 +29,8 @@ pub mod index;
 pub mod jobs;
 pub mod proto;
 pub mod receipt;
+#[cfg(not(target_family = "wasm"))]
+pub mod receipt_store;
 pub mod seal;
 pub mod signal;
 pub mod tlog;

@@ -229,6 +229,9 @@ fn federation(net: &Net) {
     assert_eq!(report.receipts[0].origin.as_deref(), Some(origin.as_str()));
     assert_eq!(report.receipts[0].index, Some(0));
 
+    // The CLI on a node's receipt store: this receipt, and one no log has seen.
+    receipts_cli(net, &keys, tmp.path(), &r, &origin);
+
     // The light client directly: 2-of-3 quorum over all three relays' cosigner keys.
     let witnesses: Vec<CosignatureVerifier> = verifiers
         .iter()
@@ -290,6 +293,90 @@ fn federation(net: &Net) {
         assert!(h.equivocations().expect("equivocations").is_empty());
     }
     drop(procs);
+}
+
+/// `target/debug/deps/federation-…` → `target/debug/shoal-node` (built by
+/// `cargo test --workspace`, which builds node-lite's binaries for its own tests).
+fn shoal_node_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("shoal-node"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p node-lite --bin shoal-node` first (`cargo test \
+         --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// `shoal-node receipts` against the three logs with a 2-of-3 quorum.
+fn receipts_cli(net: &Net, keys: &[String], tmp: &Path, submitted: &[u8], origin: &str) {
+    let store = tmp.join("node/receipts.bin");
+    let never_submitted = receipt(99);
+    node_lite::receipt_store::ReceiptStore::new(&store)
+        .append(&[
+            Receipt::decode(submitted).expect("decode"),
+            Receipt::decode(&never_submitted).expect("decode"),
+        ])
+        .expect("store receipts");
+    let run = |json: bool| {
+        let mut cmd = Command::new(shoal_node_bin());
+        cmd.arg("receipts")
+            .arg("--store")
+            .arg(&store)
+            .args(["--quorum", "2"])
+            .env_remove("SHOAL_LOGS");
+        for (url, key) in net.test_url.iter().zip(keys) {
+            cmd.arg("--log").arg(format!("{url} {key}"));
+        }
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run shoal-node receipts");
+        assert!(out.status.success(), "shoal-node receipts failed: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let lines: Vec<serde_json::Value> = run(true)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let logs: Vec<&serde_json::Value> = lines.iter().filter(|v| v["type"] == "log").collect();
+    let recs: Vec<&serde_json::Value> = lines.iter().filter(|v| v["type"] == "receipt").collect();
+    assert_eq!(logs.len(), 3, "{lines:?}");
+    assert!(logs.iter().all(|l| l["equivocation"] == false), "{lines:?}");
+    assert_eq!(recs.len(), 2, "{lines:?}");
+    assert_eq!(recs[0]["included"], true, "{lines:?}");
+    assert_eq!(recs[0]["witnessed"], true, "{lines:?}");
+    assert_eq!(recs[0]["origin"], origin, "{lines:?}");
+    assert_eq!(recs[0]["index"], 0, "{lines:?}");
+    assert_eq!(recs[1]["included"], false, "{lines:?}");
+    assert_eq!(recs[1]["witnessed"], false, "{lines:?}");
+    // The light client's memory: every log's checkpoint kept for the next consistency check.
+    let memory: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.with_file_name("logs.json")).expect("logs.json written"),
+    )
+    .expect("logs.json");
+    for k in keys {
+        let name = k.split('+').next().expect("key name");
+        assert!(
+            memory["logs"][name]["checkpoint"].is_string(),
+            "no checkpoint kept for {name}: {memory}"
+        );
+    }
+    // Second run (text): consistent with the kept checkpoints; growth has two points.
+    let text = run(false);
+    assert!(
+        text.contains("receipts: 2 (1 included, 1 witnessed)"),
+        "{text}"
+    );
+    assert!(text.contains("✓ included  ✓ witnessed"), "{text}");
+    assert!(text.contains("✗ included  ✗ witnessed"), "{text}");
+    assert!(text.contains("over 2 checks"), "{text}");
+    assert!(!text.contains("error:"), "{text}");
 }
 
 #[test]
@@ -558,6 +645,31 @@ fn equivocating_relay_is_caught() {
     );
     assert!(rep.logs[0].equivocation.is_some(), "{:?}", rep.logs[0]);
     assert!(!rep.logs[0].witnessed);
+
+    // ... and the CLI, whose memory holds the honest checkpoint: exit code 3, the fork is not
+    // remembered.
+    let node_dir = tmp.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("mkdir");
+    let memory =
+        serde_json::json!({"logs": {v[0].name.clone(): {"checkpoint": honest, "growth": []}}});
+    std::fs::write(node_dir.join("logs.json"), memory.to_string()).expect("write memory");
+    let out = Command::new(shoal_node_bin())
+        .arg("receipts")
+        .arg("--store")
+        .arg(node_dir.join("receipts.bin"))
+        .arg("--log")
+        .arg(format!("{} {}", urls[0], keys[0]))
+        .args(["--quorum", "0"])
+        .env_remove("SHOAL_LOGS")
+        .output()
+        .expect("run shoal-node receipts");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(text.contains("EQUIVOCATION"), "{text}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node_dir.join("logs.json")).expect("memory"))
+            .expect("json");
+    assert_eq!(kept["logs"][&v[0].name]["checkpoint"], honest.as_str());
 
     // ... and both witnesses catch it, store the proof and serve it.
     for (i, h) in http.iter().enumerate().skip(1) {

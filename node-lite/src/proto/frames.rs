@@ -644,8 +644,16 @@ mod tests {
         }
     }
 
+    fn fuzz_cases() -> u32 {
+        std::env::var("SHOAL_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4096)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+        // 4,096 cases per property in CI; `SHOAL_FUZZ_CASES=N` for a longer run.
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
         /// Decoding arbitrary bytes never panics.
         #[test]

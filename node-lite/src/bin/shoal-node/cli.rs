@@ -81,6 +81,34 @@ enum Command {
         #[arg(long, default_value_os_t = paths::default_model_dir())]
         out: PathBuf,
     },
+    /// Check this node's job receipts against relay logs: is each one included in a log, under
+    /// a checkpoint cosigned by a quorum of witnesses and consistent with the last one seen?
+    /// Prints each log (size, cosigners, growth over past runs) and each receipt (✓ included,
+    /// ✓ witnessed). Exit code 3 if a log was caught equivocating.
+    ///
+    /// Example: shoal-node receipts --quorum 2 --log "http://a:7070 a.example+1234abcd+AQ..."
+    ///   --log "http://b:7070 b.example+..." --log "http://c:7070 c.example+..."
+    Receipts {
+        /// A relay log: "URL KEY", KEY as printed by `shoal-relay key`. Repeat per relay;
+        /// every other log's key also counts as a witness. Env: comma-separated list.
+        #[arg(long = "log", env = "SHOAL_LOGS", value_delimiter = ',')]
+        logs: Vec<String>,
+        /// More witness keys (cosignature/v1 verifier keys) that run no log.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Distinct witness cosignatures a checkpoint needs to count as witnessed.
+        #[arg(long, default_value_t = 1)]
+        quorum: usize,
+        /// The receipt store (the light client's memory, logs.json, sits beside it).
+        #[arg(long, env = "SHOAL_RECEIPTS", default_value_os_t = paths::default_receipts())]
+        store: PathBuf,
+        /// Per-request timeout, seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// JSON lines: {"type":"log",...} then {"type":"receipt",...}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -148,8 +176,25 @@ impl ModelArgs {
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Receipts {
+            logs,
+            witnesses,
+            quorum,
+            store,
+            timeout,
+            json,
+        } => {
+            return crate::receipts::run(&crate::receipts::Options {
+                store,
+                logs,
+                witnesses,
+                quorum,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+                json,
+            });
+        }
         Command::Embed { input, model } => embed(&input, &model),
         Command::Index {
             paths,
@@ -165,6 +210,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => search(&query, k, &index, json, &model),
         Command::Import { from, out } => import(&from, &out),
     }
+    .map(|()| 0)
 }
 
 fn embed(input: &str, model: &ModelArgs) -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod paths;
+mod receipts;
 
 use clap::Parser;
 
@@ -18,7 +19,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("shoal-node: error: {e:#}");
             std::process::ExitCode::FAILURE

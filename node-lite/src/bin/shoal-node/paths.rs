@@ -30,3 +30,15 @@ pub fn default_index() -> PathBuf {
         .unwrap_or_else(|| home().join(".local/share"))
         .join("shoal/index.bin")
 }
+
+/// `$SHOAL_RECEIPTS`, else `$XDG_DATA_HOME/shoal/receipts.bin` (`~/.local/share/...`): the
+/// receipts of this node's jobs.
+pub fn default_receipts() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHOAL_RECEIPTS") {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".local/share"))
+        .join("shoal/receipts.bin")
+}
