@@ -270,6 +270,20 @@ pub fn open_log(
         wait,
     )?;
     let mut state = LogState::new(log, Some(witness));
+    state.keys = Some(Arc::new(crate::log::http::LogKeys {
+        log: signer.verifier_key(),
+        witnesses: peers
+            .iter()
+            .filter_map(|p| {
+                node_lite::tlog::checkpoint::CosignatureVerifier::new(
+                    &p.log_key.name,
+                    p.log_key.public_key,
+                )
+                .ok()
+            })
+            .map(|c| c.key_text())
+            .collect(),
+    }));
     if config.log.test_equivocate {
         tracing::warn!("TEST HOOK: this relay will equivocate on purpose (--test-equivocate)");
         state.test_equivocate = Some(Equivocate {

@@ -204,6 +204,36 @@ fn federation(net: &Net) {
         wait_ready(u);
     }
 
+    // Each relay publishes the keys a light client pins: its log key, its witnesses'.
+    for i in 0..3 {
+        let body: serde_json::Value = serde_json::from_str(
+            &ureq::get(&format!("{}/log/keys", net.test_url[i]))
+                .call()
+                .expect("GET /log/keys")
+                .into_string()
+                .expect("body"),
+        )
+        .expect("json");
+        assert_eq!(body["log"], keys[i].as_str());
+        let mut want: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| {
+                CosignatureVerifier::new(&verifiers[j].name, verifiers[j].public_key)
+                    .expect("cosigner")
+                    .key_text()
+            })
+            .collect();
+        want.sort();
+        let mut got: Vec<String> = body["witnesses"]
+            .as_array()
+            .expect("witnesses")
+            .iter()
+            .map(|w| w.as_str().expect("key").to_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, want);
+    }
+
     // Submit a signed receipt to relay A.
     let a = LogHttp::new(&net.test_url[0], Duration::from_secs(30));
     let r = receipt(1);

@@ -54,6 +54,7 @@ fn relay(
         witness,
         verify_receipts: true,
         test_equivocate: None,
+        keys: None,
     });
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         witness: None,
         verify_receipts: true,
         test_equivocate: None,
+        keys: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);

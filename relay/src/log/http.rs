@@ -2,6 +2,7 @@
 //!
 //! tlog-tiles reads (static-friendly, cacheable):
 //! - `GET /log/checkpoint` — latest signed checkpoint (+ collected cosignatures), text
+//! - `GET /log/keys` — `{"log": verifier key, "witnesses": [cosigner keys]}` for light clients
 //! - `GET /log/tile/<L>/<N>[.p/<W>]` — hash tile
 //! - `GET /log/tile/entries/<N>[.p/<W>]` — entry bundle
 //!
@@ -53,6 +54,19 @@ pub struct LogState {
     pub verify_receipts: bool,
     /// TEST HOOK (`--test-equivocate`): equivocate on purpose. `None` in production.
     pub test_equivocate: Option<Equivocate>,
+    /// What `/log/keys` publishes (the relay sets it; `None` → 404).
+    pub keys: Option<Arc<LogKeys>>,
+}
+
+/// The keys a light client needs to check this log: the log's verifier key and the
+/// cosigner keys of the witnesses whose cosignatures this relay collects. A page served by
+/// the relay trusts them on first use and pins them (see `app/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogKeys {
+    /// C2SP signed-note verifier key of this log (`shoal-relay key`).
+    pub log: String,
+    /// cosignature/v1 verifier keys of the configured witnesses (the peer relays).
+    pub witnesses: Vec<String>,
 }
 
 /// The equivocation test hook: once the latest honest checkpoint carries at least
@@ -72,6 +86,7 @@ impl LogState {
             witness,
             verify_receipts: true,
             test_equivocate: None,
+            keys: None,
         }
     }
 
@@ -168,6 +183,7 @@ pub enum SubmitError {
 pub fn routes(state: LogState) -> Router {
     Router::new()
         .route("/log/checkpoint", get(checkpoint))
+        .route("/log/keys", get(keys))
         .route("/log/tile/{*path}", get(tile))
         .route(
             "/log/submit",
@@ -216,6 +232,13 @@ async fn checkpoint(State(s): State<LogState>) -> Response {
     match s.served_checkpoint() {
         Some(c) => text(c),
         None => error(StatusCode::NOT_FOUND, "no checkpoint yet"),
+    }
+}
+
+async fn keys(State(s): State<LogState>) -> Response {
+    match &s.keys {
+        Some(k) => axum::Json(k.as_ref().clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "keys not published"),
     }
 }
 
