@@ -3,12 +3,17 @@
 //! MiniLM runs in the `shoal-worker` wasm inside a dedicated Web Worker.
 
 #[cfg(target_arch = "wasm32")]
+mod light;
+#[cfg(target_arch = "wasm32")]
+mod receipts_view;
+#[cfg(target_arch = "wasm32")]
 mod ui;
 
 fn main() {
     #[cfg(target_arch = "wasm32")]
     {
         console_error_panic_hook::set_once();
+        light::install_js_api();
         leptos::mount::mount_to_body(ui::App);
     }
 }

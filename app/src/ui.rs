@@ -201,6 +201,10 @@ pub fn App() -> impl IntoView {
                 <AddDocuments state=state report=report />
                 <DocList state=state report=report />
             </section>
+            <section class="card wide" aria-labelledby="receipts-h">
+                <h2 id="receipts-h">"Receipts"</h2>
+                <crate::receipts_view::ReceiptsPanel />
+            </section>
         </main>
         <footer class="foot">
             "all-MiniLM-L6-v2 · weights verified (SHA-256 + BLAKE2b) and cached in this browser · no third-party requests"
