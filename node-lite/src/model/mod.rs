@@ -102,6 +102,9 @@ pub struct Embedder {
     pub batch_size: usize,
 }
 
+/// Token ids of some inputs, each with its position in the input.
+type Group = Vec<(usize, Vec<u32>)>;
+
 /// Token ids of one batch, padded, plus where each row goes in the output.
 struct Batch {
     rows: Vec<usize>,
@@ -276,10 +279,7 @@ impl Embedder {
     }
 
     /// Tokenise, sort by length (longest first), and cut into groups of `batch_size`.
-    fn groups<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-    ) -> Result<Vec<Vec<(usize, Vec<u32>)>>, ModelError> {
+    fn groups<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Group>, ModelError> {
         let mut encoded = texts
             .iter()
             .map(|t| self.tokenizer.encode(t.as_ref()))

@@ -6,8 +6,11 @@
 //! - Loops: `KC`-deep slices of `k` (the panel slice stays in L1), `MC`-row blocks of `A`
 //!   (stay in L2), then one `MR × NR` register tile per step.
 //! - Microkernels (chosen by [`Isa`]): AVX-512 12×32 and AVX2+FMA 6×16 on x86-64 (runtime
-//!   detection), wasm `simd128` 6×8 (compile time: `-C target-feature=+simd128`), and a
-//!   portable scalar 4×8 everywhere.
+//!   detection), wasm `simd128` 6×8 (compile time: cargo feature `wasm-simd`, which compiles
+//!   the kernel and the element-wise ops with `#[target_feature(enable = "simd128")]`, or a
+//!   whole-crate `-C target-feature=+simd128`), and a portable scalar 4×8 everywhere. A wasm
+//!   module with SIMD instructions does not validate in a browser without SIMD, so the app
+//!   ships a SIMD and a scalar worker build and picks one in JS.
 //!
 //! Edge tiles (fewer than `MR` rows or `NR` columns) go through a zero-padded copy of the
 //! `A` strip and a temporary `C` tile, so the microkernels only ever see full tiles.
@@ -32,7 +35,10 @@ pub enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx512,
     /// wasm32 `simd128`, 6×8.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(target_feature = "simd128", feature = "wasm-simd")
+    ))]
     Simd128,
 }
 
@@ -55,7 +61,10 @@ impl Isa {
                 v.push(Isa::Avx512);
             }
         }
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        #[cfg(all(
+            target_arch = "wasm32",
+            any(target_feature = "simd128", feature = "wasm-simd")
+        ))]
         v.push(Isa::Simd128);
         v
     }
@@ -68,7 +77,10 @@ impl Isa {
             Isa::Avx2 => 6,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => 12,
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[cfg(all(
+                target_arch = "wasm32",
+                any(target_feature = "simd128", feature = "wasm-simd")
+            ))]
             Isa::Simd128 => 6,
         }
     }
@@ -81,7 +93,10 @@ impl Isa {
             Isa::Avx2 => 16,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => 32,
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[cfg(all(
+                target_arch = "wasm32",
+                any(target_feature = "simd128", feature = "wasm-simd")
+            ))]
             Isa::Simd128 => 8,
         }
     }
@@ -93,7 +108,10 @@ impl Isa {
             Isa::Avx2 => "avx2+fma",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "avx512",
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[cfg(all(
+                target_arch = "wasm32",
+                any(target_feature = "simd128", feature = "wasm-simd")
+            ))]
             Isa::Simd128 => "simd128",
         }
     }
@@ -338,7 +356,10 @@ unsafe fn micro(
             Isa::Avx2 => avx2::tile(kc, a, lda, b, c, ldc, bias, first),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => avx512::tile(kc, a, lda, b, c, ldc, bias, first),
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[cfg(all(
+                target_arch = "wasm32",
+                any(target_feature = "simd128", feature = "wasm-simd")
+            ))]
             Isa::Simd128 => simd128::tile(kc, a, lda, b, c, ldc, bias, first),
         }
     }
@@ -488,7 +509,10 @@ mod avx512 {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(
+    target_arch = "wasm32",
+    any(target_feature = "simd128", feature = "wasm-simd")
+))]
 mod simd128 {
     use core::arch::wasm32::*;
     const MR: usize = 6;
@@ -496,6 +520,7 @@ mod simd128 {
     /// # Safety
     /// See `micro`.
     #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "simd128")]
     pub unsafe fn tile(
         kc: usize,
         a: *const f32,
@@ -539,122 +564,122 @@ mod simd128 {
     }
 }
 
+/// Check `isa`'s GEMM against an f64 reference on odd shapes (every m, n in 1..=33 with k in
+/// a spread over 1..=33, then larger shapes, strides, transposed B, k = 0), with and without
+/// bias, and that nothing outside `C`'s `m × n` is written. Returns the number of cases.
+/// Native tests call it for every compiled kernel; the browser worker exports it so the e2e
+/// suite runs it on the wasm SIMD and scalar builds.
+pub fn self_test(isa: Isa) -> Result<usize, String> {
+    let mut cases = 0;
+    for m in 1..=33 {
+        for k in (1..=33).filter(|k| k % 3 == 1 || *k >= 32) {
+            for n in 1..=33 {
+                check_case(isa, m, k, n, k, n, false)?;
+                cases += 1;
+            }
+        }
+    }
+    let shapes = [
+        (1, 384, 384),
+        (12, 384, 1152),
+        (37, 1536, 384),
+        (100, 384, 1536),
+        (131, 300, 70),
+        (97, 32, 97),
+        (97, 97, 32),
+        (200, 257, 33),
+        (5, 513, 45),
+    ];
+    for &(m, k, n) in &shapes {
+        check_case(isa, m, k, n, k, n, false)?;
+        check_case(isa, m, k, n, k + 7, n + 3, false)?;
+        check_case(isa, m, k, n, k + 1, n, true)?;
+        cases += 3;
+    }
+    check_case(isa, 3, 0, 5, 1, 5, false)?; // k = 0: C = bias
+    Ok(cases + 1)
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// One shape: `lda`/`ldc` strides, `trans`: B given as the transpose of a row-major matrix.
+fn check_case(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    lda: usize,
+    ldc: usize,
+    trans: bool,
+) -> Result<(), String> {
+    let a = values(m * lda + 3, (m * 131 + k * 7 + n) as u64);
+    let (braw, rs, cs) = if trans {
+        (values(n * k + 1, (n * 17 + k) as u64), 1, k) // B = Xᵀ with X n×k row-major
+    } else {
+        (values(k * n + 1, (n * 17 + k) as u64), n, 1)
+    };
+    let bias = values(n, 99);
+    let packed = PackedB::from_strided(isa, &braw, k, n, rs, cs);
+    for use_bias in [false, true] {
+        let bias = use_bias.then_some(bias.as_slice());
+        let sentinel = 12345.0f32;
+        let mut c = vec![sentinel; m * ldc + 5];
+        gemm(m, &a, lda, &packed, bias, &mut c, ldc);
+        let tol = 1e-5 * (k as f64 + 1.0);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    if got != sentinel {
+                        return Err(format!("{isa:?}: m{m} k{k} n{n} wrote past n at ({i},{j})"));
+                    }
+                    continue;
+                }
+                let mut want = bias.map_or(0.0, |v| f64::from(v[j]));
+                for p in 0..k {
+                    want += f64::from(a[i * lda + p]) * f64::from(braw[p * rs + j * cs]);
+                }
+                if (f64::from(got) - want).abs() > tol {
+                    return Err(format!(
+                        "{isa:?} m{m} k{k} n{n} lda{lda} ldc{ldc} trans {trans} bias {use_bias} \
+                         at ({i},{j}): {got} vs {want}"
+                    ));
+                }
+            }
+        }
+        if c[m * ldc..].iter().any(|&v| v != sentinel) {
+            return Err(format!("{isa:?}: m{m} k{k} n{n} wrote past m"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// f64 reference of `bias + A·B` with B given by strides.
-    #[allow(clippy::too_many_arguments)]
-    fn naive(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        rs: usize,
-        cs: usize,
-        bias: Option<&[f32]>,
-    ) -> Vec<f64> {
-        let mut c = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let mut s = bias.map_or(0.0, |v| f64::from(v[j]));
-                for p in 0..k {
-                    s += f64::from(a[i * lda + p]) * f64::from(b[p * rs + j * cs]);
-                }
-                c[i * n + j] = s;
-            }
-        }
-        c
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_case(isa: Isa, m: usize, k: usize, n: usize, lda: usize, ldc: usize, trans: bool) {
-        let a = values(m * lda + 3, (m * 131 + k * 7 + n) as u64);
-        let (braw, rs, cs) = if trans {
-            (values(n * k + 1, (n * 17 + k) as u64), 1, k) // B = Xᵀ with X n×k row-major
-        } else {
-            (values(k * n + 1, (n * 17 + k) as u64), n, 1)
-        };
-        let bias = values(n, 99);
-        let packed = PackedB::from_strided(isa, &braw, k, n, rs, cs);
-        for use_bias in [false, true] {
-            let bias = use_bias.then_some(bias.as_slice());
-            let sentinel = 12345.0f32;
-            let mut c = vec![sentinel; m.max(1) * ldc + 5];
-            gemm(m, &a, lda, &packed, bias, &mut c, ldc);
-            let want = naive(m, k, n, &a, lda, &braw, rs, cs, bias);
-            for i in 0..m {
-                for j in 0..ldc {
-                    let got = c[i * ldc + j];
-                    if j < n {
-                        let w = want[i * n + j];
-                        let tol = 1e-5 * (k as f64 + 1.0);
-                        assert!(
-                            (f64::from(got) - w).abs() <= tol,
-                            "{isa:?} m{m} k{k} n{n} lda{lda} ldc{ldc} t{trans} bias{use_bias} at ({i},{j}): {got} vs {w}"
-                        );
-                    } else {
-                        assert_eq!(got, sentinel, "{isa:?}: wrote past n at ({i},{j})");
-                    }
-                }
-            }
-            assert!(c[m * ldc..].iter().all(|&v| v == sentinel), "wrote past m");
-        }
-    }
-
     #[test]
-    fn every_kernel_matches_naive_on_small_odd_shapes() {
-        for isa in Isa::available() {
-            for m in 1..=33 {
-                for k in 1..=33 {
-                    for n in 1..=33 {
-                        // All shapes for m, n; every third k keeps the runtime sane.
-                        if k % 3 != 1 && k != 32 && k != 33 {
-                            continue;
-                        }
-                        check_case(isa, m, k, n, k, n, false);
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_kernel_matches_naive_on_larger_shapes_strides_and_transposes() {
-        let shapes = [
-            (1, 384, 384),
-            (12, 384, 1152),
-            (37, 1536, 384),
-            (100, 384, 1536),
-            (131, 300, 70),
-            (97, 32, 97),
-            (97, 97, 32),
-            (200, 257, 33),
-            (5, 513, 45),
-        ];
-        for isa in Isa::available() {
-            for &(m, k, n) in &shapes {
-                check_case(isa, m, k, n, k, n, false);
-                check_case(isa, m, k, n, k + 7, n + 3, false);
-                check_case(isa, m, k, n, k + 1, n, true);
-            }
-            // k = 0: C = bias.
-            check_case(isa, 3, 0, 5, 1, 5, false);
+    fn every_kernel_matches_an_f64_reference_on_odd_shapes() {
+        let isas = Isa::available();
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            isas.len() >= 2,
+            "this x86-64 machine should run AVX2 at least: {isas:?}"
+        );
+        for isa in isas {
+            let cases = self_test(isa).unwrap();
+            eprintln!("{}: {cases} shapes match", isa.name());
         }
     }
 
@@ -672,5 +697,53 @@ mod tests {
                 (40, 50, 50usize.div_ceil(isa.nr()))
             );
         }
+    }
+
+    /// GFLOP/s of each kernel on MiniLM's shapes, one thread (a measurement, not a check):
+    /// `cargo test -p node-lite --lib kernel_gflops -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kernel_gflops() {
+        for isa in Isa::available() {
+            for (m, k, n) in [
+                (4096, 384, 1152),
+                (4096, 384, 1536),
+                (4096, 1536, 384),
+                (384, 384, 1536),
+                (128, 32, 128),
+                (128, 128, 32),
+            ] {
+                let a = values(m * k, 1);
+                let b = PackedB::from_row_major(isa, &values(k * n, 2), k, n);
+                let mut c = vec![0.0; m * n];
+                let t0 = std::time::Instant::now();
+                let mut reps = 0;
+                while t0.elapsed().as_secs_f64() < 0.5 {
+                    gemm(m, &a, k, &b, None, &mut c, n);
+                    reps += 1;
+                }
+                let gf = 2.0 * (m * k * n * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                eprintln!(
+                    "{:>9} m{m:>5} k{k:>5} n{n:>5}: {gf:6.1} GFLOP/s",
+                    isa.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_kernel_would_be_caught() {
+        // The checker itself must fail on a wrong result: corrupt one packed value.
+        let isa = Isa::Scalar;
+        let b = values(9 * 7, 3);
+        let mut packed = PackedB::from_row_major(isa, &b, 9, 7);
+        packed.data[5] += 100.0;
+        let a = values(4 * 9, 4);
+        let mut c = vec![0.0; 4 * 7];
+        gemm(4, &a, 9, &packed, None, &mut c, 7);
+        let want: f64 = (0..9)
+            .map(|p| f64::from(a[p]) * f64::from(b[p * 7 + 5]))
+            .sum();
+        assert!((f64::from(c[5]) - want).abs() > 1e-3, "{} vs {want}", c[5]);
     }
 }

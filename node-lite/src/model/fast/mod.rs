@@ -348,7 +348,6 @@ impl FastBert {
             seqs.len() * heads,
             || (Vec::<f32>::new(), PackedB::new(isa), PackedB::new(isa)),
             |(scores, kt, v), task| {
-                let out = out;
                 let (si, head) = (task / heads, task % heads);
                 let len = seqs[si].len();
                 if len == 0 {
@@ -375,7 +374,7 @@ impl FastBert {
                         len,
                         v,
                         None,
-                        out.0.add(c0),
+                        out.get().add(c0),
                         h,
                     )
                 };

@@ -3,6 +3,7 @@
 
 /// `eˣ` for `x ≤ 88` (relative error ≈ 2 ulp; `x < -87.3` gives ≈ 1e-38, not 0).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // published coefficients, as printed
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -27,6 +28,7 @@ pub fn exp(x: f32) -> f32 {
 /// for |x| < 0.5 the rational approximation XLA and Eigen use for f32; beyond, `1 − erfc`
 /// with Numerical Recipes' Chebyshev `erfc` (relative error < 1.2e-7; erfc ≤ 0.48 there). Both are computed and one selected, which keeps the loop branch-free.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // published coefficients, as printed
 pub fn erf(x: f32) -> f32 {
     let near = erf_rational(x);
     let z = x.abs();
@@ -46,6 +48,7 @@ pub fn erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // published coefficients, as printed
 fn erf_rational(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -65,6 +68,10 @@ fn erf_rational(x: f32) -> f32 {
 }
 
 /// GELU with the exact (erf) form, in place: `x · ½(1 + erf(x/√2))`.
+#[cfg_attr(
+    all(target_arch = "wasm32", feature = "wasm-simd"),
+    target_feature(enable = "simd128")
+)]
 pub fn gelu(xs: &mut [f32]) {
     for x in xs {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
@@ -72,6 +79,10 @@ pub fn gelu(xs: &mut [f32]) {
 }
 
 /// Softmax of one row, in place.
+#[cfg_attr(
+    all(target_arch = "wasm32", feature = "wasm-simd"),
+    target_feature(enable = "simd128")
+)]
 pub fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
@@ -100,6 +111,10 @@ fn sum8(xs: &[f32]) -> f32 {
 }
 
 /// `out = LayerNorm(x + residual)` over one row (`residual` may be `None`).
+#[cfg_attr(
+    all(target_arch = "wasm32", feature = "wasm-simd"),
+    target_feature(enable = "simd128")
+)]
 pub fn layer_norm(
     x: &[f32],
     residual: Option<&[f32]>,

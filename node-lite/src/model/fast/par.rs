@@ -13,6 +13,13 @@ pub struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 #[cfg(not(target_family = "wasm"))]
 pub fn threads() -> usize {
     rayon::current_num_threads()
@@ -99,9 +106,8 @@ pub fn gemm(
             let (ri, ci) = (task / col_tasks, task % col_tasks);
             let rows = ri * rows_per..((ri + 1) * rows_per).min(m);
             let pans = ci * panels_per..((ci + 1) * panels_per).min(panels);
-            let cp = cp;
             // SAFETY: `check` passed; tasks cover disjoint (rows × panels) blocks of C.
-            unsafe { kernel::gemm_block(rows, pans, a, lda, b, bias, cp.0, ldc) };
+            unsafe { kernel::gemm_block(rows, pans, a, lda, b, bias, cp.get(), ldc) };
         },
     );
 }
