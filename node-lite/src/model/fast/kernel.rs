@@ -43,9 +43,17 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest kernel this machine runs.
+    /// The fastest kernel this machine runs; natively `SHOAL_FAST_KERNEL` (a [`name`](Self::name))
+    /// picks another available one (benchmarks).
     pub fn best() -> Isa {
-        Self::available().last().copied().unwrap_or(Isa::Scalar)
+        let available = Self::available();
+        #[cfg(not(target_family = "wasm"))]
+        if let Ok(want) = std::env::var("SHOAL_FAST_KERNEL") {
+            if let Some(isa) = available.iter().find(|i| i.name() == want) {
+                return *isa;
+            }
+        }
+        available.last().copied().unwrap_or(Isa::Scalar)
     }
 
     /// Every kernel this machine runs, slowest first.

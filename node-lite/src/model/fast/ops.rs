@@ -1,5 +1,7 @@
 //! Element-wise pieces of the encoder, written so LLVM vectorises them (no libm calls, no
-//! branches in the inner loops): `exp`, `erf`, GELU, softmax, residual + LayerNorm.
+//! branches or float→int casts in the inner loops): `exp`, `erf`, GELU, softmax, residual +
+//! LayerNorm. GELU and softmax are compiled again for AVX-512 and AVX2 on x86-64 (picked at
+//! run time, like the GEMM kernels); in wasm with feature `wasm-simd` for `simd128`.
 
 /// `eˣ` for `x ≤ 88` (relative error ≈ 2 ulp; `x < -87.3` gives ≈ 1e-38, not 0).
 #[inline(always)]
@@ -11,7 +13,10 @@ pub fn exp(x: f32) -> f32 {
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    // n as an integer, read from t's mantissa (no saturating float→int cast to vectorise).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial.
     let p = 1.987_569_1e-4_f32;
@@ -21,7 +26,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 /// `erf(x)`, max absolute error ≈ 1e-7 (checked against libm's f64 `erf` in the tests):
@@ -68,36 +73,88 @@ fn erf_rational(x: f32) -> f32 {
 }
 
 /// GELU with the exact (erf) form, in place: `x · ½(1 + erf(x/√2))`.
-#[cfg_attr(
-    all(target_arch = "wasm32", feature = "wasm-simd"),
-    target_feature(enable = "simd128")
-)]
-pub fn gelu(xs: &mut [f32]) {
+/// Compile `$generic` (an `#[inline(always)]` fn of `&mut [f32]`) again for AVX-512 and AVX2
+/// and pick the best at run time (x86-64); elsewhere call it directly.
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident => $generic:ident) => {
+        $(#[$m])*
+        #[cfg_attr(
+            all(target_arch = "wasm32", feature = "wasm-simd"),
+            target_feature(enable = "simd128")
+        )]
+        pub fn $name(xs: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512(xs: &mut [f32]) {
+                    $generic(xs)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2(xs: &mut [f32]) {
+                    $generic(xs)
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    #[allow(unsafe_code)]
+                    unsafe { avx512(xs) };
+                    return;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    #[allow(unsafe_code)]
+                    unsafe { avx2(xs) };
+                    return;
+                }
+            }
+            $generic(xs)
+        }
+    };
+}
+
+multiversion! {
+    /// GELU with the exact (erf) form, in place: `x · ½(1 + erf(x/√2))`.
+    pub fn gelu => gelu_generic
+}
+
+multiversion! {
+    /// Softmax of one row, in place.
+    pub fn softmax => softmax_generic
+}
+
+#[inline(always)]
+fn gelu_generic(xs: &mut [f32]) {
     for x in xs {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
-/// Softmax of one row, in place.
-#[cfg_attr(
-    all(target_arch = "wasm32", feature = "wasm-simd"),
-    target_feature(enable = "simd128")
-)]
-pub fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+#[inline(always)]
+fn softmax_generic(row: &mut [f32]) {
+    // 8 independent lanes for the max and the sum, so both vectorise.
+    let mut m8 = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, v) in m8.iter_mut().zip(c) {
+            *m = m.max(*v);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&m8)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     for v in row.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum8(row);
     for v in row.iter_mut() {
         *v *= inv;
     }
 }
 
 /// Sum with 8 independent accumulators (vectorisable, and more accurate than one chain).
-#[inline]
+#[inline(always)]
 fn sum8(xs: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
