@@ -1,11 +1,16 @@
 //! Shared body of the model-worker binaries (`shoal-worker`: WebGPU + CPU, `shoal-worker-cpu`:
-//! CPU only, a much smaller download for browsers without WebGPU). Included by each binary with
-//! `#[path]`; cargo feature `webgpu` (on for `shoal-worker` only) adds the WebGPU branch.
+//! CPU only, a much smaller download for browsers without WebGPU, `shoal-worker-cpu-simd`: the
+//! same with the wasm `simd128` GEMM kernel). Included by each binary with `#[path]`; cargo
+//! feature `webgpu` (on for `shoal-worker` only) adds the WebGPU branch, `simd` (on for
+//! `shoal-worker-cpu-simd` and `shoal-worker`) the SIMD kernel.
 //!
 //! `web/worker.js` fetches and caches the weight files and drives these exports:
 //! - [`manifest_files`]: parse + sanity-check a manifest, list the files to fetch.
 //! - [`verify_file`]: check one downloaded file (size, SHA-256, BLAKE2b) before caching it.
-//! - [`Engine::create`]: verify everything again, build MiniLM on WebGPU or CPU (burn `flex`).
+//! - [`Engine::create`]: verify everything again, build MiniLM on WebGPU (burn `wgpu`), the CPU
+//!   (`cpu`: the fused fast encoder, `node_lite::model::fast`) or burn `flex` (`flex`, kept for
+//!   comparison).
+//! - [`kernel_self_test`]: the GEMM kernels against an f64 reference on odd shapes (e2e).
 //! - [`Engine::embed`]: unit vectors, flattened `n × 384`, with asynchronous device reads.
 
 use std::rc::Rc;
@@ -56,6 +61,19 @@ pub fn verify_file(manifest_json: &[u8], name: &str, bytes: &[u8]) -> Result<(),
     entry.verify(bytes).map_err(weights_error)
 }
 
+/// Run the fast encoder's GEMM self-test for every kernel this build has; returns JSON
+/// `[{kernel, cases}]`, or an error naming the first mismatch.
+#[wasm_bindgen]
+pub fn kernel_self_test() -> Result<String, JsError> {
+    use node_lite::model::fast::kernel::{Isa, self_test};
+    let mut out = Vec::new();
+    for isa in Isa::available() {
+        let cases = self_test(isa).map_err(|e| JsError::new(&e))?;
+        out.push(serde_json::json!({"kernel": isa.name(), "cases": cases}));
+    }
+    Ok(serde_json::Value::Array(out).to_string())
+}
+
 #[wasm_bindgen]
 pub struct Engine {
     embedder: Rc<Embedder>,
@@ -65,7 +83,7 @@ pub struct Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Verify `chunks` (an array of `Uint8Array`, manifest order) and `tokenizer`, then
-    /// build the model on `backend` (`"webgpu"` or `"cpu"`).
+    /// build the model on `backend` (`"webgpu"`, `"cpu"` or `"flex"`).
     pub async fn create(
         manifest_json: Vec<u8>,
         chunks: Array,
@@ -79,17 +97,20 @@ impl Engine {
             .collect();
         let weights =
             VerifiedWeights::verify(manifest, chunks, tokenizer).map_err(weights_error)?;
-        let device = match backend.as_str() {
+        let model_error = |e: node_lite::model::ModelError| JsError::new(&format!("\u{1f}{e}"));
+        let embedder = match backend.as_str() {
             #[cfg(feature = "webgpu")]
-            "webgpu" => Device::wgpu_options()
-                .init_async()
-                .await
-                .map_err(|e| JsError::new(&format!("\u{1f}WebGPU init: {e:?}")))?,
-            "cpu" => Device::flex(),
+            "webgpu" => {
+                let device = Device::wgpu_options()
+                    .init_async()
+                    .await
+                    .map_err(|e| JsError::new(&format!("\u{1f}WebGPU init: {e:?}")))?;
+                Embedder::new(&weights, device).map_err(model_error)?
+            }
+            "cpu" => Embedder::fast(&weights).map_err(model_error)?,
+            "flex" => Embedder::new(&weights, Device::flex()).map_err(model_error)?,
             other => return Err(JsError::new(&format!("\u{1f}unknown backend {other:?}"))),
         };
-        let embedder =
-            Embedder::new(&weights, device).map_err(|e| JsError::new(&format!("\u{1f}{e}")))?;
         Ok(Engine {
             embedder: Rc::new(embedder),
             backend,
@@ -98,6 +119,11 @@ impl Engine {
 
     pub fn backend(&self) -> String {
         self.backend.clone()
+    }
+
+    /// Which engine and kernel run: `fast-cpu (simd128)`, `fast-cpu (scalar)`, `burn`.
+    pub fn engine(&self) -> String {
+        self.embedder.engine_name()
     }
 
     #[wasm_bindgen(js_name = setBatchSize)]

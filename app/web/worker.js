@@ -2,11 +2,13 @@
 // Loads its own instance of the `shoal-worker` wasm (Rust: weight verification + MiniLM in
 // burn), fetches the weight files, caches them with the Cache API, and embeds on request.
 // Protocol (postMessage, plain objects):
-//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"}
+//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-scalar"|"flex"}
 //                  {type:"embed", id, texts}
+//                  {type:"selftest", backend}   (GEMM kernels vs an f64 reference; tests)
 //   worker → page  {type:"progress", phase, loaded, total, rate, file}
 //                  {type:"notice", level:"info"|"warn", message}
-//                  {type:"ready", backend, variant, timings, bytes}
+//                  {type:"ready", backend, engine, wasm, variant, timings, bytes}
+//                  {type:"selftest", wasm, kernels: [{kernel, cases}]}
 //                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
 //                  {type:"error", id?, message, fatal}
 "use strict";
@@ -15,12 +17,25 @@ const CACHE_NAME = "shoal-weights-v1";
 const MAX_ATTEMPTS = 3;
 let engine = null;
 
-// Two builds of the same Rust worker: with WebGPU (big: wgpu + shaders) and CPU-only (small).
-// Load the CPU one unless WebGPU is wanted and an adapter exists.
-async function loadWasm(withGpu) {
-  const name = withGpu ? "shoal-worker" : "shoal-worker-cpu";
+// Three builds of the same Rust worker: with WebGPU (big: wgpu + shaders), CPU-only with the
+// wasm SIMD GEMM kernel, and CPU-only scalar (a module with SIMD instructions does not even
+// validate in a browser without wasm SIMD). Load the CPU one unless WebGPU is wanted and an
+// adapter exists; the SIMD one when the browser validates a tiny SIMD module and the page did
+// not ask for "cpu-scalar".
+const simdSupported = () => {
+  try {
+    // (func (result v128) i32.const 0 i8x16.splat i8x16.popcnt), as in wasm-feature-detect.
+    return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
+  } catch (_) {
+    return false;
+  }
+};
+let wasmName = null;
+async function loadWasm(withGpu, scalar) {
+  const name = withGpu ? "shoal-worker" : !scalar && simdSupported() ? "shoal-worker-cpu-simd" : "shoal-worker-cpu";
   importScripts(`./${name}.js`);
   await wasm_bindgen({ module_or_path: `./${name}_bg.wasm` });
+  wasmName = name;
 }
 let queue = Promise.resolve();
 
@@ -169,13 +184,14 @@ async function webgpuAvailable() {
 
 async function init(msg) {
   const t0 = performance.now();
-  const wantGpu = msg.backend !== "cpu" && (await webgpuAvailable());
+  const cpuOnly = ["cpu", "cpu-scalar", "flex"].includes(msg.backend);
+  const wantGpu = !cpuOnly && (await webgpuAvailable());
   if (msg.backend === "webgpu" && !wantGpu) notice("warn", "WebGPU is not available in this browser; using the CPU.");
-  await loadWasm(wantGpu);
+  await loadWasm(wantGpu, msg.backend === "cpu-scalar");
   const tWasm = performance.now();
   const w = await loadWeights(msg.base, msg.variant);
   const tWeights = performance.now();
-  const order = wantGpu ? ["webgpu", "cpu"] : ["cpu"];
+  const order = wantGpu ? ["webgpu", "cpu"] : msg.backend === "flex" ? ["flex"] : ["cpu"];
   let lastErr = null;
   for (const backend of order) {
     // Full verification (every chunk, both hashes, whole-record SHA-256) happens in Rust on
@@ -186,11 +202,12 @@ async function init(msg) {
         const tokenizer = w.bytes[w.bytes.length - 1];
         const chunks = w.bytes.slice(0, -1);
         engine = await wasm_bindgen.Engine.create(w.manifestBytes, chunks, tokenizer, backend);
-        // Small batches: inputs are sorted by length, so padding waste stays low on mixed input.
-        engine.setBatchSize(8);
+        // burn pads each batch to its longest input: small batches keep that waste low. The
+        // fast CPU encoder does not pad, so bigger batches only amortise more.
+        engine.setBatchSize(backend === "cpu" ? 32 : 8);
         const t1 = performance.now();
         post({
-          type: "ready", backend, variant: msg.variant,
+          type: "ready", backend, engine: engine.engine(), wasm: wasmName, variant: msg.variant,
           timings: { totalMs: t1 - t0, wasmMs: tWasm - t0, weightsMs: tWeights - tWasm, modelMs: t1 - tWeights },
           bytes: w.stats(),
         });
@@ -210,6 +227,12 @@ async function init(msg) {
   throw new Error(lastErr || "model initialisation failed");
 }
 
+async function selftest(msg) {
+  if (!wasmName) await loadWasm(false, msg.backend === "cpu-scalar");
+  const kernels = JSON.parse(wasm_bindgen.kernel_self_test());
+  post({ type: "selftest", wasm: wasmName, kernels });
+}
+
 async function embed(msg) {
   if (!engine) throw new Error("model not ready");
   const flat = await engine.embed(msg.texts);
@@ -222,6 +245,7 @@ self.onmessage = (ev) => {
     try {
       if (msg.type === "init") await init(msg);
       else if (msg.type === "embed") await embed(msg);
+      else if (msg.type === "selftest") await selftest(msg);
     } catch (e) {
       post({ type: "error", id: msg.id, message: splitError(e).message, fatal: msg.type === "init" });
     }

@@ -1,5 +1,6 @@
 // The CPU path: Chromium without --enable-unsafe-webgpu has no WebGPU adapter, so the app must
-// fall back to burn `flex` on the CPU by itself.
+// fall back to the CPU (the fast encoder, wasm SIMD build) by itself. The scalar build and
+// per-worker throughput: cpu-fast.test.mjs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -24,6 +25,9 @@ test("page loads, shoal.ready resolves, CPU fallback is chosen", { timeout: 300_
   // Without --enable-unsafe-webgpu there is no adapter here: this is the fallback case.
   assert.equal(await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter()))), false);
   assert.ok(weightRequests(ctx.requests).length >= 10, "weights were fetched on the first visit (and the fetches were seen)");
+  // Chromium has wasm SIMD: the worker loads the SIMD build of the fast CPU encoder.
+  assert.ok(ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu-simd_bg.wasm")), "the SIMD CPU worker was loaded");
+  assert.ok(!ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu_bg.wasm")), "the scalar CPU worker was not");
   await page.getByRole("heading", { name: "Shoal" }).waitFor();
 });
 

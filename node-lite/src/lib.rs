@@ -19,7 +19,8 @@
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
 // `deny` rather than `forbid`: the exceptions are `identity::sodium` and `seal::sodium` (libsodium FFI, feature
-// `sodium`, native only), which opt in with `#[allow(unsafe_code)]`. Everything else stays safe.
+// `sodium`, native only), and `model::fast`'s GEMM kernels (SIMD intrinsics, tile pointers), which opt in with
+// `#[allow(unsafe_code)]`. Everything else stays safe.
 #![deny(unsafe_code)]
 
 pub mod circle;

@@ -3,13 +3,19 @@
 
 mod common;
 
-use node_lite::model::Embedder;
+use node_lite::model::fast::kernel::Isa;
+use node_lite::model::{Backend, Embedder};
 use node_lite::vector::cosine;
 use node_lite::weights::source::load_dir;
 
+/// The default CPU engine (the fast fused encoder).
 fn embedder(variant: &str) -> Embedder {
+    embedder_on(variant, Backend::Cpu)
+}
+
+fn embedder_on(variant: &str, backend: Backend) -> Embedder {
     let w = load_dir(&common::variant_dir(variant)).expect("weights verify and load");
-    Embedder::new(&w, burn::prelude::Device::flex()).expect("model builds")
+    Embedder::load(&w, backend).expect("model builds")
 }
 
 fn min_cosine_to_golden(e: &Embedder) -> (f32, String) {
@@ -34,21 +40,54 @@ fn min_cosine_to_golden(e: &Embedder) -> (f32, String) {
 
 #[test]
 fn f32_matches_sentence_transformers() {
-    let (min, text) = min_cosine_to_golden(&embedder("f32"));
-    eprintln!("f32: min cosine to reference {min:.7} ({text:?})");
+    let e = embedder("f32");
+    let (min, text) = min_cosine_to_golden(&e);
+    eprintln!(
+        "f32 {}: min cosine to reference {min:.9} ({text:?})",
+        e.engine_name()
+    );
     assert!(min >= 0.9999, "min cosine {min} on {text:?}");
 }
 
 #[test]
 fn f16_stays_close_to_reference() {
-    let (min, text) = min_cosine_to_golden(&embedder("f16"));
-    eprintln!("f16: min cosine to reference {min:.7} ({text:?})");
+    let e = embedder("f16");
+    let (min, text) = min_cosine_to_golden(&e);
+    eprintln!(
+        "f16 {}: min cosine to reference {min:.9} ({text:?})",
+        e.engine_name()
+    );
     assert!(min >= 0.995, "min cosine {min} on {text:?}");
 }
 
 #[test]
+fn flex_matches_sentence_transformers() {
+    for (variant, bound) in [("f32", 0.9999), ("f16", 0.995)] {
+        let (min, text) = min_cosine_to_golden(&embedder_on(variant, Backend::Flex));
+        eprintln!("{variant} burn flex: min cosine to reference {min:.9} ({text:?})");
+        assert!(min >= bound, "min cosine {min} on {text:?}");
+    }
+}
+
+#[test]
+fn every_compiled_fast_kernel_matches_the_reference() {
+    let w = load_dir(&common::variant_dir("f32")).expect("weights verify and load");
+    for isa in Isa::available() {
+        let e = Embedder::fast_with(&w, isa).expect("model builds");
+        let (min, text) = min_cosine_to_golden(&e);
+        eprintln!("f32 fast {}: min cosine {min:.9} ({text:?})", isa.name());
+        assert!(min >= 0.9999, "{isa:?}: min cosine {min} on {text:?}");
+    }
+}
+
+#[test]
 fn published_pairs_reproduce() {
-    let e = embedder("f32");
+    for backend in [Backend::Cpu, Backend::Flex] {
+        published_pairs_on(&embedder_on("f32", backend));
+    }
+}
+
+fn published_pairs_on(e: &Embedder) {
     let pairs = [
         (
             "The new movie is awesome",
@@ -66,13 +105,22 @@ fn published_pairs_reproduce() {
     for (a, b, want) in pairs {
         let v = e.embed(&[a, b]).unwrap();
         let got = cosine(&v[0], &v[1]);
+        eprintln!(
+            "{}: {a:?}/{b:?}: {got:.4} (published {want})",
+            e.engine_name()
+        );
         assert!((got - want).abs() <= 0.001, "{a:?}/{b:?}: {got} vs {want}");
     }
 }
 
 #[test]
 fn batching_and_padding_do_not_change_vectors() {
-    let mut e = embedder("f32");
+    for backend in [Backend::Cpu, Backend::Flex] {
+        batching_on(&mut embedder_on("f32", backend));
+    }
+}
+
+fn batching_on(e: &mut Embedder) {
     let g = common::golden();
     let texts: Vec<&str> = g.items.iter().map(|i| i.text.as_str()).collect();
     e.batch_size = 32;

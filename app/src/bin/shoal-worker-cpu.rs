@@ -1,5 +1,6 @@
 //! `shoal-worker-cpu`: the model side of the app, run inside a dedicated Web Worker (its own wasm
-//! instance, so inference never blocks the page). CPU only (burn `flex`): loaded when the browser offers no WebGPU adapter.
+//! instance, so inference never blocks the page). CPU only (the fast encoder, scalar kernel; burn
+//! `flex` selectable): loaded when the browser offers no WebGPU adapter and no wasm SIMD.
 //! See `worker_core.rs`.
 
 #[cfg(target_arch = "wasm32")]

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! scripts/bench                    # setup --bench, release build, this binary, the table
-//! shoal-bench [--backend cpu|gpu] [--anchors] [--seconds S]
+//! shoal-bench [--backend cpu,flex,gpu] [--anchors] [--seconds S]
 //! ```
 //!
-//! Workloads: short (~12 tokens) and long (~128 tokens) sentences, batch 1 and 32. GPU
+//! Backends: `cpu` = the fused fast encoder (default CPU path), `flex` = burn flex, `gpu` =
+//! burn wgpu. Workloads: short (~12 tokens) and long (~128 tokens) sentences, batch 1 and 32. GPU
 //! numbers are steady state: every shape is run once before timing (autotune, shaders).
 //! `--anchors` runs scripts/bench_anchors.py (PyTorch sentence-transformers and ONNX Runtime
 //! on an ONNX export of the same weights) in the same run.
@@ -25,7 +26,7 @@ struct Args {
     #[arg(long, env = "SHOAL_MODEL_DIR")]
     model: std::path::PathBuf,
     /// Backends to measure.
-    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    #[arg(long, value_delimiter = ',', default_value = "cpu,flex")]
     backend: Vec<String>,
     /// Weight variants to measure.
     #[arg(long, value_delimiter = ',', default_value = "f32")]
@@ -103,14 +104,12 @@ fn main() -> Result<()> {
     println!("| runtime | weights | short b1 | short b32 | long b1 | long b32 | peak RSS MiB |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for backend in &args.backend {
-        let b = match backend.as_str() {
-            "cpu" => Backend::Cpu,
-            "gpu" => Backend::Gpu,
-            other => anyhow::bail!("unknown backend {other}"),
+        let Some(b) = Backend::parse(backend) else {
+            anyhow::bail!("unknown backend {backend} (cpu, flex, gpu)");
         };
         for variant in &args.variant {
             let w = load_dir(&args.model.join(variant)).context("loading model")?;
-            let mut e = Embedder::new(&w, b.device()?)?;
+            let mut e = Embedder::load(&w, b)?;
             let t = e.tokenize(&short[0])?.len();
             let t2 = e.tokenize(&long[0])?.len();
             assert!(t == 12 && t2 == 128, "workload token counts {t}/{t2}");
@@ -121,8 +120,8 @@ fn main() -> Result<()> {
                 measure(&mut e, &long, 32, min)?,
             ];
             let name = match b {
-                Backend::Cpu => "Shoal burn flex (CPU)",
-                Backend::Gpu => "Shoal burn wgpu",
+                Backend::Cpu => format!("{} [{}]", b.label(), e.engine_name()),
+                _ => b.label().to_string(),
             };
             println!(
                 "| {name} | {variant} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} |",

@@ -1,10 +1,17 @@
-//! all-MiniLM-L6-v2 sentence embeddings: tokenise → BERT (burn) → mean pooling over the
-//! attention mask → L2 normalisation.
+//! all-MiniLM-L6-v2 sentence embeddings: tokenise → BERT → mean pooling over the real tokens
+//! → L2 normalisation.
 //!
-//! Inputs are sorted by token length and batched so each batch pads only to its own longest
-//! member; results come back in input order.
+//! Two engines run the BERT: [`fast`] (the default CPU path, [`Backend::Cpu`]: a fused f32
+//! encoder without padding, SIMD GEMM natively and in wasm) and burn (`flex` on the CPU as
+//! [`Backend::Flex`], `wgpu` as [`Backend::Gpu`]). Both take their weights from the same
+//! verified burn record.
+//!
+//! Inputs are sorted by token length and batched so each burn batch pads only to its own
+//! longest member (the fast engine does not pad at all); results come back in input order.
 
 mod bert;
+#[cfg(feature = "cpu")]
+pub mod fast;
 pub mod tokenize;
 
 pub use bert::{Bert, BertConfig};
@@ -33,20 +40,42 @@ pub enum ModelError {
     BackendUnavailable(String),
 }
 
-/// Which burn device runs the model.
+/// Which engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// burn `flex` (CPU).
+    /// The fused CPU encoder ([`fast`]): SIMD GEMM, no padding, all cores natively.
     Cpu,
+    /// burn `flex` (CPU), kept for comparison.
+    Flex,
     /// burn `wgpu` (Vulkan/Metal/DX12 natively, WebGPU in a browser).
     Gpu,
 }
 
 impl Backend {
+    /// Parse `cpu`, `flex` or `gpu`.
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "cpu" => Some(Backend::Cpu),
+            "flex" => Some(Backend::Flex),
+            "gpu" => Some(Backend::Gpu),
+            _ => None,
+        }
+    }
+
+    /// Human-readable engine name (benchmark tables, logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Cpu => "Shoal fast CPU",
+            Backend::Flex => "Shoal burn flex (CPU)",
+            Backend::Gpu => "Shoal burn wgpu",
+        }
+    }
+
+    /// The burn device this backend loads weights on (the fast engine loads through flex).
     pub fn device(self) -> Result<Device, ModelError> {
         match self {
             #[cfg(feature = "cpu")]
-            Backend::Cpu => Ok(Device::flex()),
+            Backend::Cpu | Backend::Flex => Ok(Device::flex()),
             #[cfg(feature = "gpu")]
             Backend::Gpu => Ok(Device::wgpu(Default::default())),
             #[allow(unreachable_patterns)]
@@ -55,15 +84,26 @@ impl Backend {
     }
 }
 
+enum Engine {
+    Burn {
+        model: Bert,
+        device: Device,
+    },
+    #[cfg(feature = "cpu")]
+    Fast(fast::FastBert),
+}
+
 /// A ready-to-use sentence embedder.
 pub struct Embedder {
-    model: Bert,
+    engine: Engine,
     tokenizer: TextTokenizer,
-    device: Device,
     variant: Variant,
     /// Sentences per forward pass.
     pub batch_size: usize,
 }
+
+/// Token ids of some inputs, each with its position in the input.
+type Group = Vec<(usize, Vec<u32>)>;
 
 /// Token ids of one batch, padded, plus where each row goes in the output.
 struct Batch {
@@ -74,11 +114,59 @@ struct Batch {
 }
 
 impl Embedder {
-    /// Build the model from verified weights on `device`.
+    /// Build the model from verified weights on `backend`.
+    pub fn load(weights: &VerifiedWeights, backend: Backend) -> Result<Self, ModelError> {
+        match backend {
+            #[cfg(feature = "cpu")]
+            Backend::Cpu => Self::fast(weights),
+            other => Self::new(weights, other.device()?),
+        }
+    }
+
+    /// The fast CPU engine ([`fast::FastBert`]): weights loaded through burn `flex`, then
+    /// packed (the burn model is dropped).
+    #[cfg(feature = "cpu")]
+    pub fn fast(weights: &VerifiedWeights) -> Result<Self, ModelError> {
+        Self::fast_with(weights, fast::kernel::Isa::best())
+    }
+
+    /// [`fast`](Self::fast) with a given GEMM kernel (tests compare every compiled kernel).
+    #[cfg(feature = "cpu")]
+    pub fn fast_with(
+        weights: &VerifiedWeights,
+        isa: fast::kernel::Isa,
+    ) -> Result<Self, ModelError> {
+        let (config, model) = Self::load_bert(weights, &Device::flex())?;
+        let fast = fast::FastBert::from_bert_with(&model, &config, isa)?;
+        drop(model);
+        Ok(Self {
+            engine: Engine::Fast(fast),
+            tokenizer: TextTokenizer::from_json(&weights.tokenizer)?,
+            variant: weights.manifest.variant,
+            batch_size: DEFAULT_BATCH,
+        })
+    }
+
+    /// Build the burn model from verified weights on `device`.
     pub fn new(weights: &VerifiedWeights, device: Device) -> Result<Self, ModelError> {
+        let (_, model) = Self::load_bert(weights, &device)?;
+        let tokenizer = TextTokenizer::from_json(&weights.tokenizer)?;
+        Ok(Self {
+            engine: Engine::Burn { model, device },
+            tokenizer,
+            variant: weights.manifest.variant,
+            batch_size: DEFAULT_BATCH,
+        })
+    }
+
+    /// The burn model with the record's weights (f16 records widened to f32).
+    fn load_bert(
+        weights: &VerifiedWeights,
+        device: &Device,
+    ) -> Result<(BertConfig, Bert), ModelError> {
         let config: BertConfig = serde_json::from_value(weights.manifest.config.clone())
             .map_err(|e| ModelError::Config(e.to_string()))?;
-        let mut model = config.init(&device);
+        let mut model = config.init(device);
         let bytes = burn::tensor::Bytes::from_bytes_vec(weights.record.clone());
         let mut store = BurnpackStore::from_bytes(Some(bytes));
         if weights.manifest.variant == Variant::F16 {
@@ -93,22 +181,29 @@ impl Embedder {
                 result.missing, result.errors
             )));
         }
-        let tokenizer = TextTokenizer::from_json(&weights.tokenizer)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
-            variant: weights.manifest.variant,
-            batch_size: DEFAULT_BATCH,
-        })
+        Ok((config, model))
     }
 
     pub fn variant(&self) -> Variant {
         self.variant
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// The burn device, when burn runs the model (`None` on the fast engine).
+    pub fn device(&self) -> Option<&Device> {
+        match &self.engine {
+            Engine::Burn { device, .. } => Some(device),
+            #[cfg(feature = "cpu")]
+            Engine::Fast(_) => None,
+        }
+    }
+
+    /// Which engine runs: `"fast-cpu (avx512)"`, `"burn"`.
+    pub fn engine_name(&self) -> String {
+        match &self.engine {
+            Engine::Burn { .. } => "burn".into(),
+            #[cfg(feature = "cpu")]
+            Engine::Fast(f) => format!("fast-cpu ({})", f.isa().name()),
+        }
     }
 
     /// Token ids of `text` as the model sees them.
@@ -129,8 +224,16 @@ impl Embedder {
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let mut out = vec![Vec::new(); texts.len()];
         let mut done = 0;
+        #[cfg(feature = "cpu")]
+        if let Engine::Fast(f) = &self.engine {
+            for group in self.groups(texts)? {
+                done += Self::fast_group(f, &group, &mut out)?;
+                progress(done);
+            }
+            return Ok(out);
+        }
         for batch in self.batches(texts)? {
-            let pooled = self.forward(&batch);
+            let pooled = self.forward(&batch)?;
             let data = pooled
                 .try_into_data()
                 .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
@@ -145,10 +248,14 @@ impl Embedder {
         &self,
         texts: &[S],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
+        #[cfg(feature = "cpu")]
+        if let Engine::Fast(_) = &self.engine {
+            return self.embed(texts);
+        }
         let mut out = vec![Vec::new(); texts.len()];
         for batch in self.batches(texts)? {
             let data = self
-                .forward(&batch)
+                .forward(&batch)?
                 .into_data_async()
                 .await
                 .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
@@ -157,8 +264,22 @@ impl Embedder {
         Ok(out)
     }
 
-    /// Tokenise, sort by length, and cut into padded batches.
-    fn batches<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Batch>, ModelError> {
+    /// One group on the fast engine, scattered into `out`.
+    #[cfg(feature = "cpu")]
+    fn fast_group(
+        f: &fast::FastBert,
+        group: &[(usize, Vec<u32>)],
+        out: &mut [Vec<f32>],
+    ) -> Result<usize, ModelError> {
+        let seqs: Vec<&[u32]> = group.iter().map(|(_, ids)| ids.as_slice()).collect();
+        for ((row, _), v) in group.iter().zip(f.embed(&seqs)?) {
+            out[*row] = v;
+        }
+        Ok(group.len())
+    }
+
+    /// Tokenise, sort by length (longest first), and cut into groups of `batch_size`.
+    fn groups<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Group>, ModelError> {
         let mut encoded = texts
             .iter()
             .map(|t| self.tokenizer.encode(t.as_ref()))
@@ -167,8 +288,19 @@ impl Embedder {
             .enumerate()
             .collect::<Vec<_>>();
         encoded.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
-        Ok(encoded
-            .chunks(self.batch_size.max(1))
+        let mut groups = Vec::new();
+        let mut rest = encoded.into_iter().peekable();
+        while rest.peek().is_some() {
+            groups.push(rest.by_ref().take(self.batch_size.max(1)).collect());
+        }
+        Ok(groups)
+    }
+
+    /// Tokenise, sort by length, and cut into padded batches (burn).
+    fn batches<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Batch>, ModelError> {
+        Ok(self
+            .groups(texts)?
+            .iter()
             .map(|group| {
                 let seq = group.iter().map(|(_, ids)| ids.len()).max().unwrap_or(1);
                 let mut ids = vec![0i64; group.len() * seq];
@@ -190,17 +322,18 @@ impl Embedder {
     }
 
     /// BERT + masked mean pooling + L2 norm, on the device: `[batch, hidden]`.
-    fn forward(&self, batch: &Batch) -> Tensor<2> {
+    fn forward(&self, batch: &Batch) -> Result<Tensor<2>, ModelError> {
+        let (model, device) = match &self.engine {
+            Engine::Burn { model, device } => (model, device),
+            #[cfg(feature = "cpu")]
+            Engine::Fast(_) => return Err(ModelError::BackendUnavailable("burn".into())),
+        };
         let b = batch.rows.len();
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(batch.ids.clone(), [b, batch.seq]),
-            &self.device,
-        );
-        let mask = Tensor::<2>::from_data(
-            TensorData::new(batch.mask.clone(), [b, batch.seq]),
-            &self.device,
-        );
-        let hidden = self.model.forward(ids, mask.clone());
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), [b, batch.seq]), device);
+        let mask =
+            Tensor::<2>::from_data(TensorData::new(batch.mask.clone(), [b, batch.seq]), device);
+        let hidden = model.forward(ids, mask.clone());
         let summed = (hidden * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1); // [b, 1, h]
         let counts = mask.sum_dim(1).clamp_min(1e-9).unsqueeze_dim::<3>(2); // [b, 1, 1]
         let mean = summed / counts;
@@ -211,7 +344,7 @@ impl Embedder {
             .sqrt()
             .clamp_min(1e-12);
         let [_, _, h] = mean.dims();
-        (mean / norm).reshape([b, h])
+        Ok((mean / norm).reshape([b, h]))
     }
 
     fn scatter(

@@ -21,8 +21,8 @@ const EMBED_ROUND: usize = 256;
     name = "shoal-node",
     version,
     about = "Private sentence embeddings and semantic search, on your own machine.",
-    long_about = "shoal-node runs all-MiniLM-L6-v2 locally (burn: CPU by default, GPU with \
---backend gpu). Nothing you embed or search leaves this machine.\n\n\
+    long_about = "shoal-node runs all-MiniLM-L6-v2 locally (a fused SIMD encoder on the CPU by \
+default, burn flex with --backend flex, burn wgpu with --backend gpu). Nothing you embed or search leaves this machine.\n\n\
 Typical use:\n  shoal-node index ~/notes            # embed every .txt/.md file under ~/notes\n  \
 shoal-node search \"how do I renew my passport\" -k 5\n  \
 echo \"some text\" | shoal-node embed   # one JSON object per line: {\"text\", \"vector\"}\n\n\
@@ -130,8 +130,10 @@ struct ModelArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum BackendArg {
-    /// burn flex on the CPU.
+    /// The fast fused encoder on the CPU (SIMD GEMM, no padding, all cores).
     Cpu,
+    /// burn flex on the CPU (the previous CPU path, for comparison).
+    Flex,
     /// burn wgpu (Vulkan/Metal/DX12); needs a build with the `gpu` feature.
     Gpu,
 }
@@ -141,12 +143,11 @@ impl ModelArgs {
         let weights = self.weights()?;
         let backend = match self.backend {
             BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Flex => Backend::Flex,
             BackendArg::Gpu => Backend::Gpu,
         };
-        let device = backend
-            .device()
-            .context("rebuild with `--features gpu` to use --backend gpu")?;
-        let mut e = Embedder::new(&weights, device)?;
+        let mut e = Embedder::load(&weights, backend)
+            .context("loading the model (rebuild with `--features gpu` to use --backend gpu)")?;
         e.batch_size = self.batch.max(1);
         Ok(e)
     }

@@ -1,0 +1,12 @@
+//! `shoal-worker-cpu-simd`: `shoal-worker-cpu` with the fast CPU encoder's wasm `simd128`
+//! GEMM kernel (cargo feature `simd`). `web/worker.js` loads it when the browser validates a
+//! SIMD module, else the scalar `shoal-worker-cpu`. See `worker_core.rs`.
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../worker_core.rs"]
+mod worker_core;
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    console_error_panic_hook::set_once();
+}

@@ -1,0 +1,132 @@
+// The fast CPU encoder in the browser, in both wasm builds: `shoal-worker-cpu-simd` (wasm
+// simd128 GEMM kernel, what browsers with wasm SIMD load) and `shoal-worker-cpu` (scalar, for
+// browsers without it; forced here with backend "cpu-scalar"). Each build runs its GEMM
+// self-test (every compiled kernel against an f64 reference on odd shapes), must reproduce the
+// golden vectors (f32 cosine ≥ 0.9999, f16 ≥ 0.995), and reports single-worker throughput
+// (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) — one worker = one thread.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { launch, newContext, openApp, golden, cosine } from "../lib.mjs";
+
+const WORDS = ["river", "market", "quietly", "engine", "painted", "history", "winter", "bright", "garden",
+  "network", "policy", "student", "mountain", "signal", "careful", "harvest", "window",
+  "language", "ancient", "machine", "coffee", "travel", "science", "morning", "music"];
+
+// The same deterministic sentences as shoal-bench (one token per word, + [CLS]/[SEP]).
+function sentences(n, words) {
+  let s = 0x9E3779B97F4A7C15n;
+  const mask = (1n << 64n) - 1n;
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const w = [];
+    for (let j = 0; j < words; j++) {
+      s ^= (s << 13n) & mask;
+      s ^= s >> 7n;
+      s ^= (s << 17n) & mask;
+      w.push(WORDS[Number(s % BigInt(WORDS.length))]);
+    }
+    out.push(w.join(" "));
+  }
+  return out;
+}
+
+const BUILDS = [
+  { backend: "cpu", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128"], engine: "fast-cpu (simd128)" },
+  { backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar"], engine: "fast-cpu (scalar)" },
+];
+const SECONDS = Number(process.env.SHOAL_BENCH_SECONDS || 3);
+
+let browser, ctx, page;
+const table = [];
+before(async () => {
+  browser = await launch();
+  ctx = await newContext(browser);
+  page = await openApp(ctx.context, "?backend=cpu");
+  // Helpers in the page: one dedicated model worker per name, driven by its message protocol.
+  await page.evaluate(() => {
+    window.__workers = {};
+    window.__call = (name, msg, want) => new Promise((resolve, reject) => {
+      const w = window.__workers[name] || (window.__workers[name] = new Worker("./worker.js"));
+      w.onmessage = (ev) => {
+        const m = ev.data;
+        if (m.type === "error") reject(new Error(m.message));
+        else if (m.type === want) resolve(m);
+      };
+      w.postMessage(msg);
+    });
+    window.__embed = async (name, texts) => {
+      const m = await window.__call(name, { type: "embed", id: 1, texts }, "embedded");
+      const out = [];
+      for (let i = 0; i < texts.length; i++) out.push(Array.from(m.vectors.subarray(i * m.dim, (i + 1) * m.dim)));
+      return out;
+    };
+    // Sentences/s embedding `texts` in calls of `batch`, for at least `secs` (and ≥ 1 call).
+    window.__rate = async (name, texts, batch, secs) => {
+      await window.__call(name, { type: "embed", id: 0, texts: texts.slice(0, batch) }, "embedded"); // warm-up
+      const t0 = performance.now();
+      let done = 0;
+      do {
+        for (let i = 0; i < texts.length; i += batch) {
+          const chunk = texts.slice(i, i + batch);
+          await window.__call(name, { type: "embed", id: 0, texts: chunk }, "embedded");
+          done += chunk.length;
+          if (performance.now() - t0 > secs * 1000) break;
+        }
+      } while (performance.now() - t0 < secs * 1000);
+      return done / ((performance.now() - t0) / 1000);
+    };
+  });
+});
+after(async () => {
+  if (table.length) {
+    console.log("# browser, one worker (one thread), sentences/s");
+    console.log("# | build | short b1 | short b32 | long b1 | long b32 |");
+    for (const r of table) console.log(`# | ${r.join(" | ")} |`);
+  }
+  if (ctx && ctx.logs.length) console.log(ctx.logs.slice(0, 40).join("\n"));
+  await browser?.close();
+});
+
+for (const b of BUILDS) {
+  test(`${b.wasm}: GEMM self-test of every compiled kernel`, { timeout: 300_000 }, async () => {
+    const r = await page.evaluate((b) => window.__call(`${b.backend}-selftest`, { type: "selftest", backend: b.backend }, "selftest"), b);
+    assert.equal(r.wasm, b.wasm);
+    assert.deepEqual(r.kernels.map((k) => k.kernel), b.kernels);
+    for (const k of r.kernels) assert.ok(k.cases > 14000, `${k.kernel}: ${k.cases} cases`);
+    console.log(`# ${b.wasm} self-test: ${JSON.stringify(r.kernels)}`);
+  });
+
+  for (const [variant, bound] of [["f32", 0.9999], ["f16", 0.995]]) {
+    test(`${b.wasm} ${variant}: golden vectors (cosine ≥ ${bound})`, { timeout: 300_000 }, async () => {
+      const name = `${b.backend}-${variant}`;
+      const ready = await page.evaluate(([name, backend, variant]) =>
+        window.__call(name, { type: "init", base: "models/all-minilm-l6-v2", variant, backend }, "ready"), [name, b.backend, variant]);
+      assert.equal(ready.backend, "cpu");
+      assert.equal(ready.wasm, b.wasm);
+      assert.equal(ready.engine, b.engine);
+      const items = golden();
+      const vecs = await page.evaluate(([name, texts]) => window.__embed(name, texts), [name, items.map((i) => i.text)]);
+      let worst = 1;
+      items.forEach((it, i) => {
+        const c = cosine(vecs[i], it.vector);
+        worst = Math.min(worst, c);
+        assert.ok(c >= bound, `cosine ${c} for ${JSON.stringify(it.text.slice(0, 40))}`);
+      });
+      console.log(`# ${b.wasm} ${variant}: ${items.length} golden sentences, worst cosine ${worst.toFixed(7)}`);
+    });
+  }
+
+  test(`${b.wasm}: single-worker throughput`, { timeout: 600_000 }, async () => {
+    const name = `${b.backend}-f32`;
+    const short = sentences(64, 10);
+    const long = sentences(64, 126);
+    const secs = b.backend === "cpu" ? SECONDS : SECONDS / 2;
+    const r = [];
+    for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
+      r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
+    }
+    table.push([b.wasm, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
+    console.log(`# ${b.wasm}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
+    assert.ok(r.every((v) => v > 0));
+  });
+}
