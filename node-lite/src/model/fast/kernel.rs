@@ -48,10 +48,10 @@ impl Isa {
     pub fn best() -> Isa {
         let available = Self::available();
         #[cfg(not(target_family = "wasm"))]
-        if let Ok(want) = std::env::var("SHOAL_FAST_KERNEL") {
-            if let Some(isa) = available.iter().find(|i| i.name() == want) {
-                return *isa;
-            }
+        if let Ok(want) = std::env::var("SHOAL_FAST_KERNEL")
+            && let Some(isa) = available.iter().find(|i| i.name() == want)
+        {
+            return *isa;
         }
         available.last().copied().unwrap_or(Isa::Scalar)
     }
