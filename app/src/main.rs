@@ -1,11 +1,14 @@
 //! `shoal-app`: the page. A Leptos (CSR) UI over `window.shoal` (app/web/shoal.js), which owns
 //! the model worker, the document store (IndexedDB) and search. No model code is linked here:
-//! MiniLM runs in the `shoal-worker` wasm inside a dedicated Web Worker.
+//! MiniLM runs in the `shoal-worker` wasm inside dedicated Web Workers (a pool, `web/pool.js`);
+//! this wasm carries the job engine that shards work across them (`pool_job`).
 
 #[cfg(target_arch = "wasm32")]
 mod light;
 #[cfg(target_arch = "wasm32")]
 mod receipts_view;
+#[cfg(target_arch = "wasm32")]
+mod pool_job;
 #[cfg(target_arch = "wasm32")]
 mod ui;
 

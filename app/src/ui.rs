@@ -21,6 +21,8 @@ extern "C" {
     fn shoal_search(query: &str, k: u32) -> js_sys::Promise;
     #[wasm_bindgen(js_namespace = shoal, js_name = configure)]
     fn shoal_configure(opts: JsValue) -> js_sys::Promise;
+    #[wasm_bindgen(js_namespace = shoal, js_name = cancel)]
+    fn shoal_cancel();
 }
 
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
@@ -38,6 +40,48 @@ struct State {
     notices: Vec<Notice>,
     docs: Vec<Doc>,
     timings: Option<Timings>,
+    pool: Option<PoolState>,
+}
+
+/// `pool.js` snapshot: the workers and the live per-member view of the current (or last) job.
+#[derive(Deserialize, Clone, Default, PartialEq, Debug)]
+#[serde(default)]
+struct PoolState {
+    size: f64,
+    workers: Vec<PoolWorker>,
+    job: Option<PoolJobView>,
+}
+
+#[derive(Deserialize, Clone, Default, PartialEq, Debug)]
+#[serde(default)]
+struct PoolWorker {
+    id: f64,
+    status: String,
+    backend: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Default, PartialEq, Debug)]
+#[serde(rename_all = "camelCase", default)]
+struct PoolJobView {
+    total: f64,
+    done: f64,
+    running: bool,
+    elapsed_ms: f64,
+    rate: f64,
+    members: Vec<PoolMember>,
+    history: Vec<f64>,
+}
+
+#[derive(Deserialize, Clone, Default, PartialEq, Debug)]
+#[serde(rename_all = "camelCase", default)]
+struct PoolMember {
+    id: f64,
+    label: String,
+    status: String,
+    shards_done: f64,
+    texts_done: f64,
+    in_flight: f64,
+    rate: f64,
 }
 
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
@@ -180,6 +224,7 @@ pub fn App() -> impl IntoView {
             <Settings state=state report=report />
         </header>
         <ModelStatus state=state />
+        <PoolView state=state />
         <Show when=move || error.get().is_some()>
             <div class="notice warn" role="alert">
                 <span>{move || error.get().unwrap_or_default()}</span>
@@ -283,6 +328,88 @@ fn ModelStatus(state: ReadSignal<State>) -> impl IntoView {
                     prop:value=move || state.get().download.filter(|d| d.total > 0.0).map(|d| d.loaded / d.total).unwrap_or(0.0)
                 ></progress>
             </div>
+        </Show>
+    }
+}
+
+/// A small sparkline (SVG polyline) of texts/s samples.
+fn sparkline(points: &[f64], w: f64, h: f64) -> String {
+    let max = points.iter().copied().fold(1.0f64, f64::max);
+    let n = points.len().max(2) - 1;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x = i as f64 * w / n as f64;
+            let y = h - (v / max) * (h - 2.0) - 1.0;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Live compute view: every pool worker (and other job members), their shards and texts/s.
+#[component]
+fn PoolView(state: ReadSignal<State>) -> impl IntoView {
+    let pool = move || state.get().pool.filter(|_| state.get().status == "ready");
+    view! {
+        <Show when=move || pool().is_some()>
+            <section class="card pool" aria-label="Compute" data-testid="pool">
+                {move || {
+                    let p = pool().unwrap_or_default();
+                    let job = p.job.clone();
+                    let ready = p.workers.iter().filter(|w| w.status == "ready").count();
+                    let kind = p.workers.first().and_then(|w| w.backend.clone()).map(|b| if b == "webgpu" { "WebGPU" } else { "CPU" }).unwrap_or("CPU");
+                    let head = format!("{ready} of {} {kind} worker{}", p.size, if p.size == 1.0 { "" } else { "s" });
+                    let rate = job.as_ref().map(|j| {
+                        let state = if j.running { "now" } else { "last job" };
+                        format!("{:.0} texts/s {state} · {} / {}", j.rate, j.done, j.total)
+                    }).unwrap_or_else(|| "idle".into());
+                    let total = job.as_ref().map(|j| j.total.max(1.0)).unwrap_or(1.0);
+                    // One row per worker, then any other member of the job (self fallback, peers).
+                    let mut rows: Vec<(String, String, Option<PoolMember>)> = p.workers.iter().map(|w| {
+                        let m = job.as_ref().and_then(|j| j.members.iter().find(|m| m.id == w.id).cloned());
+                        (format!("worker {}", w.id + 1.0), w.status.clone(), m)
+                    }).collect();
+                    if let Some(j) = &job {
+                        for m in j.members.iter().filter(|m| !p.workers.iter().any(|w| w.id == m.id)) {
+                            rows.push((m.label.clone(), "ready".into(), Some(m.clone())));
+                        }
+                    }
+                    let history = job.as_ref().map(|j| j.history.clone()).unwrap_or_default();
+                    view! {
+                        <div class="status-line">
+                            <strong>{head}</strong>
+                            <span class="muted" data-testid="pool-rate">{rate}</span>
+                        </div>
+                        <ul class="members">
+                            {rows.into_iter().map(|(label, status, m)| {
+                                let m = m.unwrap_or_default();
+                                let excluded = m.status.starts_with("excluded");
+                                let detail = if status != "ready" {
+                                    status.clone()
+                                } else if excluded {
+                                    format!("{} shards · left the job", m.shards_done)
+                                } else {
+                                    format!("{} shard{} · {} texts · {:.0}/s", m.shards_done, if m.shards_done == 1.0 { "" } else { "s" }, m.texts_done, m.rate)
+                                };
+                                view! {
+                                    <li class=format!("member {status}{}", if excluded { " excluded" } else { "" })>
+                                        <span class="who">{label}{(m.in_flight > 0.0).then(|| view! { <span class="busy" aria-label="working">"●"</span> })}</span>
+                                        <progress max=total prop:value=m.texts_done></progress>
+                                        <span class="muted">{detail}</span>
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                        {(history.len() > 1).then(|| view! {
+                            <svg class="spark" viewBox="0 0 200 28" preserveAspectRatio="none" role="img" aria-label="throughput over time">
+                                <polyline points=sparkline(&history, 200.0, 28.0) fill="none" stroke="currentColor" stroke-width="1.5" />
+                            </svg>
+                        })}
+                    }
+                }}
+            </section>
         </Show>
     }
 }
@@ -399,7 +526,12 @@ fn AddDocuments(
             let _ = js_sys::Reflect::set(&o, &"text".into(), &t.into());
             arr.push(&o);
         }
-        spawn_local(async move { report(await_promise(shoal_add_documents(arr.into())).await) });
+        spawn_local(async move {
+            match await_promise(shoal_add_documents(arr.into())).await {
+                Err(e) if e == "cancelled" => {}
+                r => report(r),
+            }
+        });
     };
 
     let add_files = move |files: Option<web_sys::FileList>| {
@@ -478,6 +610,7 @@ fn AddDocuments(
                 <div class="status-line">
                     <span>{j.label.clone()}</span>
                     <span class="muted">{format!("{} / {} passages", j.done, j.total)}</span>
+                    <button type="button" class="link" on:click=move |_| shoal_cancel()>"Cancel"</button>
                 </div>
                 <progress max=j.total.max(1.0) prop:value=j.done></progress>
             </div>

@@ -1,18 +1,27 @@
-// Shoal page core: owns the model worker, the document store (IndexedDB) and search, and
-// exposes them as `window.shoal` for the Leptos UI, other pages and tests. Then boots the UI.
+// Shoal page core: owns the model worker pool (pool.js), the document store (IndexedDB) and
+// search, and exposes them as `window.shoal` for the Leptos UI, other pages and tests. Then boots
+// the UI wasm, which also carries the job engine the pool shards with.
 //
 //   shoal.ready                → Promise (resolves when the model is loaded; replaced on restart)
 //   shoal.backend()            → "webgpu" | "cpu" (null until ready)
-//   shoal.embed(texts)         → Promise<number[][]>
+//   shoal.embed(texts, {signal}) → Promise<number[][]> (input order; sharded over the pool)
 //   shoal.search(query, k)     → Promise<{text, score, source, docId}[]>
 //   shoal.addDocuments([{name, text}]) → Promise<ids>;  shoal.deleteDocument(id);  shoal.documents()
-//   shoal.configure({backend, profile}) → restarts the worker with new settings
+//   shoal.cancel()             → cancels running jobs (their promises reject with AbortError)
+//   shoal.configure({backend, profile, workers}) → restarts the pool with new settings
 //   shoal.subscribe(fn)        → fn(state) on every change; returns an unsubscribe function
+//   shoal.poolReady()          → Promise: every pool worker has its model
+import { Pool, defaultPoolSize } from "./pool.js";
+
 const MODEL_BASE = "models/all-minilm-l6-v2";
 const DB_NAME = "shoal";
 const STORE = "docs";
-const EMBED_BATCH = 8;
 const PREFS_KEY = "shoal.prefs";
+
+// The UI wasm (Leptos + the job engine). Booted at the end of this module, once window.shoal exists.
+let appResolve, appReject;
+const appModule = new Promise((res, rej) => { appResolve = res; appReject = rej; });
+appModule.catch(() => {});
 
 const params = new URLSearchParams(location.search);
 const readPrefs = () => { try { return JSON.parse(localStorage.getItem(PREFS_KEY) || "{}"); } catch (_) { return {}; } };
@@ -36,6 +45,8 @@ const state = {
   webgpu: !!navigator.gpu,
   download: null, // {loaded, total, netBytes, rate, phase}
   job: null, // {label, done, total}
+  pool: null, // pool.js snapshot: workers, live per-member progress of the current job
+  workers: 0,
   notices: [],
   docs: [],
   timings: null,
@@ -92,75 +103,42 @@ async function loadDocs() {
   }
 }
 
-// ---------------------------------------------------------------- worker
-let worker = null;
+// ---------------------------------------------------------------- worker pool
+let pool = null;
 let readyPromise = null;
-let readyResolve, readyReject;
-let nextId = 1;
-const pending = new Map();
+
+function workerCount(prefs) {
+  const n = parseInt(params.get("workers") || prefs.workers || "", 10);
+  return Number.isFinite(n) && n >= 1 ? Math.min(n, 16) : defaultPoolSize();
+}
 
 function startWorker() {
-  if (worker) worker.terminate();
-  for (const [, p] of pending) p.reject(new Error("model restarted"));
-  pending.clear();
-  readyPromise = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
-  readyPromise.catch(() => {}); // observed via state too
+  if (pool) pool.terminate();
   const prefs = readPrefs();
   const backend = params.get("backend") || prefs.backend || "auto";
   const profileChoice = params.get("profile") || prefs.profile || "auto";
   const profile = profileChoice === "auto" ? autoProfile() : profileChoice;
-  set({ status: "loading", message: "Loading the model…", backend: null, requestedBackend: backend, profile, profileAuto: profileChoice === "auto", download: null });
-  worker = new Worker("./worker.js", { name: "shoal-model" });
-  worker.onmessage = (ev) => onWorkerMessage(ev.data);
-  worker.onerror = (ev) => {
-    const msg = `Model worker failed: ${ev.message || "unknown error"}`;
-    set({ status: "error", message: msg });
-    readyReject(new Error(msg));
-  };
-  worker.postMessage({ type: "init", base: MODEL_BASE, variant: profile, backend });
-}
-
-function onWorkerMessage(m) {
-  switch (m.type) {
-    case "progress":
-      set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" });
-      break;
-    case "notice":
-      addNotice(m.level, m.message);
-      break;
-    case "ready":
-      set({ status: "ready", backend: m.backend, message: "Ready", timings: m.timings, bytes: m.bytes });
-      readyResolve(true);
-      break;
-    case "embedded": {
-      const p = pending.get(m.id);
-      if (!p) return;
-      pending.delete(m.id);
-      const out = [];
-      for (let i = 0; i < m.vectors.length; i += m.dim) out.push(m.vectors.subarray(i, i + m.dim));
-      p.resolve(out);
-      break;
-    }
-    case "error":
-      if (m.fatal) {
-        set({ status: "error", message: `The model could not be loaded: ${m.message}` });
-        readyReject(new Error(m.message));
-      } else if (pending.has(m.id)) {
-        pending.get(m.id).reject(new Error(m.message));
-        pending.delete(m.id);
-      }
-      break;
-  }
-}
-
-// Embed in the worker; resolves to Float32Array views.
-async function embedRaw(texts) {
-  await readyPromise;
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    worker.postMessage({ type: "embed", id, texts });
+  const size = workerCount(prefs);
+  set({ status: "loading", message: "Loading the model…", backend: null, requestedBackend: backend, profile, profileAuto: profileChoice === "auto", download: null, workers: size, pool: null });
+  let p = null; // the callbacks below may run inside the constructor
+  p = new Pool({
+    size, base: MODEL_BASE, variant: profile, backend, app: appModule,
+    onProgress: (m) => { if (p && pool === p) set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" }); },
+    onNotice: (level, message) => { if (p && pool === p) addNotice(level, message); },
+    onChange: () => { if (p && pool === p) set({ pool: p.snapshot() }); },
   });
+  pool = p;
+  readyPromise = p.ready.then(
+    () => { if (p && pool === p) set({ status: "ready", backend: p.backend, message: "Ready", timings: p.timings, bytes: p.bytes, workers: p.size }); return true; },
+    (e) => { if (p && pool === p) set({ status: "error", message: `The model could not be loaded: ${e.message || e}` }); throw e; },
+  );
+  readyPromise.catch(() => {}); // observed via state too
+}
+
+// Embed through the pool; resolves to Float32Array views in input order.
+async function embedRaw(texts, opts) {
+  await readyPromise;
+  return pool.embed(texts, opts);
 }
 
 // ---------------------------------------------------------------- documents
@@ -198,11 +176,9 @@ async function addDocuments(docs) {
     const all = parts.flat();
     set({ job: { label: `Embedding ${items.length} document${items.length > 1 ? "s" : ""}`, done: 0, total: all.length } });
     try {
-      const vecs = [];
-      for (let i = 0; i < all.length; i += EMBED_BATCH) {
-        vecs.push(...(await embedRaw(all.slice(i, i + EMBED_BATCH))));
-        set({ job: { ...state.job, done: Math.min(i + EMBED_BATCH, all.length) } });
-      }
+      const vecs = await embedRaw(all, {
+        onProgress: (done) => { if (state.job && done !== state.job.done) set({ job: { ...state.job, done } }); },
+      });
       const ids = [];
       let k = 0;
       for (let d = 0; d < items.length; d++) {
@@ -257,7 +233,10 @@ const shoal = {
   backend: () => state.backend,
   profile: () => state.profile,
   state: snapshot,
-  embed: async (texts) => (await embedRaw(Array.from(texts, String))).map((v) => Array.from(v)),
+  embed: async (texts, opts = {}) => (await embedRaw(Array.from(texts, String), { signal: opts.signal })).map((v) => Array.from(v)),
+  cancel: () => pool && pool.cancelAll(),
+  poolReady: () => pool.allReady,
+  workers: () => (pool ? pool.size : 0),
   search,
   addDocuments,
   deleteDocument,
@@ -273,28 +252,34 @@ const shoal = {
     }
     return addDocuments(docs);
   },
-  configure({ backend, profile } = {}) {
+  configure({ backend, profile, workers } = {}) {
     const p = readPrefs();
     if (backend) p.backend = backend;
     if (profile) p.profile = profile;
+    if (workers !== undefined) p.workers = workers === "auto" || !workers ? undefined : String(workers | 0);
     savePrefs(p);
     params.delete("backend");
     params.delete("profile");
+    params.delete("workers");
     startWorker();
     return readyPromise;
   },
   subscribe(fn) { listeners.add(fn); fn(snapshot()); return () => listeners.delete(fn); },
+  // Test hooks: kill pool worker i as a crash would.
+  _test: { terminateWorker: (i) => pool.terminateWorker(i) },
 };
 window.shoal = shoal;
 
 startWorker();
 loadDocs();
 
-// Boot the Leptos UI (its own wasm, no model code).
+// Boot the Leptos UI wasm (no model code; it carries the job engine the pool shards with).
 try {
-  const { default: init } = await import("./shoal-app.js");
-  await init({ module_or_path: "./shoal-app_bg.wasm" });
+  const m = await import("./shoal-app.js");
+  await m.default({ module_or_path: "./shoal-app_bg.wasm" });
+  appResolve(m);
 } catch (e) {
+  appReject(e);
   console.error("UI failed to start", e);
   document.body.insertAdjacentText("beforeend", `The interface failed to load: ${e.message || e}`);
 }

@@ -2,12 +2,16 @@
 // Loads its own instance of the `shoal-worker` wasm (Rust: weight verification + MiniLM in
 // burn), fetches the weight files, caches them with the Cache API, and embeds on request.
 // Protocol (postMessage, plain objects):
-//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-scalar"|"flex"}
+//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-scalar"|"flex", share?, weights?}
+//                    share: after loading on the CPU, hand the verified files to the page
+//                    weights: {manifestBytes, bytes[]} from another pool worker (no network)
 //                  {type:"embed", id, texts}
+//                  {type:"cancel", ids}   (handled at once: queued embeds with these ids are skipped)
 //                  {type:"selftest", backend}   (GEMM kernels vs an f64 reference; tests)
 //   worker → page  {type:"progress", phase, loaded, total, rate, file}
 //                  {type:"notice", level:"info"|"warn", message}
 //                  {type:"ready", backend, engine, wasm, variant, timings, bytes}
+//                  {type:"weights", manifestBytes, bytes[]}   (after ready, if share; transferred)
 //                  {type:"selftest", wasm, kernels: [{kernel, cases}]}
 //                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
 //                  {type:"error", id?, message, fatal}
@@ -38,6 +42,7 @@ async function loadWasm(withGpu, scalar) {
   wasmName = name;
 }
 let queue = Promise.resolve();
+const cancelled = new Set(); // embed ids cancelled by the page before they ran (bounded below)
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 const notice = (level, message) => post({ type: "notice", level, message });
@@ -182,6 +187,14 @@ async function webgpuAvailable() {
   }
 }
 
+// Files another pool worker already fetched and verified (sent through the page). Engine.create
+// verifies them again; if that fails this worker reports a fatal error and the page restarts it
+// with the normal (cache / network) path.
+function sharedWeights(s) {
+  const total = s.bytes.reduce((n, b) => n + b.length, 0);
+  return { manifestBytes: s.manifestBytes, bytes: s.bytes, files: [], stats: () => ({ total, netBytes: 0, cachedBytes: 0, sharedBytes: total, downloadMs: 0 }) };
+}
+
 async function init(msg) {
   const t0 = performance.now();
   const cpuOnly = ["cpu", "cpu-scalar", "flex"].includes(msg.backend);
@@ -189,7 +202,7 @@ async function init(msg) {
   if (msg.backend === "webgpu" && !wantGpu) notice("warn", "WebGPU is not available in this browser; using the CPU.");
   await loadWasm(wantGpu, msg.backend === "cpu-scalar");
   const tWasm = performance.now();
-  const w = await loadWeights(msg.base, msg.variant);
+  const w = msg.weights ? sharedWeights(msg.weights) : await loadWeights(msg.base, msg.variant);
   const tWeights = performance.now();
   const order = wantGpu ? ["webgpu", "cpu"] : msg.backend === "flex" ? ["flex"] : ["cpu"];
   let lastErr = null;
@@ -211,6 +224,11 @@ async function init(msg) {
           timings: { totalMs: t1 - t0, wasmMs: tWasm - t0, weightsMs: tWeights - tWasm, modelMs: t1 - tWeights },
           bytes: w.stats(),
         });
+        // The engine holds its own copy now: hand the verified files to the other pool workers.
+        if (msg.share && backend === "cpu") {
+          const bufs = [...new Set(w.bytes.map((b) => b.buffer))];
+          post({ type: "weights", manifestBytes: w.manifestBytes, bytes: w.bytes }, bufs);
+        }
         return;
       } catch (e) {
         const { file, message } = splitError(e);
@@ -234,6 +252,7 @@ async function selftest(msg) {
 }
 
 async function embed(msg) {
+  if (cancelled.delete(msg.id)) return;
   if (!engine) throw new Error("model not ready");
   const flat = await engine.embed(msg.texts);
   post({ type: "embedded", id: msg.id, vectors: flat, dim: msg.texts.length ? flat.length / msg.texts.length : 384 }, [flat.buffer]);
@@ -241,6 +260,11 @@ async function embed(msg) {
 
 self.onmessage = (ev) => {
   const msg = ev.data || {};
+  if (msg.type === "cancel") {
+    for (const id of msg.ids || []) cancelled.add(id);
+    while (cancelled.size > 1024) cancelled.delete(cancelled.values().next().value);
+    return;
+  }
   queue = queue.then(async () => {
     try {
       if (msg.type === "init") await init(msg);

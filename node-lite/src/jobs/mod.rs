@@ -5,15 +5,18 @@
 //!   in-flight, deadlines, reassignment on leave / stall / error / malformed results, merge in
 //!   input order, cancellation, per-member progress.
 //! - [`worker`]: the worker's bounded queue.
+//! - [`order`]: length ordering of a job's texts (less padding per shard), undone on output.
 //!
 //! No clock is read anywhere: time comes in as `now_ms`, so it runs the same in wasm and tests.
 
 pub mod engine;
 pub mod msg;
+pub mod order;
 pub mod worker;
 
 pub use engine::{
     Action, Exclusion, Job, JobConfig, JobError, MAX_MEMBERS, MemberStatus, Progress,
 };
 pub use msg::{Capabilities, JobId, MsgError, PeerMsg};
+pub use order::LengthOrder;
 pub use worker::{Accepted, Task, Worker};
