@@ -212,7 +212,8 @@ pub async fn run(
 
     // The compute thread: one task at a time.
     let (task_tx, task_rx) = std::sync::mpsc::sync_channel::<Task<PeerId>>(4);
-    let (done_tx, mut done_rx) = mpsc::channel::<(Task<PeerId>, Result<(Vec<f32>, u32), String>, u64)>(4);
+    let (done_tx, mut done_rx) =
+        mpsc::channel::<(Task<PeerId>, Result<(Vec<f32>, u32), String>, u64)>(4);
     std::thread::Builder::new()
         .name("shoal-compute".into())
         .spawn(move || {
@@ -329,7 +330,9 @@ pub async fn run(
                 NodeOut::Progress(p) => {
                     let _ = events.send(AppEvent::Progress(p)).await;
                 }
-                NodeOut::JobDone { vectors, members, .. } => {
+                NodeOut::JobDone {
+                    vectors, members, ..
+                } => {
                     let _ = events.send(AppEvent::JobDone { vectors, members }).await;
                 }
                 NodeOut::JobFailed { error, .. } => {
@@ -507,7 +510,10 @@ async fn conn_task(
         .await
         .map_err(|e| e.to_string())?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let result = drive_conn(conn, offer, s, &pc, &gathered, &mut dc_rx, &mut rx, &tev, &queued).await;
+    let result = drive_conn(
+        conn, offer, s, &pc, &gathered, &mut dc_rx, &mut rx, &tev, &queued,
+    )
+    .await;
     let _ = pc.close().await;
     result
 }
@@ -527,7 +533,10 @@ async fn drive_conn(
     let e = |e: webrtc::error::Error| e.to_string();
     let dc = match offer {
         None => {
-            let dc = pc.create_data_channel(CHANNEL_LABEL, None).await.map_err(e)?;
+            let dc = pc
+                .create_data_channel(CHANNEL_LABEL, None)
+                .await
+                .map_err(e)?;
             let o = pc.create_offer(None).await.map_err(e)?;
             pc.set_local_description(o).await.map_err(e)?;
             let _ = tokio::time::timeout(s.gather_timeout, gathered.notified()).await;
@@ -575,8 +584,8 @@ async fn drive_conn(
     // Reader: every event of the channel to the loop, in order.
     let reader_dc = dc.clone();
     let reader_tev = tev.clone();
-    let answerer_open = dc.ready_state().await.ok()
-        == Some(webrtc::data_channel::RTCDataChannelState::Open);
+    let answerer_open =
+        dc.ready_state().await.ok() == Some(webrtc::data_channel::RTCDataChannelState::Open);
     let reader = tokio::spawn(async move {
         while let Some(ev) = reader_dc.poll().await {
             let out = match ev {

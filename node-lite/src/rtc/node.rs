@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::circle::Circle;
 use crate::identity::{Keypair, PeerId};
-use crate::jobs::{Action, Capabilities, Job, JobConfig, JobError, JobId, PeerMsg, Progress};
 use crate::jobs::{Accepted, Task, Worker};
+use crate::jobs::{Action, Capabilities, Job, JobConfig, JobError, JobId, PeerMsg, Progress};
 
 use super::session::{ConnId, NetOp, Out, PeerEvent, Session, SessionConfig};
 
@@ -76,6 +76,9 @@ pub struct ShardTimes {
     pub compute_ms: u64,
     /// Shards computed here for peers.
     pub served: u64,
+    /// Σ request arrival → reply handed to the session, of shards served for peers (queue wait
+    /// + compute). A requester's round trip minus this is the transport's share.
+    pub served_residence_ms: u64,
 }
 
 struct Running {
@@ -93,6 +96,8 @@ pub struct CircleNode {
     self_rate: f64,
     out: VecDeque<NodeOut>,
     times: ShardTimes,
+    /// (peer, job, shard) → arrival time of requests being served (bounded by the worker queue).
+    arrivals: BTreeMap<(PeerId, JobId, u32), u64>,
 }
 
 impl std::fmt::Debug for CircleNode {
@@ -127,6 +132,7 @@ impl CircleNode {
             self_rate,
             out: VecDeque::new(),
             times: ShardTimes::default(),
+            arrivals: BTreeMap::new(),
         }
     }
 
@@ -136,7 +142,12 @@ impl CircleNode {
     }
 
     /// Send a message to a peer that is up (e.g. an application-level probe).
-    pub fn send_to(&mut self, peer: &PeerId, msg: &PeerMsg, now_ms: u64) -> Result<(), super::SessionError> {
+    pub fn send_to(
+        &mut self,
+        peer: &PeerId,
+        msg: &PeerMsg,
+        now_ms: u64,
+    ) -> Result<(), super::SessionError> {
         let r = self.session.send(peer, msg);
         self.drain(now_ms);
         r
@@ -283,6 +294,9 @@ impl CircleNode {
     ) {
         self.times.computed += 1;
         self.times.compute_ms += compute_ms;
+        if let Some(t) = self.arrivals.remove(&(task.from, task.job, task.shard)) {
+            self.times.served_residence_ms += now_ms.saturating_sub(t);
+        }
         if let Some((to, reply)) = self.worker.complete(task, outcome) {
             if to == self.session.my_id() {
                 if let Some(r) = self.job.as_mut() {
@@ -303,6 +317,12 @@ impl CircleNode {
     fn on_peer_msg(&mut self, peer: PeerId, msg: PeerMsg, now_ms: u64) {
         match msg {
             PeerMsg::ShardRequest { .. } | PeerMsg::Cancel { .. } => {
+                if let PeerMsg::ShardRequest { job, shard, .. } = &msg {
+                    self.arrivals.insert((peer, *job, *shard), now_ms);
+                    while self.arrivals.len() > 4 * crate::jobs::MAX_MEMBERS * 8 {
+                        self.arrivals.pop_first();
+                    }
+                }
                 if let Accepted::Reply(reply) = self.worker.on_message(peer, msg)
                     && let Err(e) = self.session.send(&peer, &reply)
                 {

@@ -136,7 +136,9 @@ pub enum NetOp {
 impl std::fmt::Debug for NetOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NetOp::Signal { to, payload } => write!(f, "Signal({}, {}B)", to.short(), payload.len()),
+            NetOp::Signal { to, payload } => {
+                write!(f, "Signal({}, {}B)", to.short(), payload.len())
+            }
             NetOp::CreateOffer { peer, conn } => write!(f, "CreateOffer({}, {conn})", peer.short()),
             NetOp::AcceptOffer { peer, conn, .. } => {
                 write!(f, "AcceptOffer({}, {conn})", peer.short())
@@ -496,18 +498,13 @@ impl Session {
     }
 
     fn signal(&mut self, to: PeerId, msg: &SignalMsg) {
-        let sealed = msg
-            .encode()
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                self.circle
-                    .seal_signal(&self.my_id, &to, &b)
-                    .map_err(|e| e.to_string())
-            });
+        let sealed = msg.encode().map_err(|e| e.to_string()).and_then(|b| {
+            self.circle
+                .seal_signal(&self.my_id, &to, &b)
+                .map_err(|e| e.to_string())
+        });
         match sealed {
-            Ok(payload) => self
-                .out
-                .push_back(Out::Net(NetOp::Signal { to, payload })),
+            Ok(payload) => self.out.push_back(Out::Net(NetOp::Signal { to, payload })),
             Err(e) => tracing::warn!(error = %e, "signaling message not sent"),
         }
     }
@@ -738,8 +735,7 @@ impl Session {
                     let first = p.caps.is_none();
                     p.caps = Some(caps.clone());
                     if first {
-                        self.out
-                            .push_back(Out::Event(PeerEvent::Up { peer, caps }));
+                        self.out.push_back(Out::Event(PeerEvent::Up { peer, caps }));
                     }
                 }
                 Ok(msg) => {

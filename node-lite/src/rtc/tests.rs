@@ -372,15 +372,28 @@ fn wrong_circle_key_cannot_join_or_inject() {
     let rejected: usize = (0..3).map(|i| w.members[i].rejected.len()).sum();
     assert!(rejected > 0);
     assert!(
-        w.members[0].rejected.iter().chain(&w.members[1].rejected).count()
+        w.members[0]
+            .rejected
+            .iter()
+            .chain(&w.members[1].rejected)
+            .count()
             + w.members[2].rejected.len()
             > 0
     );
     // Injected garbage signaling from the intruder is rejected too, and opens nothing.
     let now = w.now;
-    w.members[0].node.on_signal(intruder, b"\x01garbage-payload-of-some-length-xxxxxxxxxxxxxxxxxxxx", now);
+    w.members[0].node.on_signal(
+        intruder,
+        b"\x01garbage-payload-of-some-length-xxxxxxxxxxxxxxxxxxxx",
+        now,
+    );
     w.collect(0);
-    assert!(w.members[0].rejected.iter().any(|r| r.contains("signaling")));
+    assert!(
+        w.members[0]
+            .rejected
+            .iter()
+            .any(|r| r.contains("signaling"))
+    );
     // And a job still runs on the two real members only.
     let t = texts(64);
     let now = w.now;
@@ -409,7 +422,10 @@ fn replayed_offer_is_ignored_and_forged_record_drops_the_channel() {
             w.members[i].node.on_signal(from, &f, now);
             while let Some(o) = w.members[i].node.poll() {
                 assert!(
-                    !matches!(o, NodeOut::Net(NetOp::AcceptOffer { .. } | NetOp::ApplyAnswer { .. })),
+                    !matches!(
+                        o,
+                        NodeOut::Net(NetOp::AcceptOffer { .. } | NetOp::ApplyAnswer { .. })
+                    ),
                     "replay opened a connection: {o:?}"
                 );
                 if let NodeOut::Net(op) = o {
@@ -462,7 +478,10 @@ fn outbox_is_back_pressured_by_the_transport() {
             _ => 0,
         })
         .sum();
-    assert!(handed >= 4 << 20 && handed < (4 << 20) + 70_000, "handed {handed}");
+    assert!(
+        handed >= 4 << 20 && handed < (4 << 20) + 70_000,
+        "handed {handed}"
+    );
     // The transport drains: the rest follows.
     let conn = match &w.held[0].1 {
         NetOp::Send { conn, .. } => *conn,
@@ -497,5 +516,9 @@ fn outbox_is_back_pressured_by_the_transport() {
         w.net(i, op);
     }
     w.run(100_000);
-    assert!(w.members[1].rejected.is_empty(), "{:?}", w.members[1].rejected);
+    assert!(
+        w.members[1].rejected.is_empty(),
+        "{:?}",
+        w.members[1].rejected
+    );
 }

@@ -107,7 +107,9 @@ fn config(link: &str, net: &NetArgs, embedder: &Embedder) -> Result<NativeConfig
     cfg.mdns = net.mdns;
     cfg.ice_servers = net.stun.clone();
     cfg.job = JobConfig {
-        shard_texts: net.shard_texts.clamp(1, node_lite::jobs::msg::MAX_TEXTS_PER_SHARD),
+        shard_texts: net
+            .shard_texts
+            .clamp(1, node_lite::jobs::msg::MAX_TEXTS_PER_SHARD),
         ..JobConfig::default()
     };
     Ok(cfg)
@@ -129,8 +131,10 @@ fn jline(v: serde_json::Value) {
 /// `shoal-node join LINK`: serve shards for the circle until killed.
 pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
     let cfg = config(link, net, &embedder)?;
-    jline(serde_json::json!({"event": "member", "peer": cfg.keypair.peer_id().to_string(),
-        "name": cfg.caps.name, "texts_per_sec": cfg.caps.texts_per_sec}));
+    jline(
+        serde_json::json!({"event": "member", "peer": cfg.keypair.peer_id().to_string(),
+        "name": cfg.caps.name, "texts_per_sec": cfg.caps.texts_per_sec}),
+    );
     let rt = runtime()?;
     rt.block_on(async move {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -154,7 +158,8 @@ pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
                             if times.computed != last_computed {
                                 last_computed = times.computed;
                                 jline(serde_json::json!({"event": "stats", "computed": times.computed,
-                                    "served": times.served, "compute_ms": times.compute_ms, "rejected": rejected}));
+                                    "served": times.served, "compute_ms": times.compute_ms,
+                                    "served_residence_ms": times.served_residence_ms, "rejected": rejected}));
                             }
                         }
                         _ => {}
@@ -279,7 +284,10 @@ pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> 
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (text, vector) in texts.iter().zip(vectors) {
-        serde_json::to_writer(&mut out, &serde_json::json!({"text": text, "vector": vector}))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"text": text, "vector": vector}),
+        )?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
