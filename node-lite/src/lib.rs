@@ -14,6 +14,7 @@
 //! - [`circle`]: circle keys and links, room ids, sealed signaling payloads.
 //! - [`seal`]: end-to-end sealed data channels between two members (X25519 + XChaCha20-Poly1305).
 //! - [`jobs`]: the sans-IO job engine that shards an embedding job across a circle.
+//! - [`rtc`]: circle members over WebRTC: sans-IO peer session + job driver, webrtc-rs driver.
 //! - [`signal`]: the signaling client (sans-IO core; tokio or browser driver with feature `signal`).
 //!
 //! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
@@ -32,6 +33,7 @@ pub mod proto;
 pub mod receipt;
 #[cfg(not(target_family = "wasm"))]
 pub mod receipt_store;
+pub mod rtc;
 pub mod seal;
 pub mod signal;
 pub mod tlog;

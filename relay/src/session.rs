@@ -74,11 +74,37 @@ enum Read {
     Closed,
 }
 
+/// TEST HOOK (never in production): with `SHOAL_RELAY_TEST_CAPTURE_FRAMES=FILE` every binary
+/// WebSocket message the relay receives is appended to FILE as `len (u32 LE) ‖ bytes`, so a
+/// test can check that nothing it relayed carries plaintext.
+fn capture(bytes: &[u8]) {
+    use std::io::Write as _;
+    static FILE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let f = FILE.get_or_init(|| {
+        let path = std::env::var_os("SHOAL_RELAY_TEST_CAPTURE_FRAMES")?;
+        tracing::warn!("TEST HOOK: capturing every received frame to {path:?}");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(std::sync::Mutex::new)
+    });
+    if let Some(m) = f
+        && let Ok(mut file) = m.lock()
+    {
+        let _ = file.write_all(&(bytes.len() as u32).to_le_bytes());
+        let _ = file.write_all(bytes);
+    }
+}
+
 async fn read(ws: &mut WebSocket, max_frame: usize) -> Read {
     loop {
         match ws.recv().await {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Read::Closed,
             Some(Ok(Message::Binary(b))) => {
+                capture(&b);
                 return match Frame::decode_with_limit(&b, max_frame) {
                     Ok(f) => Read::Frame(f, b.len()),
                     Err(e) => Read::Bad(e),

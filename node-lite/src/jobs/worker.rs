@@ -98,6 +98,26 @@ impl<M: Clone + Eq> Worker<M> {
         }
     }
 
+    /// Drop everything `from` asked for (it left): queued tasks are removed, running ones
+    /// marked cancelled. Returns how many.
+    pub fn cancel_from(&mut self, from: &M) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|t| &t.from != from);
+        let mut n = before - self.queue.len();
+        for r in self.running.iter_mut() {
+            if &r.0 == from && !r.3 {
+                r.3 = true;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Shards computing now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
     /// The next shard to compute, if a running slot is free.
     pub fn next_task(&mut self) -> Option<Task<M>> {
         if self.running.len() >= self.max_running {

@@ -44,6 +44,18 @@ enum Command {
         input: String,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        circle: crate::circle_cmd::CircleEmbedArgs,
+    },
+    /// Join a circle (link `…#c=<key>`) and compute shards for its members until stopped.
+    /// Events go to stderr as JSON lines.
+    Join {
+        /// The circle link, a shoal://circle#c=… URI, or the bare key.
+        link: String,
+        #[command(flatten)]
+        net: crate::circle_cmd::NetArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Add .txt/.md files (directories are walked recursively) to the local index.
     /// Unchanged files are skipped; changed files are re-embedded.
@@ -196,7 +208,19 @@ pub fn run(cli: Cli) -> Result<u8> {
                 json,
             });
         }
-        Command::Embed { input, model } => embed(&input, &model),
+        Command::Embed {
+            input,
+            model,
+            circle,
+        } => {
+            if circle.circle.is_some() {
+                let texts = read_texts(&input)?;
+                crate::circle_cmd::embed(texts, &circle, model.load()?)
+            } else {
+                embed(&input, &model)
+            }
+        }
+        Command::Join { link, net, model } => crate::circle_cmd::join(&link, &net, model.load()?),
         Command::Index {
             paths,
             index,
@@ -247,6 +271,24 @@ fn embed(input: &str, model: &ModelArgs) -> Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// Every non-empty input line (for a circle job, which needs them all up front).
+fn read_texts(input: &str) -> Result<Vec<String>> {
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(input).with_context(|| format!("opening {input}"))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut lines = LineReader::new(reader, input);
+    let mut texts = Vec::new();
+    while let Some(l) = lines.next_line()? {
+        if !l.trim().is_empty() {
+            texts.push(l);
+        }
+    }
+    Ok(texts)
 }
 
 /// Reads lines with a length cap, naming the line in every error.

@@ -1,5 +1,6 @@
 //! `shoal-node`: the native Shoal node. Embed text, index and search your files locally.
 
+mod circle_cmd;
 mod cli;
 mod paths;
 mod receipts;
