@@ -246,7 +246,7 @@ async function main() {
   out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
     if (r.error) { out.push(`| ${r.name} | failed: ${r.error} | | | | | | | | |`); continue; }
-    out.push(`| ${r.name} | ${f0(r.shortB1)} | ${f0(r.shortB32)} | ${f0(r.longB1)} | ${f0(r.longB32)} | ${sec(r.coldEmpty)} | ${sec(r.coldWarm)} | ${r.minCos.toFixed(4)} | ${f0(r.heap)} | ${f0(r.pss)} |`);
+    out.push(`| ${r.name} | ${f0(r.shortB1)} | ${f0(r.shortB32)} | ${f0(r.longB1)} | ${f0(r.longB32)} | ${sec(r.coldEmpty)} | ${sec(r.coldWarm)} | ${r.minCos.toFixed(6)} | ${f0(r.heap)} | ${f0(r.pss)} |`);
   }
   if (gpuRows.length) {
     out.push("");

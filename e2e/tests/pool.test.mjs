@@ -65,7 +65,7 @@ test("two workers: weights fetched once, vectors equal the golden ones in input 
   assert.equal(job.done, items.length);
 });
 
-test("1 vs 2 workers on the same page (throughput, printed)", { timeout: 300_000 }, async () => {
+test("2 workers: throughput on mixed lengths (printed)", { timeout: 300_000 }, async () => {
   const r = await page.evaluate(async (texts) => {
     const t0 = performance.now();
     await window.shoal.embed(texts);
