@@ -131,7 +131,10 @@ fn storage() -> Option<JsValue> {
 
 fn load<T: for<'de> Deserialize<'de>>(key: &str) -> Option<T> {
     let st = storage()?;
-    let get: js_sys::Function = js_sys::Reflect::get(&st, &"getItem".into()).ok()?.dyn_into().ok()?;
+    let get: js_sys::Function = js_sys::Reflect::get(&st, &"getItem".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
     let s = get.call1(&st, &key.into()).ok()?.as_string()?;
     serde_json::from_str(&s).ok()
 }
@@ -151,7 +154,9 @@ fn save<T: Serialize>(key: &str, v: &T) {
 fn query_quorum() -> Option<usize> {
     let w = window().ok()?;
     let loc = js_sys::Reflect::get(&w, &"location".into()).ok()?;
-    let search = js_sys::Reflect::get(&loc, &"search".into()).ok()?.as_string()?;
+    let search = js_sys::Reflect::get(&loc, &"search".into())
+        .ok()?
+        .as_string()?;
     search
         .trim_start_matches('?')
         .split('&')
@@ -251,10 +256,7 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
     let mut client = LightClient::new(log, None, witnesses, quorum);
     let last: Option<String> = load("shoal.checkpoint");
     if let Some(l) = &last {
-        client = client
-            .clone()
-            .with_last(l.as_bytes())
-            .unwrap_or(client);
+        client = client.clone().with_last(l.as_bytes()).unwrap_or(client);
     }
     let (status, note) = get("/log/checkpoint").await?;
     if status != 200 {

@@ -6,9 +6,9 @@
 #[cfg(target_arch = "wasm32")]
 mod light;
 #[cfg(target_arch = "wasm32")]
-mod receipts_view;
-#[cfg(target_arch = "wasm32")]
 mod pool_job;
+#[cfg(target_arch = "wasm32")]
+mod receipts_view;
 #[cfg(target_arch = "wasm32")]
 mod ui;
 
