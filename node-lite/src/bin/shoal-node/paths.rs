@@ -20,25 +20,24 @@ pub fn default_model_dir() -> PathBuf {
         .join("shoal/models/all-minilm-l6-v2")
 }
 
-/// `$SHOAL_INDEX`, else `$XDG_DATA_HOME/shoal/index.bin` (`~/.local/share/...`).
-pub fn default_index() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_INDEX") {
+/// `$<env>`, else `$XDG_DATA_HOME/shoal/<name>` (`~/.local/share/...`).
+fn data_file(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".local/share"))
-        .join("shoal/index.bin")
+        .join("shoal")
+        .join(name)
 }
 
-/// `$SHOAL_RECEIPTS`, else `$XDG_DATA_HOME/shoal/receipts.bin` (`~/.local/share/...`): the
-/// receipts of this node's jobs.
+/// `$SHOAL_INDEX`, else `$XDG_DATA_HOME/shoal/index.bin` (`~/.local/share/...`).
+pub fn default_index() -> PathBuf {
+    data_file("SHOAL_INDEX", "index.bin")
+}
+
+/// `$SHOAL_RECEIPTS`, else `$XDG_DATA_HOME/shoal/receipts.bin`: the receipts of this node's jobs.
 pub fn default_receipts() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_RECEIPTS") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".local/share"))
-        .join("shoal/receipts.bin")
+    data_file("SHOAL_RECEIPTS", "receipts.bin")
 }
