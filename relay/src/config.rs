@@ -403,7 +403,10 @@ mod tests {
             "5",
         ]);
         let c = args.resolve().unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            c.listen,
+            "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(c.limits.msgs_per_sec, 7);
         assert_eq!(c.limits.max_sessions, 5);
         assert_eq!(c.limits.send_queue, Limits::default().send_queue);

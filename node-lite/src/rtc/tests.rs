@@ -36,13 +36,16 @@ enum Input {
     Computed(Task<PeerId>),
 }
 
+/// A finished job: vectors and every member's final progress.
+type Done = (Vec<Vec<f32>>, Vec<crate::jobs::Progress<PeerId>>);
+
 struct Member {
     node: CircleNode,
     alive: bool,
     /// Stall: never computes peers' shards.
     stall: bool,
     computed_for: BTreeMap<PeerId, usize>,
-    done: Option<(Vec<Vec<f32>>, Vec<crate::jobs::Progress<PeerId>>)>,
+    done: Option<Done>,
     up: Vec<PeerId>,
     rejected: Vec<String>,
 }
@@ -479,7 +482,7 @@ fn outbox_is_back_pressured_by_the_transport() {
         })
         .sum();
     assert!(
-        handed >= 4 << 20 && handed < (4 << 20) + 70_000,
+        ((4 << 20)..(4 << 20) + 70_000).contains(&handed),
         "handed {handed}"
     );
     // The transport drains: the rest follows.

@@ -154,13 +154,11 @@ pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
                         AppEvent::PeerDown { peer } => jline(serde_json::json!({"event": "peer_down", "peer": peer.to_string()})),
                         AppEvent::Rejected { peer, reason } => jline(serde_json::json!({"event": "rejected",
                             "peer": peer.to_string(), "reason": reason})),
-                        AppEvent::Stats { times, rejected, .. } => {
-                            if times.computed != last_computed {
-                                last_computed = times.computed;
-                                jline(serde_json::json!({"event": "stats", "computed": times.computed,
-                                    "served": times.served, "compute_ms": times.compute_ms,
-                                    "served_residence_ms": times.served_residence_ms, "rejected": rejected}));
-                            }
+                        AppEvent::Stats { times, rejected, .. } if times.computed != last_computed => {
+                            last_computed = times.computed;
+                            jline(serde_json::json!({"event": "stats", "computed": times.computed,
+                                "served": times.served, "compute_ms": times.compute_ms,
+                                "served_residence_ms": times.served_residence_ms, "rejected": rejected}));
                         }
                         _ => {}
                     }
