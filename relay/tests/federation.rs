@@ -205,9 +205,9 @@ fn federation(net: &Net) {
     }
 
     // Each relay publishes the keys a light client pins: its log key, its witnesses'.
-    for i in 0..3 {
+    for (i, url) in net.test_url.iter().enumerate() {
         let body: serde_json::Value = serde_json::from_str(
-            &ureq::get(&format!("{}/log/keys", net.test_url[i]))
+            &ureq::get(&format!("{url}/log/keys"))
                 .call()
                 .expect("GET /log/keys")
                 .into_string()
