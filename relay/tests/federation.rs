@@ -10,40 +10,25 @@
 //! A receipt submitted to relay A must end up included in A's log under a checkpoint that a
 //! `node_lite::tlog` light client accepts with a 2-of-3 witness quorum.
 
+mod common;
+
+use common::receipt;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_lite::receipt::{Receipt, ReceiptBody, commitment};
+use node_lite::receipt::Receipt;
 use node_lite::tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
 use node_lite::tlog::client::{ClientError, LightClient};
-use node_lite::tlog::note::{Ed25519Signer, Note, NoteSigner, NoteVerifier};
+use node_lite::tlog::note::{Note, NoteVerifier};
 use node_lite::tlog::remote::{LogHttp, StatusOptions, TrustedLog, receipt_status};
 use node_lite::tlog::{leaf_hash, verify_inclusion};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-relay");
 /// Generous: a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn receipt(i: u64) -> Vec<u8> {
-    let w = Ed25519Signer::from_seed("w", &[1; 32]).expect("key");
-    let r = Ed25519Signer::from_seed("r", &[2; 32]).expect("key");
-    let body = ReceiptBody {
-        job_id: u128::from(i).to_be_bytes(),
-        shard: i as u32,
-        input_commitment: commitment(&i.to_le_bytes()),
-        output_commitment: commitment(b"out"),
-        worker: w.public_key(),
-        requester: r.public_key(),
-        started_ms: 10,
-        finished_ms: 20,
-    };
-    let ws = body.sign_as_worker(&w).expect("sign");
-    Receipt::countersign(body, ws, &r)
-        .expect("countersign")
-        .encode()
-}
 
 /// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

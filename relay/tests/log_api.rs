@@ -1,13 +1,16 @@
 //! The log's HTTP API on loopback: submissions and their rejections, proofs, tiles,
 //! witnessing (C2SP add-checkpoint) and equivocation caught by a witness and a light client.
 
+mod common;
+
+use common::receipt;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use node_lite::receipt::{Receipt, ReceiptBody, commitment};
 use node_lite::tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
 use node_lite::tlog::client::{ClientError, LightClient};
 use node_lite::tlog::note::{Ed25519Signer, Note, NoteSignature, NoteSigner, NoteVerifier};
@@ -85,25 +88,6 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build()
-}
-
-fn receipt(i: u64) -> Vec<u8> {
-    let w = Ed25519Signer::from_seed("w", &[1; 32]).expect("key");
-    let r = Ed25519Signer::from_seed("r", &[2; 32]).expect("key");
-    let body = ReceiptBody {
-        job_id: u128::from(i).to_be_bytes(),
-        shard: i as u32,
-        input_commitment: commitment(&i.to_le_bytes()),
-        output_commitment: commitment(b"out"),
-        worker: w.public_key(),
-        requester: r.public_key(),
-        started_ms: 10,
-        finished_ms: 20,
-    };
-    let ws = body.sign_as_worker(&w).expect("sign");
-    Receipt::countersign(body, ws, &r)
-        .expect("countersign")
-        .encode()
 }
 
 /// POST a bundle; returns (status, body).

@@ -7,31 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use node_lite::proto::{self, ErrorCode, Frame, GetCheckpoint, SubmitReceipts};
-use node_lite::receipt::{Receipt, ReceiptBody, commitment};
 use node_lite::tlog::checkpoint::SignedCheckpoint;
 use node_lite::tlog::leaf_hash;
-use node_lite::tlog::note::{Ed25519Signer, NoteSigner, NoteVerifier};
+use node_lite::tlog::note::NoteVerifier;
 use serde_bytes::ByteBuf;
 use shoal_relay::Limits;
-
-fn receipt(i: u64) -> Vec<u8> {
-    let w = Ed25519Signer::from_seed("w", &[1; 32]).expect("key");
-    let r = Ed25519Signer::from_seed("r", &[2; 32]).expect("key");
-    let body = ReceiptBody {
-        job_id: u128::from(i).to_be_bytes(),
-        shard: i as u32,
-        input_commitment: commitment(&i.to_le_bytes()),
-        output_commitment: commitment(b"out"),
-        worker: w.public_key(),
-        requester: r.public_key(),
-        started_ms: 10,
-        finished_ms: 20,
-    };
-    let ws = body.sign_as_worker(&w).expect("sign");
-    Receipt::countersign(body, ws, &r)
-        .expect("countersign")
-        .encode()
-}
 
 /// Next anchoring answer (skipping pings and the like).
 async fn answer(c: &mut Raw) -> Frame {

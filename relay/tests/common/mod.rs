@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use node_lite::identity::{Keypair, PeerId};
 use node_lite::proto::{self, Auth, ErrorCode, Frame, Hello, RoomId, RoomRef, SendTo};
+use node_lite::receipt::{Receipt, ReceiptBody, commitment};
+use node_lite::tlog::note::{Ed25519Signer, NoteSigner};
 use shoal_relay::{Config, Limits, Relay};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -192,4 +194,24 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A valid, countersigned, encoded receipt; distinct for every `i` (fixed test keys).
+pub fn receipt(i: u64) -> Vec<u8> {
+    let w = Ed25519Signer::from_seed("w", &[1; 32]).expect("key");
+    let r = Ed25519Signer::from_seed("r", &[2; 32]).expect("key");
+    let body = ReceiptBody {
+        job_id: u128::from(i).to_be_bytes(),
+        shard: i as u32,
+        input_commitment: commitment(&i.to_le_bytes()),
+        output_commitment: commitment(b"out"),
+        worker: w.public_key(),
+        requester: r.public_key(),
+        started_ms: 10,
+        finished_ms: 20,
+    };
+    let ws = body.sign_as_worker(&w).expect("sign");
+    Receipt::countersign(body, ws, &r)
+        .expect("countersign")
+        .encode()
 }
