@@ -48,22 +48,7 @@ pub enum WitnessError {
     Storage(#[from] redb::Error),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for WitnessError {
-            fn from(e: $t) -> Self {
-                WitnessError::Storage(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+redb_errors_into!(WitnessError);
 
 /// A parsed add-checkpoint request.
 #[derive(Debug, Clone, PartialEq, Eq)]
