@@ -4,6 +4,10 @@
 //! this wasm carries the job engine that shards work across them (`pool_job`).
 
 #[cfg(target_arch = "wasm32")]
+mod circle;
+#[cfg(target_arch = "wasm32")]
+mod circle_view;
+#[cfg(target_arch = "wasm32")]
 mod light;
 #[cfg(target_arch = "wasm32")]
 mod pool_job;

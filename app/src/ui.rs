@@ -246,6 +246,10 @@ pub fn App() -> impl IntoView {
                 <AddDocuments state=state report=report />
                 <DocList state=state report=report />
             </section>
+            <section class="card wide" aria-labelledby="circle-h">
+                <h2 id="circle-h">"Circle"</h2>
+                <crate::circle_view::CirclePanel />
+            </section>
             <section class="card wide" aria-labelledby="receipts-h">
                 <h2 id="receipts-h">"Receipts"</h2>
                 <crate::receipts_view::ReceiptsPanel />
@@ -333,7 +337,7 @@ fn ModelStatus(state: ReadSignal<State>) -> impl IntoView {
 }
 
 /// A small sparkline (SVG polyline) of texts/s samples.
-fn sparkline(points: &[f64], w: f64, h: f64) -> String {
+pub(crate) fn sparkline(points: &[f64], w: f64, h: f64) -> String {
     let max = points.iter().copied().fold(1.0f64, f64::max);
     let n = points.len().max(2) - 1;
     points

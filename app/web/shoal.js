@@ -11,7 +11,10 @@
 //   shoal.configure({backend, profile, workers}) → restarts the pool with new settings
 //   shoal.subscribe(fn)        → fn(state) on every change; returns an unsubscribe function
 //   shoal.poolReady()          → Promise: every pool worker has its model
+//   shoal.embedFloat(texts)    → Promise<Float32Array[]>;  shoal.app() → Promise<page wasm module>
+//   shoal.setCircle(c)         → circle.js: documents go through the circle when members are up
 import { Pool, defaultPoolSize } from "./pool.js";
+import "./circle.js"; // window.shoalCircle, before the UI boots
 
 const MODEL_BASE = "models/all-minilm-l6-v2";
 const DB_NAME = "shoal";
@@ -141,6 +144,22 @@ async function embedRaw(texts, opts) {
   return pool.embed(texts, opts);
 }
 
+// circle.js registers itself here: documents are embedded across the circle when other members
+// are up (the tab's own share still runs on this pool).
+let circle = null;
+const CIRCLE_MIN_TEXTS = 16;
+async function embedDocs(texts, opts) {
+  if (circle && circle.upPeers() > 0 && texts.length >= CIRCLE_MIN_TEXTS) {
+    try {
+      return await circle.embed(texts, opts);
+    } catch (e) {
+      if (e && e.name === "AbortError") throw e;
+      addNotice("warn", `The circle could not take this job (${e.message || e}); embedding here.`);
+    }
+  }
+  return embedRaw(texts, opts);
+}
+
 // ---------------------------------------------------------------- documents
 // Split a document into passages of a few hundred characters (MiniLM reads ≤256 tokens).
 function passages(text) {
@@ -176,7 +195,7 @@ async function addDocuments(docs) {
     const all = parts.flat();
     set({ job: { label: `Embedding ${items.length} document${items.length > 1 ? "s" : ""}`, done: 0, total: all.length } });
     try {
-      const vecs = await embedRaw(all, {
+      const vecs = await embedDocs(all, {
         onProgress: (done) => { if (state.job && done !== state.job.done) set({ job: { ...state.job, done } }); },
       });
       const ids = [];
@@ -234,6 +253,11 @@ const shoal = {
   profile: () => state.profile,
   state: snapshot,
   embed: async (texts, opts = {}) => (await embedRaw(Array.from(texts, String), { signal: opts.signal })).map((v) => Array.from(v)),
+  // The same as Float32Array views (no copies): what circle members compute with.
+  embedFloat: (texts, opts = {}) => embedRaw(Array.from(texts, String), { signal: opts.signal }),
+  // The page wasm's module (circle links, `CircleMember`).
+  app: () => appModule,
+  setCircle: (c) => { circle = c; },
   cancel: () => pool && pool.cancelAll(),
   poolReady: () => pool.allReady,
   workers: () => (pool ? pool.size : 0),
@@ -269,6 +293,7 @@ const shoal = {
   _test: { terminateWorker: (i) => pool.terminateWorker(i) },
 };
 window.shoal = shoal;
+dispatchEvent(new Event("shoal-ready"));
 
 startWorker();
 loadDocs();

@@ -50,6 +50,24 @@ pub fn commitment(bytes: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(bytes).into()
 }
 
+/// The keyed commitment a circle shard's receipt carries: BLAKE2b-256 of
+/// `key ‖ job ‖ shard (u32 LE) ‖ bytes`, where `key` is the job's secret receipt key (shared
+/// only between requester and worker, inside the sealed channel). Unkeyed, a commitment to a
+/// short text could be tested against guesses by anyone reading the log.
+pub fn keyed_commitment(key: &[u8; 32], job: &[u8; 16], shard: u32, bytes: &[u8]) -> [u8; 32] {
+    let mut h = Blake2b::<U32>::new();
+    h.update(key);
+    h.update(job);
+    h.update(shard.to_le_bytes());
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// The input bytes a shard's commitment covers: the texts as postcard `Vec<String>`.
+pub fn shard_input_bytes(texts: &[String]) -> Vec<u8> {
+    postcard::to_allocvec(texts).unwrap_or_default()
+}
+
 /// A 64-byte Ed25519 signature, serialized as bytes (serde has no `[u8; 64]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sig(pub [u8; 64]);

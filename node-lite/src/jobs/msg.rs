@@ -82,6 +82,28 @@ pub enum PeerMsg {
         /// A shard, or `None` for every shard of the job.
         shard: Option<u32>,
     },
+    /// `5` requester → worker, before its first shard of a job: the secret that keys the
+    /// receipt commitments of this job (so the public log cannot test guesses of the texts).
+    ReceiptKey {
+        /// Job.
+        job: JobId,
+        /// 32 random bytes, never published.
+        key: [u8; 32],
+    },
+    /// `6` worker → requester, after a `ShardResult`: the worker's receipt signature over the
+    /// body both sides can rebuild ([`crate::receipt::ReceiptBody`]).
+    ReceiptSig {
+        /// Job.
+        job: JobId,
+        /// Shard.
+        shard: u32,
+        /// Unix ms the request arrived.
+        started_ms: u64,
+        /// Unix ms the result was sent.
+        finished_ms: u64,
+        /// Ed25519 signature of the worker.
+        sig: crate::receipt::Sig,
+    },
 }
 
 /// Why a peer message was refused.
@@ -143,7 +165,12 @@ impl PeerMsg {
                 )
             }
             PeerMsg::ShardError { reason, .. } => limit(reason.len() <= MAX_LABEL_LEN, "reason"),
-            PeerMsg::Cancel { .. } => Ok(()),
+            PeerMsg::Cancel { .. } | PeerMsg::ReceiptKey { .. } => Ok(()),
+            PeerMsg::ReceiptSig {
+                started_ms,
+                finished_ms,
+                ..
+            } => limit(finished_ms >= started_ms, "receipt times"),
         }
     }
 

@@ -24,11 +24,12 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-use super::node::{CircleNode, NodeOut, ShardTimes};
-use super::session::{CHANNEL_LABEL, ConnId, NetOp, PeerStats, SessionConfig};
+use super::app::{AppCmd, AppEvent, Routed, route};
+use super::node::CircleNode;
+use super::session::{CHANNEL_LABEL, ConnId, NetOp, SessionConfig};
 use crate::circle::Circle;
 use crate::identity::{Keypair, PeerId};
-use crate::jobs::{Capabilities, JobConfig, Progress, Task};
+use crate::jobs::{Capabilities, JobConfig, Task};
 use crate::signal::{self, ClientConfig, Command, Event};
 
 /// Settings of a native circle member.
@@ -85,66 +86,6 @@ impl NativeConfig {
             room_override: None,
         }
     }
-}
-
-/// What the application asks.
-#[derive(Debug)]
-pub enum AppCmd {
-    /// Embed these texts across the circle.
-    StartJob(Vec<String>),
-    /// Cancel the running job.
-    Cancel,
-    /// Report peers and counters ([`AppEvent::Stats`]).
-    Stats,
-}
-
-/// What the application hears.
-#[derive(Debug)]
-pub enum AppEvent {
-    /// Connected to a relay.
-    Connected {
-        /// The relay URL.
-        url: String,
-    },
-    /// A peer is up.
-    PeerUp {
-        /// Peer.
-        peer: PeerId,
-        /// Capabilities.
-        caps: Capabilities,
-    },
-    /// A peer went down.
-    PeerDown {
-        /// Peer.
-        peer: PeerId,
-    },
-    /// Something from a peer was refused.
-    Rejected {
-        /// Peer.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// Live progress of our job.
-    Progress(Progress<PeerId>),
-    /// Our job finished.
-    JobDone {
-        /// Vectors in input order.
-        vectors: Vec<Vec<f32>>,
-        /// Every member's final progress.
-        members: Vec<Progress<PeerId>>,
-    },
-    /// Our job failed.
-    JobFailed(String),
-    /// Answer to [`AppCmd::Stats`].
-    Stats {
-        /// Peers with their counters.
-        peers: Vec<(PeerId, super::Phase, Option<Capabilities>, PeerStats)>,
-        /// Shard timing.
-        times: ShardTimes,
-        /// Inputs refused so far.
-        rejected: u64,
-    },
 }
 
 /// Runs the model: texts → (row-major vectors, dim).
@@ -209,6 +150,10 @@ pub async fn run(
     );
     let start = Instant::now();
     let now = move || start.elapsed().as_millis() as u64;
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    node.set_unix_clock(unix, now());
 
     // The compute thread: one task at a time.
     let (task_tx, task_rx) = std::sync::mpsc::sync_channel::<Task<PeerId>>(4);
@@ -306,37 +251,19 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(wake)) => node.tick(now()),
         }
         while let Some(o) = node.poll() {
-            match o {
-                NodeOut::Net(op) => {
+            match route(o) {
+                Routed::Net(op) => {
                     if let Some(closed) = net(op, &mut conns, &mut sig, room, &shared, &tev_tx) {
                         node.on_closed(closed, now());
                     }
                 }
-                NodeOut::Compute(task) => {
+                Routed::Compute(task) => {
                     if task_tx.try_send(task.clone()).is_err() {
                         node.computed(&task, Err("compute thread busy".into()), 0, now());
                     }
                 }
-                NodeOut::PeerUp { peer, caps } => {
-                    let _ = events.send(AppEvent::PeerUp { peer, caps }).await;
-                }
-                NodeOut::PeerDown { peer } => {
-                    let _ = events.send(AppEvent::PeerDown { peer }).await;
-                }
-                NodeOut::Rejected { peer, reason } => {
-                    tracing::info!(peer = %peer.short(), %reason, "rejected");
-                    let _ = events.send(AppEvent::Rejected { peer, reason }).await;
-                }
-                NodeOut::Progress(p) => {
-                    let _ = events.send(AppEvent::Progress(p)).await;
-                }
-                NodeOut::JobDone {
-                    vectors, members, ..
-                } => {
-                    let _ = events.send(AppEvent::JobDone { vectors, members }).await;
-                }
-                NodeOut::JobFailed { error, .. } => {
-                    let _ = events.send(AppEvent::JobFailed(error.to_string())).await;
+                Routed::App(ev) => {
+                    let _ = events.send(ev).await;
                 }
             }
         }

@@ -8,7 +8,7 @@
 //! The requester is member 0 of its own job: its own shards go through the same worker queue
 //! as the peers' (one model, one queue), and their results straight back into the job.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::circle::Circle;
 use crate::identity::{Keypair, PeerId};
@@ -54,6 +54,8 @@ pub enum NodeOut {
         /// Final state of every member.
         members: Vec<Progress<PeerId>>,
     },
+    /// A receipt of a shard a peer computed for our job: worker-signed, countersigned by us.
+    Receipt(Box<crate::receipt::Receipt>),
     /// Our job failed.
     JobFailed {
         /// Job.
@@ -85,7 +87,26 @@ struct Running {
     job: Job<PeerId>,
     /// (peer, shard) → dispatch time.
     sent: BTreeMap<(PeerId, u32), u64>,
+    /// Keys the receipt commitments of this job; sent to each peer before its first shard.
+    receipt_key: [u8; 32],
+    /// Peers that have the key.
+    keyed: BTreeSet<PeerId>,
+    /// (peer, shard) → input commitment of shards sent, then (input, output) once the result
+    /// came, until the worker's receipt signature arrives. Bounded like `sent`.
+    commits: BTreeMap<(PeerId, u32), Commits>,
 }
+
+/// A sent shard's input commitment and, once its result came, the output's.
+type Commits = ([u8; 32], Option<[u8; 32]>);
+
+/// A shard being served for a peer: what its receipt needs.
+struct Serving {
+    input: [u8; 32],
+    started_unix_ms: u64,
+}
+
+/// Most receipt keys (peer, job) a worker remembers.
+const MAX_RECEIPT_KEYS: usize = 64;
 
 /// One member of one circle.
 pub struct CircleNode {
@@ -98,6 +119,14 @@ pub struct CircleNode {
     times: ShardTimes,
     /// (peer, job, shard) → arrival time of requests being served (bounded by the worker queue).
     arrivals: BTreeMap<(PeerId, JobId, u32), u64>,
+    /// Our identity (signs receipts).
+    signer: Option<crate::tlog::note::KeypairSigner>,
+    /// (peer, job) → receipt key the requester sent, oldest evicted first.
+    receipt_keys: VecDeque<((PeerId, JobId), [u8; 32])>,
+    /// (peer, job, shard) → receipt data of requests being served (bounded like `arrivals`).
+    serving: BTreeMap<(PeerId, JobId, u32), Serving>,
+    /// Unix ms minus the driver's clock.
+    unix_offset_ms: i64,
 }
 
 impl std::fmt::Debug for CircleNode {
@@ -124,7 +153,13 @@ impl CircleNode {
         max_queued: usize,
     ) -> Self {
         let self_rate = f64::from(caps.texts_per_sec).max(0.1);
+        // A constant, valid note name: `new` cannot fail here; without a signer no receipts.
+        let signer = crate::tlog::note::KeypairSigner::new("shoal-member", me.clone()).ok();
         CircleNode {
+            signer,
+            receipt_keys: VecDeque::new(),
+            serving: BTreeMap::new(),
+            unix_offset_ms: 0,
             session: Session::new(me, circle, caps, cfg),
             worker: Worker::new(max_queued, 1),
             job: None,
@@ -134,6 +169,16 @@ impl CircleNode {
             times: ShardTimes::default(),
             arrivals: BTreeMap::new(),
         }
+    }
+
+    /// Tell the node the wall clock: `unix_ms` is Unix time in ms at driver time `now_ms`
+    /// (receipts carry Unix times; the driver's clock may be monotonic from its start).
+    pub fn set_unix_clock(&mut self, unix_ms: u64, now_ms: u64) {
+        self.unix_offset_ms = unix_ms as i64 - now_ms as i64;
+    }
+
+    fn unix(&self, now_ms: u64) -> u64 {
+        (now_ms as i64 + self.unix_offset_ms).max(0) as u64
     }
 
     /// The session (peers, counters).
@@ -267,9 +312,14 @@ impl CircleNode {
             let _ = job.add_member(peer, (rate > 0.0).then_some(rate), now_ms);
         }
         job.start(now_ms);
+        let mut receipt_key = [0u8; 32];
+        let _ = crate::identity::random_bytes(&mut receipt_key);
         self.job = Some(Running {
             job,
             sent: BTreeMap::new(),
+            receipt_key,
+            keyed: BTreeSet::new(),
+            commits: BTreeMap::new(),
         });
         self.drain(now_ms);
         Ok(id)
@@ -297,6 +347,7 @@ impl CircleNode {
         if let Some(t) = self.arrivals.remove(&(task.from, task.job, task.shard)) {
             self.times.served_residence_ms += now_ms.saturating_sub(t);
         }
+        let serving = self.serving.remove(&(task.from, task.job, task.shard));
         if let Some((to, reply)) = self.worker.complete(task, outcome) {
             if to == self.session.my_id() {
                 if let Some(r) = self.job.as_mut() {
@@ -304,8 +355,13 @@ impl CircleNode {
                 }
             } else {
                 self.times.served += 1;
+                let sig = self.receipt_sig(&to, &reply, serving, now_ms);
                 if let Err(e) = self.session.send(&to, &reply) {
                     tracing::debug!(error = %e, "shard reply not sent");
+                } else if let Some(sig) = sig
+                    && let Err(e) = self.session.send(&to, &sig)
+                {
+                    tracing::debug!(error = %e, "receipt signature not sent");
                 }
             }
         }
@@ -317,10 +373,29 @@ impl CircleNode {
     fn on_peer_msg(&mut self, peer: PeerId, msg: PeerMsg, now_ms: u64) {
         match msg {
             PeerMsg::ShardRequest { .. } | PeerMsg::Cancel { .. } => {
-                if let PeerMsg::ShardRequest { job, shard, .. } = &msg {
+                if let PeerMsg::ShardRequest { job, shard, texts } = &msg {
                     self.arrivals.insert((peer, *job, *shard), now_ms);
                     while self.arrivals.len() > 4 * crate::jobs::MAX_MEMBERS * 8 {
                         self.arrivals.pop_first();
+                    }
+                    if let Some(key) = self.receipt_key(&peer, job) {
+                        let input = crate::receipt::keyed_commitment(
+                            &key,
+                            &job.0,
+                            *shard,
+                            &crate::receipt::shard_input_bytes(texts),
+                        );
+                        let started_unix_ms = self.unix(now_ms);
+                        self.serving.insert(
+                            (peer, *job, *shard),
+                            Serving {
+                                input,
+                                started_unix_ms,
+                            },
+                        );
+                        while self.serving.len() > 4 * crate::jobs::MAX_MEMBERS * 8 {
+                            self.serving.pop_first();
+                        }
                     }
                 }
                 if let Accepted::Reply(reply) = self.worker.on_message(peer, msg)
@@ -332,15 +407,124 @@ impl CircleNode {
             PeerMsg::ShardResult { shard, .. } | PeerMsg::ShardError { shard, .. } => {
                 if let Some(r) = self.job.as_mut() {
                     if let Some(sent) = r.sent.remove(&(peer, shard))
-                        && matches!(msg, PeerMsg::ShardResult { .. })
+                        && let PeerMsg::ShardResult { job, vectors, .. } = &msg
+                        && *job == r.job.id()
                     {
                         self.times.remote_shards += 1;
                         self.times.remote_round_trip_ms += now_ms.saturating_sub(sent);
+                        if let Some(c) = r.commits.get_mut(&(peer, shard)) {
+                            c.1 = Some(crate::receipt::keyed_commitment(
+                                &r.receipt_key,
+                                &job.0,
+                                shard,
+                                vectors,
+                            ));
+                        }
+                    } else {
+                        r.commits.remove(&(peer, shard));
                     }
                     let _ = r.job.on_message(&peer, msg, now_ms);
                 }
             }
+            PeerMsg::ReceiptKey { job, key } => {
+                self.receipt_keys.retain(|(k, _)| *k != (peer, job));
+                self.receipt_keys.push_back(((peer, job), key));
+                while self.receipt_keys.len() > MAX_RECEIPT_KEYS {
+                    self.receipt_keys.pop_front();
+                }
+            }
+            PeerMsg::ReceiptSig {
+                job,
+                shard,
+                started_ms,
+                finished_ms,
+                sig,
+            } => self.on_receipt_sig(peer, job, shard, started_ms, finished_ms, sig),
             PeerMsg::Hello(_) => {}
+        }
+    }
+
+    fn receipt_key(&self, peer: &PeerId, job: &JobId) -> Option<[u8; 32]> {
+        self.receipt_keys
+            .iter()
+            .find(|(k, _)| k.0 == *peer && k.1 == *job)
+            .map(|(_, key)| *key)
+    }
+
+    /// Worker side: the `ReceiptSig` to send after `reply` (a `ShardResult`) to `to`.
+    fn receipt_sig(
+        &self,
+        to: &PeerId,
+        reply: &PeerMsg,
+        serving: Option<Serving>,
+        now_ms: u64,
+    ) -> Option<PeerMsg> {
+        let PeerMsg::ShardResult {
+            job,
+            shard,
+            vectors,
+            ..
+        } = reply
+        else {
+            return None;
+        };
+        let serving = serving?;
+        let key = self.receipt_key(to, job)?;
+        let body = crate::receipt::ReceiptBody {
+            job_id: job.0,
+            shard: *shard,
+            input_commitment: serving.input,
+            output_commitment: crate::receipt::keyed_commitment(&key, &job.0, *shard, vectors),
+            worker: self.session.my_id().0,
+            requester: to.0,
+            started_ms: serving.started_unix_ms,
+            finished_ms: self.unix(now_ms).max(serving.started_unix_ms),
+        };
+        let sig = body.sign_as_worker(self.signer.as_ref()?).ok()?;
+        Some(PeerMsg::ReceiptSig {
+            job: *job,
+            shard: *shard,
+            started_ms: body.started_ms,
+            finished_ms: body.finished_ms,
+            sig,
+        })
+    }
+
+    /// Requester side: countersign a worker's receipt for a result we took.
+    fn on_receipt_sig(
+        &mut self,
+        peer: PeerId,
+        job: JobId,
+        shard: u32,
+        started_ms: u64,
+        finished_ms: u64,
+        sig: crate::receipt::Sig,
+    ) {
+        let Some(r) = self.job.as_mut().filter(|r| r.job.id() == job) else {
+            return;
+        };
+        let Some((input, Some(output))) = r.commits.remove(&(peer, shard)) else {
+            return;
+        };
+        let body = crate::receipt::ReceiptBody {
+            job_id: job.0,
+            shard,
+            input_commitment: input,
+            output_commitment: output,
+            worker: peer.0,
+            requester: self.session.my_id().0,
+            started_ms,
+            finished_ms,
+        };
+        let Some(signer) = self.signer.as_ref() else {
+            return;
+        };
+        match crate::receipt::Receipt::countersign(body, sig, signer) {
+            Ok(rc) => self.out.push_back(NodeOut::Receipt(Box::new(rc))),
+            Err(e) => self.out.push_back(NodeOut::Rejected {
+                peer,
+                reason: format!("receipt: {e}"),
+            }),
         }
     }
 
@@ -410,17 +594,39 @@ impl CircleNode {
                     return;
                 }
                 let shard = match &msg {
-                    PeerMsg::ShardRequest { shard, .. } => Some(*shard),
+                    PeerMsg::ShardRequest { shard, texts, .. } => Some((*shard, texts)),
                     _ => None,
                 };
+                if shard.is_some()
+                    && let Some(r) = self.job.as_mut()
+                    && !r.keyed.contains(&to)
+                {
+                    let key = PeerMsg::ReceiptKey {
+                        job: r.job.id(),
+                        key: r.receipt_key,
+                    };
+                    if self.session.send(&to, &key).is_ok() {
+                        r.keyed.insert(to);
+                    }
+                }
                 match self.session.send(&to, &msg) {
                     Ok(()) => {
-                        if let (Some(s), Some(r)) = (shard, self.job.as_mut()) {
+                        if let (Some((s, texts)), Some(r)) = (shard, self.job.as_mut()) {
                             r.sent.insert((to, s), now_ms);
+                            let input = crate::receipt::keyed_commitment(
+                                &r.receipt_key,
+                                &r.job.id().0,
+                                s,
+                                &crate::receipt::shard_input_bytes(texts),
+                            );
+                            r.commits.insert((to, s), (input, None));
                             // Bounded: at most max_in_flight per member are live; forget
                             // the oldest beyond a generous cap.
                             while r.sent.len() > crate::jobs::MAX_MEMBERS * 8 {
                                 r.sent.pop_first();
+                            }
+                            while r.commits.len() > crate::jobs::MAX_MEMBERS * 8 {
+                                r.commits.pop_first();
                             }
                         }
                     }

@@ -48,6 +48,7 @@ struct Member {
     done: Option<Done>,
     up: Vec<PeerId>,
     rejected: Vec<String>,
+    receipts: Vec<crate::receipt::Receipt>,
 }
 
 /// The in-memory world: a relay room, connections linked pairwise, a clock.
@@ -104,6 +105,7 @@ impl World {
                 done: None,
                 up: Vec::new(),
                 rejected: Vec::new(),
+                receipts: Vec::new(),
             })
             .collect();
         World {
@@ -206,6 +208,7 @@ impl World {
                 NodeOut::JobDone {
                     vectors, members, ..
                 } => self.members[i].done = Some((vectors, members)),
+                NodeOut::Receipt(r) => self.members[i].receipts.push(*r),
                 NodeOut::JobFailed { error, .. } => panic!("job failed: {error}"),
             }
         }
@@ -315,6 +318,28 @@ fn three_members_connect_and_share_a_job() {
     }
     let times = w.members[0].node.times().clone();
     assert!(times.remote_shards > 0 && times.computed > 0);
+    // One countersigned receipt per remote shard, each verifying, none revealing a text.
+    let receipts = &w.members[0].receipts;
+    let remote: u32 = members
+        .iter()
+        .filter(|p| !p.is_self)
+        .map(|p| p.shards_done)
+        .sum();
+    assert_eq!(receipts.len(), remote as usize);
+    for r in receipts {
+        r.verify().unwrap();
+        assert_eq!(r.body.requester, me.0);
+        assert!(r.body.worker == w.id(1).0 || r.body.worker == w.id(2).0);
+        let enc = r.encode();
+        assert_eq!(crate::receipt::Receipt::decode_verified(&enc).unwrap(), *r);
+        assert!(!enc.windows(8).any(|x| x == b"sentence"));
+    }
+    let mut shards: Vec<u32> = receipts.iter().map(|r| r.body.shard).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    assert_eq!(shards.len(), receipts.len(), "one receipt per shard");
+    // Workers never countersign: only the requester holds receipts.
+    assert!(w.members[1].receipts.is_empty() && w.members[2].receipts.is_empty());
 }
 
 #[test]

@@ -9,7 +9,8 @@ use node_lite::circle::CircleKey;
 use node_lite::identity::Keypair;
 use node_lite::jobs::{Capabilities, JobConfig, MemberStatus};
 use node_lite::model::Embedder;
-use node_lite::rtc::native::{self, AppCmd, AppEvent, ComputeFn, NativeConfig};
+use node_lite::rtc::app::{AppCmd, AppEvent};
+use node_lite::rtc::native::{self, ComputeFn, NativeConfig};
 use tokio::sync::mpsc;
 
 /// Default relay: the one `scripts/run` starts.
@@ -188,8 +189,65 @@ pub struct CircleEmbedArgs {
     /// Write a JSON summary (members, shard timing, bytes) to this file.
     #[arg(long)]
     pub stats: Option<std::path::PathBuf>,
+    /// Keep the countersigned receipts of this job here (`shoal-node receipts` checks them).
+    #[arg(long, env = "SHOAL_RECEIPTS", default_value_os_t = crate::paths::default_receipts())]
+    pub receipts: std::path::PathBuf,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+/// Keep `receipts` in the store and submit them to the first relay that takes them (`POST
+/// /log/submit`); returns how many a relay promised to include. Failures are reported, not
+/// fatal: the receipts stay in the store and can be submitted again.
+fn anchor(
+    receipts: &[node_lite::receipt::Receipt],
+    relays: &[String],
+    store: &std::path::Path,
+) -> usize {
+    use base64::Engine as _;
+    if receipts.is_empty() {
+        return 0;
+    }
+    if let Err(e) = node_lite::receipt_store::ReceiptStore::new(store).append(receipts) {
+        eprintln!("warning: receipts not stored in {}: {e}", store.display());
+    }
+    let body = serde_json::json!({"receipts": receipts.iter()
+        .map(|r| base64::engine::general_purpose::STANDARD.encode(r.encode())).collect::<Vec<_>>()});
+    for relay in relays {
+        let base = relay_http(relay);
+        match ureq::post(&format!("{base}/log/submit"))
+            .timeout(Duration::from_secs(10))
+            .set("content-type", "application/json")
+            .send_string(&body.to_string())
+        {
+            Ok(resp) => {
+                let text = resp.into_string().unwrap_or_default();
+                let v: serde_json::Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("warning: {base}/log/submit: {e}");
+                        continue;
+                    }
+                };
+                return v["promises"].as_array().map_or(0, Vec::len);
+            }
+            Err(e) => eprintln!("warning: {base}/log/submit: {e}"),
+        }
+    }
+    0
+}
+
+/// The HTTP base of a relay given as ws(s)://host/v1/signal or http(s)://host.
+fn relay_http(u: &str) -> String {
+    let u = u.trim_end_matches('/');
+    let u = u.strip_suffix("/v1/signal").unwrap_or(u);
+    if let Some(rest) = u.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = u.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else {
+        u.to_string()
+    }
 }
 
 /// `shoal-node embed --circle LINK`: be the requester; print `{"text","vector"}` lines in
@@ -230,9 +288,11 @@ pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> 
         }
         let t0 = Instant::now();
         cmd_tx.send(AppCmd::StartJob(texts.clone())).await.ok().context("driver stopped")?;
+        let mut receipts = Vec::new();
         let (vectors, members) = loop {
             match ev_rx.recv().await {
                 Some(AppEvent::JobDone { vectors, members }) => break (vectors, members),
+                Some(AppEvent::Receipt(r)) => receipts.push(*r),
                 Some(AppEvent::JobFailed(e)) => bail!("job failed: {e}"),
                 Some(AppEvent::PeerUp { peer, caps }) => { up.insert(peer, caps); }
                 Some(_) => {}
@@ -240,14 +300,29 @@ pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> 
             }
         };
         let elapsed = t0.elapsed().as_secs_f64();
+        // A shard's receipt signature follows its result: collect the stragglers.
+        let remote_shards: u32 = members.iter().filter(|m| !m.is_self).map(|m| m.shards_done).sum();
+        let straggle = tokio::time::Instant::now() + Duration::from_millis(2000);
+        while receipts.len() < remote_shards as usize {
+            tokio::select! {
+                ev = ev_rx.recv() => match ev {
+                    Some(AppEvent::Receipt(r)) => receipts.push(*r),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(straggle) => break,
+            }
+        }
         cmd_tx.send(AppCmd::Stats).await.ok().context("driver stopped")?;
         let (peers, times, rejected) = loop {
             match ev_rx.recv().await {
                 Some(AppEvent::Stats { peers, times, rejected }) => break (peers, times, rejected),
+                Some(AppEvent::Receipt(r)) => receipts.push(*r),
                 Some(_) => {}
                 None => bail!("circle driver stopped"),
             }
         };
+        let anchored = anchor(&receipts, &args.net.relays, &args.receipts);
         drop(cmd_tx);
         let _ = driver.await;
         let me_rows: Vec<serde_json::Value> = members
@@ -274,6 +349,7 @@ pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> 
             "local_shards": times.computed, "local_compute_ms": times.compute_ms,
             "bytes_sent": bytes_sent, "bytes_received": bytes_received,
             "rejected": rejected,
+            "receipts": receipts.len(), "anchored": anchored,
         });
         Ok::<_, anyhow::Error>((vectors, summary))
     })?;

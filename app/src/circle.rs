@@ -1,0 +1,311 @@
+//! The tab as a circle member: node-lite's browser WebRTC driver ([`node_lite::rtc::web`])
+//! exported to `web/circle.js` as `CircleMember`, plus circle links.
+//!
+//! JS gives a compute callback (texts → `Promise<{data: Float32Array, dim}>`, the tab's worker
+//! pool) and an event callback; events arrive as plain objects with a `type`:
+//! `connected`, `peerUp`, `peerDown`, `rejected`, `progress`, `done` (`data` Float32Array in
+//! input order, `dim`, `members`), `failed`, `receipt` (base64 log entry), `stats`.
+
+use js_sys::{Float32Array, Function, Promise, Reflect};
+use node_lite::circle::{Circle, CircleKey};
+use node_lite::identity::{Keypair, PeerId};
+use node_lite::jobs::{Capabilities, MemberStatus, Progress};
+use node_lite::rtc::app::{AppCmd, AppEvent};
+use node_lite::rtc::web::{self, ComputeResult, WebCircle, WebConfig};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// A new circle: its link under `base` (the page URL without fragment).
+#[wasm_bindgen(js_name = circleCreate)]
+pub fn circle_create(base: &str) -> Result<String, JsError> {
+    let key = CircleKey::generate().map_err(|e| JsError::new(&e.to_string()))?;
+    Ok(key.link(base))
+}
+
+/// The circle key's token from a link, a `#c=…` fragment or a bare token; an error says why not.
+#[wasm_bindgen(js_name = circleToken)]
+pub fn circle_token(link: &str) -> Result<String, JsError> {
+    CircleKey::parse(link)
+        .map(|k| k.token())
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct Opts {
+    link: String,
+    relays: Vec<String>,
+    name: String,
+    backend: String,
+    rate: f32,
+    #[serde(default)]
+    ice: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsProgress {
+    id: String,
+    short: String,
+    is_self: bool,
+    status: String,
+    shards_done: u32,
+    texts_done: u64,
+    in_flight: usize,
+    rate: f64,
+    job_texts_done: u64,
+    job_texts_total: u64,
+}
+
+fn progress(p: &Progress<PeerId>) -> JsProgress {
+    JsProgress {
+        id: p.member.to_string(),
+        short: p.member.short(),
+        is_self: p.is_self,
+        status: match &p.status {
+            MemberStatus::Active => "active".into(),
+            MemberStatus::Excluded(why) => format!("{why:?}")
+                .split('(')
+                .next()
+                .unwrap_or("excluded")
+                .to_lowercase(),
+        },
+        shards_done: p.shards_done,
+        texts_done: p.texts_done,
+        in_flight: p.in_flight,
+        rate: p.rate,
+        job_texts_done: p.job_texts_done,
+        job_texts_total: p.job_texts_total,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsPeer {
+    id: String,
+    short: String,
+    phase: String,
+    name: Option<String>,
+    backend: Option<String>,
+    rate: Option<f32>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    connects: u32,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum JsEvent {
+    Connected {
+        url: String,
+    },
+    PeerUp {
+        id: String,
+        short: String,
+        name: String,
+        backend: String,
+        rate: f32,
+    },
+    PeerDown {
+        id: String,
+    },
+    Rejected {
+        id: String,
+        reason: String,
+    },
+    Progress(JsProgress),
+    Failed {
+        error: String,
+    },
+    /// A countersigned receipt (base64 of the log entry) of a shard a peer computed for us.
+    Receipt {
+        receipt: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stats {
+        peers: Vec<JsPeer>,
+        remote_shards: u64,
+        remote_round_trip_ms: u64,
+        served: u64,
+        served_residence_ms: u64,
+        computed: u64,
+        compute_ms: u64,
+        rejected: u64,
+    },
+}
+
+fn to_js(ev: AppEvent) -> JsValue {
+    let ser = serde_wasm_bindgen::Serializer::json_compatible();
+    let plain = |e: JsEvent| e.serialize(&ser).unwrap_or(JsValue::NULL);
+    match ev {
+        AppEvent::Connected { url } => plain(JsEvent::Connected { url }),
+        AppEvent::PeerUp { peer, caps } => plain(JsEvent::PeerUp {
+            id: peer.to_string(),
+            short: peer.short(),
+            name: caps.name,
+            backend: caps.backend,
+            rate: caps.texts_per_sec,
+        }),
+        AppEvent::PeerDown { peer } => plain(JsEvent::PeerDown {
+            id: peer.to_string(),
+        }),
+        AppEvent::Rejected { peer, reason } => plain(JsEvent::Rejected {
+            id: peer.to_string(),
+            reason,
+        }),
+        AppEvent::Progress(p) => plain(JsEvent::Progress(progress(&p))),
+        AppEvent::JobFailed(error) => plain(JsEvent::Failed { error }),
+        AppEvent::Receipt(r) => {
+            use base64::Engine as _;
+            plain(JsEvent::Receipt {
+                receipt: base64::engine::general_purpose::STANDARD.encode(r.encode()),
+            })
+        }
+        AppEvent::Stats {
+            peers,
+            times,
+            rejected,
+        } => plain(JsEvent::Stats {
+            peers: peers
+                .into_iter()
+                .map(|(peer, phase, caps, stats)| JsPeer {
+                    id: peer.to_string(),
+                    short: peer.short(),
+                    phase: format!("{phase:?}").to_lowercase(),
+                    name: caps.as_ref().map(|c| c.name.clone()),
+                    backend: caps.as_ref().map(|c| c.backend.clone()),
+                    rate: caps.as_ref().map(|c| c.texts_per_sec),
+                    bytes_sent: stats.bytes_sent,
+                    bytes_received: stats.bytes_received,
+                    connects: stats.connects,
+                })
+                .collect(),
+            remote_shards: times.remote_shards,
+            remote_round_trip_ms: times.remote_round_trip_ms,
+            served: times.served,
+            served_residence_ms: times.served_residence_ms,
+            computed: times.computed,
+            compute_ms: times.compute_ms,
+            rejected,
+        }),
+        AppEvent::JobDone { vectors, members } => {
+            // Vectors as one flat Float32Array (2,000 × 384 as nested JS arrays is slow).
+            let dim = vectors.first().map_or(0, Vec::len);
+            let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+            let o = js_sys::Object::new();
+            let members: Vec<JsProgress> = members.iter().map(progress).collect();
+            let _ = Reflect::set(&o, &"type".into(), &"done".into());
+            let _ = Reflect::set(&o, &"dim".into(), &(dim as u32).into());
+            let _ = Reflect::set(&o, &"data".into(), &Float32Array::from(&flat[..]));
+            let _ = Reflect::set(
+                &o,
+                &"members".into(),
+                &members.serialize(&ser).unwrap_or(JsValue::NULL),
+            );
+            o.into()
+        }
+    }
+}
+
+async fn run_compute(f: Function, texts: Vec<String>) -> ComputeResult {
+    let arr: js_sys::Array = texts.iter().map(|t| JsValue::from_str(t)).collect();
+    let p = f
+        .call1(&JsValue::NULL, &arr)
+        .map_err(|e| format!("compute: {e:?}"))?;
+    let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| {
+        match e.dyn_ref::<js_sys::Error>() {
+            Some(e) => String::from(e.message()),
+            None => format!("{e:?}"),
+        }
+    })?;
+    let data = Reflect::get(&v, &"data".into())
+        .ok()
+        .and_then(|d| d.dyn_into::<Float32Array>().ok())
+        .ok_or("compute returned no data")?;
+    let dim = Reflect::get(&v, &"dim".into())
+        .ok()
+        .and_then(|d| d.as_f64())
+        .ok_or("compute returned no dim")? as u32;
+    if dim == 0 || data.length() != dim * texts.len() as u32 {
+        return Err("compute returned the wrong number of values".into());
+    }
+    Ok((data.to_vec(), dim))
+}
+
+/// This tab in one circle. `free()` (or dropping it) leaves.
+#[wasm_bindgen]
+pub struct CircleMember {
+    inner: WebCircle,
+    me: PeerId,
+    token: String,
+}
+
+#[wasm_bindgen]
+impl CircleMember {
+    /// Join: `opts = {link, relays: [ws URL…], name, backend, rate, ice?: [url…]}`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(opts: JsValue, compute: Function, on_event: Function) -> Result<Self, JsError> {
+        let o: Opts =
+            serde_wasm_bindgen::from_value(opts).map_err(|e| JsError::new(&e.to_string()))?;
+        if o.relays.is_empty() {
+            return Err(JsError::new("no relay to signal through"));
+        }
+        let key = CircleKey::parse(&o.link).map_err(|e| JsError::new(&e.to_string()))?;
+        let keypair = Keypair::generate().map_err(|e| JsError::new(&e.to_string()))?;
+        let me = keypair.peer_id();
+        let caps = Capabilities {
+            name: o.name.chars().take(48).collect(),
+            backend: o.backend.chars().take(16).collect(),
+            texts_per_sec: o.rate.max(0.1),
+        };
+        let mut cfg = WebConfig::new(o.relays, keypair, Circle::new(key.clone()), caps);
+        cfg.ice_servers = o.ice;
+        let compute: web::ComputeFn =
+            Box::new(move |texts| Box::pin(run_compute(compute.clone(), texts)));
+        let on_event: web::EventFn = Box::new(move |ev| {
+            if let Err(e) = on_event.call1(&JsValue::NULL, &to_js(ev)) {
+                web_sys::console::error_1(&e);
+            }
+        });
+        let inner = web::spawn(cfg, compute, on_event).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(CircleMember {
+            inner,
+            me,
+            token: key.token(),
+        })
+    }
+
+    /// Our member id (hex public key).
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.me.to_string()
+    }
+
+    /// The circle's key token (what follows `#c=`).
+    #[wasm_bindgen(getter)]
+    pub fn token(&self) -> String {
+        self.token.clone()
+    }
+
+    /// Embed `texts` across the circle; the answer is a `done` or `failed` event.
+    #[wasm_bindgen(js_name = startJob)]
+    pub fn start_job(&self, texts: Vec<String>) -> Result<(), JsError> {
+        self.cmd(AppCmd::StartJob(texts))
+    }
+
+    /// Cancel the running job (a `failed` event follows).
+    pub fn cancel(&self) -> Result<(), JsError> {
+        self.cmd(AppCmd::Cancel)
+    }
+
+    /// Ask for a `stats` event.
+    pub fn stats(&self) -> Result<(), JsError> {
+        self.cmd(AppCmd::Stats)
+    }
+
+    fn cmd(&self, c: AppCmd) -> Result<(), JsError> {
+        self.inner
+            .command(c)
+            .map_err(|_| JsError::new("the circle member stopped"))
+    }
+}
