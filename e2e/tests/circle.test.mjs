@@ -12,163 +12,53 @@
 // The file re-executes itself under `unshare -n` (root) or `unshare -rn` (user namespaces).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { ROOT, RELAY, NODE, World, inNamespace, runInNamespace, until, cosine, corpus, upPeers } from "../circle-lib.mjs";
 
-const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
-const TARGET = process.env.CARGO_TARGET_DIR || join(process.env.HOME, ".cache/shoal/target");
-const RELAY = join(TARGET, "debug/shoal-relay");
-const NODE = join(TARGET, "debug/shoal-node");
-const CHROMIUM = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
-const IN_NS = "SHOAL_E2E_IN_NETNS";
-
-if (!process.env[IN_NS]) {
+if (!inNamespace()) {
   test("circle suite inside a fresh network namespace", { timeout: 900_000 }, () => {
     const self = fileURLToPath(import.meta.url);
-    const inner = `ip link set lo up && exec node --test --test-reporter=spec ${JSON.stringify(self)}`;
-    let last = null;
-    for (const flags of [["-n"], ["-rn"]]) {
-      const env = { ...process.env, [IN_NS]: "1" };
-      delete env.NODE_TEST_CONTEXT; // else the inner `node --test` thinks it is nested and skips
-      const r = spawnSync("unshare", [...flags, "--", "sh", "-c", inner], {
-        env, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20,
-      });
-      const out = `${r.stdout}${r.stderr}`;
-      if (/unshare failed|unshare:/.test(out) && r.status !== 0) { last = out; continue; }
-      // On success only the suite's summary lines; everything when it failed.
-      console.log(r.status === 0 ? out.split("\n").filter((l) => /^(#|✔|ℹ)/.test(l)).join("\n") : out);
-      assert.equal(r.status, 0, "the circle suite failed inside the namespace");
-      assert.match(out, /(#|ℹ) pass [1-9]/, "the suite did not run inside the namespace");
-      assert.match(out, /(#|ℹ) fail 0/);
-      return;
-    }
-    assert.fail(`cannot create a network namespace (need root or user namespaces): ${last}`);
+    const r = runInNamespace(`node --test --test-reporter=spec ${JSON.stringify(self)}`);
+    assert.ok(r, "cannot create a network namespace (need root or user namespaces)");
+    // On success only the suite's summary lines; everything when it failed.
+    console.log(r.status === 0 ? r.out.split("\n").filter((l) => /^(#|✔|ℹ)/.test(l)).join("\n") : r.out);
+    assert.equal(r.status, 0, "the circle suite failed inside the namespace");
+    assert.match(r.out, /(#|ℹ) pass [1-9]/, "the suite did not run inside the namespace");
+    assert.match(r.out, /(#|ℹ) fail 0/);
   });
 } else {
-  const procs = [];
-  const dirs = [];
-  let browser;
-  const logs = [];
+  const dir = mkdtempSync(join(tmpdir(), "shoal-circle-e2e-"));
+  const world = new World(dir);
   let ok = false;
   after(async () => {
-    if (!ok && logs.length) console.log(logs.slice(-80).join("\n"));
-    await browser?.close().catch(() => {});
-    for (const p of procs) p.kill("SIGKILL");
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    if (!ok && world.logs.length) console.log(world.logs.slice(-80).join("\n"));
+    await world.close();
+    rmSync(dir, { recursive: true, force: true });
   });
-
-  const freePort = () => new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on("error", reject);
-  });
-  async function until(what, f, timeout = 120_000) {
-    const t0 = Date.now();
-    for (;;) {
-      const v = await f().catch(() => undefined);
-      if (v) return v;
-      if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  function cosine(a, b) {
-    let d = 0, na = 0, nb = 0;
-    for (let i = 0; i < a.length; i++) { d += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
-    return d / Math.sqrt(na * nb);
-  }
-  // 2,000 distinct sentences of 6–24 words (xorshift over a small vocabulary).
-  const WORDS = ["river", "market", "quietly", "engine", "painted", "history", "winter", "bright", "garden",
-    "network", "policy", "student", "mountain", "signal", "careful", "harvest", "window", "language",
-    "ancient", "machine", "coffee", "travel", "science", "morning", "music", "orbit", "bread", "ticket"];
-  function corpus(n, seed) {
-    const M = (1n << 64n) - 1n;
-    let s = seed;
-    const next = () => { s ^= (s << 13n) & M; s ^= s >> 7n; s ^= (s << 17n) & M; return s; };
-    const out = [];
-    for (let i = 0; i < n; i++) {
-      const len = 6 + Number(next() % 19n);
-      const ws = [`item${i}`];
-      for (let j = 0; j < len; j++) ws.push(WORDS[Number(next() % BigInt(WORDS.length))]);
-      out.push(ws.join(" "));
-    }
-    return out;
-  }
-
-  function startNode(name, link, relay, extra = []) {
-    const p = spawn(NODE, ["join", link, "--relay", relay, "--udp", "127.0.0.1:0", "--name", name, ...extra],
-      { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, SHOAL_LOG: "info" } });
-    const lines = [];
-    p.stderr.on("data", (b) => { for (const l of String(b).split("\n")) if (l) { lines.push(l); logs.push(`[${name}] ${l}`); } });
-    procs.push(p);
-    return { p, lines };
-  }
-
-  async function openTab(context, url, label) {
-    const page = await context.newPage();
-    page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") logs.push(`[${label} ${m.type()}] ${m.text()}`); });
-    page.on("pageerror", (e) => logs.push(`[${label} pageerror] ${e.message}`));
-    await page.goto(url, { waitUntil: "load" });
-    await page.waitForFunction(() => window.shoal && window.shoalCircle, null, { timeout: 60_000 });
-    await page.evaluate(() => window.shoal.ready);
-    return page;
-  }
-
-  const upPeers = (page) => page.evaluate(() => window.shoalCircle.state().peers.filter((p) => p.state === "up"));
 
   test("two tabs and a native node embed 2,000 sentences together, survive losing two members, and the relay sees nothing",
     { timeout: 840_000 }, async () => {
       for (const f of [RELAY, NODE]) assert.ok(existsSync(f), `${f} missing (cargo build)`);
       assert.ok(existsSync(join(ROOT, "dist/index.html")), "dist/ missing: scripts/build-web");
-      const dir = mkdtempSync(join(tmpdir(), "shoal-circle-e2e-"));
-      dirs.push(dir);
       // Relay A serves the app, signals and keeps the receipt log; B and C witness it (and each
       // other), so the tab can demand a 2-of-3 quorum for its own job's receipts.
-      const ports = [await freePort(), await freePort(), await freePort()];
-      const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+      const urls = await world.relays(3, { capture: true });
       const base = urls[0];
-      const data = ["a", "b", "c"].map((n) => join(dir, `relay-${n}`));
-      const keys = data.map((d) => execFileSync(RELAY, ["key", "--data-dir", d]).toString().trim());
-      const relayLog = join(dir, "relay.log");
-      let relay = null;
-      for (let i = 0; i < 3; i++) {
-        const args = ["--listen", `127.0.0.1:${ports[i]}`, "--data-dir", data[i],
-          "--checkpoint-interval-ms", "200", "--witness-poll-ms", "300", "--log", i === 0 ? "debug" : "warn"];
-        for (let j = 0; j < 3; j++) if (j !== i) args.push("--peer", `${urls[j]} ${keys[j]}`);
-        if (i === 0) args.push("--web-root", join(ROOT, "dist"));
-        const p = spawn(RELAY, args, {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: i === 0 ? { ...process.env, SHOAL_RELAY_TEST_CAPTURE_FRAMES: join(dir, "frames.bin") } : process.env,
-        });
-        const out = createWriteStream(i === 0 ? relayLog : join(dir, `relay-${i}.log`));
-        p.stdout.pipe(out);
-        p.stderr.pipe(out);
-        procs.push(p);
-        if (i === 0) relay = p;
-      }
-      for (const u of urls) await until(`${u}/healthz`, async () => (await fetch(`${u}/healthz`)).ok, 30_000);
-
-      browser = await chromium.launch({
-        executablePath: CHROMIUM, headless: true,
-        args: ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-          "--disable-component-update", "--disable-sync", "--allow-loopback-in-peer-connection"],
-      });
-      const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
-      // Chromium gathers loopback candidates only for pages with these permissions.
-      await context.grantPermissions(["camera", "microphone"], { origin: base });
+      const relay = world.relay;
+      const relayLog = world.relayLog;
+      const context = await world.context(base);
 
       // Tab 1 creates the circle; tab 2 and the native node join by its link.
-      const tab1 = await openTab(context, `${base}/?workers=1&backend=cpu&quorum=2`, "tab1");
+      const tab1 = await world.tab(context, `${base}/?workers=1&backend=cpu&quorum=2`, "tab1");
       const link = await tab1.evaluate(() => window.shoalCircle.create());
       assert.match(link, /#c=[A-Za-z0-9_-]{43}$/);
       const token = link.split("#c=")[1];
       assert.equal(new URL(link).origin, base);
-      const tab2 = await openTab(context, `${base}/?workers=1&backend=cpu#c=${token}`, "tab2");
-      const native = startNode("native", link, base, ["--rate", "60"]);
+      const tab2 = await world.tab(context, `${base}/?workers=1&backend=cpu#c=${token}`, "tab2");
+      const native = world.node("native", link, base, ["--rate", "60"]);
       await until("tab 1 sees tab 2 and the native node up", async () => (await upPeers(tab1)).length === 2 ? true : undefined);
       const peers1 = await upPeers(tab1);
       assert.deepEqual(peers1.map((p) => p.backend).sort(), ["cpu", "native"]);
@@ -181,14 +71,14 @@ if (!process.env[IN_NS]) {
       // An impostor (right room, wrong key): whoever of a pair offers, the other side's seal check
       // fails — a tab refuses the impostor's payloads, or the impostor cannot open a tab's.
       const tabIds = await Promise.all([tab1, tab2].map((t) => t.evaluate(() => window.shoalCircle.state().id)));
-      const impostor = startNode("impostor", link, base, ["--rate", "60", "--test-impostor"]);
+      const impostor = world.node("impostor", link, base, ["--rate", "60", "--test-impostor"]);
       await until("the impostor and both tabs refuse each other's sealed payloads", async () => {
         const r = await Promise.all([tab1, tab2].map((t) => t.evaluate(() => window.shoalCircle.state().rejected)));
         const refusedBy = (id) => impostor.lines.some((l) => l.includes('"event":"rejected"') && l.includes(id));
         return tabIds.every((id, i) => r[i] > 0 || refusedBy(id)) ? true : undefined;
       }, 60_000);
 
-      const texts = corpus(2000, 0x9E3779B97F4A7C15n);
+      const texts = corpus(2000);
       const local = await tab1.evaluate(async (t) => (await window.shoal.embedFloat(t)).map((v) => Array.from(v)), texts);
       assert.equal(local.length, 2000);
 
