@@ -1,8 +1,8 @@
 //! Shared body of the model-worker binaries (`shoal-worker`: WebGPU + CPU, `shoal-worker-cpu`:
 //! CPU only, a much smaller download for browsers without WebGPU, `shoal-worker-cpu-simd`: the
-//! same with the wasm `simd128` GEMM kernel). Included by each binary with `#[path]`; cargo
+//! same with the wasm `simd128` GEMM kernel, `shoal-worker-cpu-relaxed`: plus relaxed SIMD). Included by each binary with `#[path]`; cargo
 //! feature `webgpu` (on for `shoal-worker` only) adds the WebGPU branch, `simd` (on for
-//! `shoal-worker-cpu-simd` and `shoal-worker`) the SIMD kernel.
+//! `shoal-worker-cpu-simd` and `shoal-worker`) the SIMD kernel, `relaxed` the relaxed-SIMD one.
 //!
 //! `web/worker.js` fetches and caches the weight files and drives these exports:
 //! - [`manifest_files`]: parse + sanity-check a manifest, list the files to fetch.

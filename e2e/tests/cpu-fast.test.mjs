@@ -1,9 +1,11 @@
-// The fast CPU encoder in the browser, in both wasm builds: `shoal-worker-cpu-simd` (wasm
-// simd128 GEMM kernel, what browsers with wasm SIMD load) and `shoal-worker-cpu` (scalar, for
-// browsers without it; forced here with backend "cpu-scalar"). Each build runs its GEMM
-// self-test (every compiled kernel against an f64 reference on odd shapes), must reproduce the
-// golden vectors (f32 cosine ≥ 0.9999, f16 ≥ 0.995), and reports single-worker throughput
-// (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) — one worker = one thread.
+// The fast CPU encoder in the browser, in its three wasm builds: `shoal-worker-cpu-relaxed`
+// (relaxed-SIMD FMA GEMM kernel, what browsers with relaxed SIMD load), `shoal-worker-cpu-simd`
+// (wasm simd128 kernel; forced here with backend "cpu-simd") and `shoal-worker-cpu` (scalar, for
+// browsers without SIMD; forced with "cpu-scalar"). Each build runs its GEMM self-test (every
+// compiled kernel against an f64 reference on odd shapes), must reproduce the golden vectors
+// (f32 cosine ≥ 0.9999, f16 ≥ 0.995), and reports
+// single-worker throughput (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) for both
+// — one worker = one thread.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { launch, newContext, openApp, golden, cosine } from "../lib.mjs";
@@ -31,8 +33,18 @@ function sentences(n, words) {
 }
 
 const BUILDS = [
-  { backend: "cpu", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128"], engine: "fast-cpu (simd128)" },
-  { backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar"], engine: "fast-cpu (scalar)" },
+  {
+    backend: "cpu", wasm: "shoal-worker-cpu-relaxed", kernels: ["scalar", "simd128", "relaxed-simd"],
+    engine: { f32: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd)" },
+  },
+  {
+    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128"],
+    engine: { f32: "fast-cpu (simd128)", f16: "fast-cpu (simd128)" },
+  },
+  {
+    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar"],
+    engine: { f32: "fast-cpu (scalar)", f16: "fast-cpu (scalar)" },
+  },
 ];
 const SECONDS = Number(process.env.SHOAL_BENCH_SECONDS || 3);
 
@@ -103,7 +115,7 @@ for (const b of BUILDS) {
         window.__call(name, { type: "init", base: "models/all-minilm-l6-v2", variant, backend }, "ready"), [name, b.backend, variant]);
       assert.equal(ready.backend, "cpu");
       assert.equal(ready.wasm, b.wasm);
-      assert.equal(ready.engine, b.engine);
+      assert.equal(ready.engine, b.engine[variant]);
       const items = golden();
       const vecs = await page.evaluate(([name, texts]) => window.__embed(name, texts), [name, items.map((i) => i.text)]);
       let worst = 1;
@@ -116,17 +128,19 @@ for (const b of BUILDS) {
     });
   }
 
-  test(`${b.wasm}: single-worker throughput`, { timeout: 600_000 }, async () => {
-    const name = `${b.backend}-f32`;
-    const short = sentences(64, 10);
-    const long = sentences(64, 126);
-    const secs = b.backend === "cpu" ? SECONDS : SECONDS / 2;
-    const r = [];
-    for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
-      r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
-    }
-    table.push([b.wasm, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
-    console.log(`# ${b.wasm}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
-    assert.ok(r.every((v) => v > 0));
-  });
+  for (const variant of ["f32", "f16"]) {
+    test(`${b.wasm} ${variant}: single-worker throughput`, { timeout: 600_000 }, async () => {
+      const name = `${b.backend}-${variant}`;
+      const short = sentences(64, 10);
+      const long = sentences(64, 126);
+      const secs = b.backend === "cpu-scalar" ? SECONDS / 2 : SECONDS;
+      const r = [];
+      for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
+        r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
+      }
+      table.push([`${b.wasm} ${variant}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
+      console.log(`# ${b.wasm} ${variant}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
+      assert.ok(r.every((v) => v > 0));
+    });
+  }
 }
