@@ -2,8 +2,9 @@
 // (relaxed-SIMD FMA GEMM kernel, what browsers with relaxed SIMD load), `shoal-worker-cpu-simd`
 // (wasm simd128 kernel; forced here with backend "cpu-simd") and `shoal-worker-cpu` (scalar, for
 // browsers without SIMD; forced with "cpu-scalar"). Each build runs its GEMM self-test (every
-// compiled kernel against an f64 reference on odd shapes), must reproduce the golden vectors
-// (f32 cosine ≥ 0.9999, f16 ≥ 0.995), and reports
+// compiled f32 kernel against an f64 reference, every int8 kernel against the exact integer
+// product, on odd shapes), must reproduce the golden vectors (f32 weights in f32: cosine ≥
+// 0.9999; the compact f16 weights, whose dense layers run in int8: ≥ 0.995), and reports
 // single-worker throughput (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) for both
 // — one worker = one thread.
 import { test, before, after } from "node:test";
@@ -34,16 +35,16 @@ function sentences(n, words) {
 
 const BUILDS = [
   {
-    backend: "cpu", wasm: "shoal-worker-cpu-relaxed", kernels: ["scalar", "simd128", "relaxed-simd"],
-    engine: { f32: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd)" },
+    backend: "cpu", wasm: "shoal-worker-cpu-relaxed", kernels: ["scalar", "simd128", "relaxed-simd", "int8-scalar", "int8-simd128"],
+    engine: { f32: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd, int8-simd128)" },
   },
   {
-    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128"],
-    engine: { f32: "fast-cpu (simd128)", f16: "fast-cpu (simd128)" },
+    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128", "int8-scalar", "int8-simd128"],
+    engine: { f32: "fast-cpu (simd128)", f16: "fast-cpu (simd128, int8-simd128)" },
   },
   {
-    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar"],
-    engine: { f32: "fast-cpu (scalar)", f16: "fast-cpu (scalar)" },
+    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar", "int8-scalar"],
+    engine: { f32: "fast-cpu (scalar)", f16: "fast-cpu (scalar, int8-scalar)" },
   },
 ];
 const SECONDS = Number(process.env.SHOAL_BENCH_SECONDS || 3);
@@ -104,7 +105,7 @@ for (const b of BUILDS) {
     const r = await page.evaluate((b) => window.__call(`${b.backend}-selftest`, { type: "selftest", backend: b.backend }, "selftest"), b);
     assert.equal(r.wasm, b.wasm);
     assert.deepEqual(r.kernels.map((k) => k.kernel), b.kernels);
-    for (const k of r.kernels) assert.ok(k.cases > 14000, `${k.kernel}: ${k.cases} cases`);
+    for (const k of r.kernels) assert.ok(k.cases > (k.kernel.startsWith("int8") ? 6000 : 14000), `${k.kernel}: ${k.cases} cases`);
     console.log(`# ${b.wasm} self-test: ${JSON.stringify(r.kernels)}`);
   });
 
@@ -138,7 +139,7 @@ for (const b of BUILDS) {
       for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
         r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
       }
-      table.push([`${b.wasm} ${variant}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
+      table.push([`${b.wasm} ${variant === "f16" ? "f16 (int8)" : "f32"}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
       console.log(`# ${b.wasm} ${variant}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
       assert.ok(r.every((v) => v > 0));
     });
