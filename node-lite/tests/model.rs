@@ -158,7 +158,6 @@ fn truncation_at_256_tokens_counts_cls_and_sep() {
 fn int8_dense_layers_stay_close_to_reference() {
     // The browser's engine for the compact weights: dense layers on the int8 kernel, from the
     // f16 record (what the browser downloads) and from the f32 one; every int8 tile compiled.
-    use node_lite::model::fast::qkernel::QIsa;
     for variant in ["f16", "f32"] {
         let w = load_dir(&common::variant_dir(variant)).expect("weights verify and load");
         for isa in Isa::available() {
@@ -169,7 +168,7 @@ fn int8_dense_layers_stay_close_to_reference() {
                 e.engine_name()
             );
             assert!(min >= 0.995, "{isa:?}: min cosine {min} on {text:?}");
+            assert!(e.engine_name().contains("int8"), "{}", e.engine_name());
         }
-        assert!(QIsa::available().len() >= 1);
     }
 }
