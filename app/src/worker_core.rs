@@ -1,8 +1,8 @@
 //! Shared body of the model-worker binaries (`shoal-worker`: WebGPU + CPU, `shoal-worker-cpu`:
 //! CPU only, a much smaller download for browsers without WebGPU, `shoal-worker-cpu-simd`: the
-//! same with the wasm `simd128` GEMM kernel). Included by each binary with `#[path]`; cargo
+//! same with the wasm `simd128` GEMM kernel, `shoal-worker-cpu-relaxed`: plus relaxed SIMD). Included by each binary with `#[path]`; cargo
 //! feature `webgpu` (on for `shoal-worker` only) adds the WebGPU branch, `simd` (on for
-//! `shoal-worker-cpu-simd` and `shoal-worker`) the SIMD kernel.
+//! `shoal-worker-cpu-simd` and `shoal-worker`) the SIMD kernel, `relaxed` the relaxed-SIMD one.
 //!
 //! `web/worker.js` fetches and caches the weight files and drives these exports:
 //! - [`manifest_files`]: parse + sanity-check a manifest, list the files to fetch.
@@ -18,7 +18,7 @@ use std::rc::Rc;
 use burn::prelude::Device;
 use js_sys::{Array, Float32Array, Promise, Uint8Array};
 use node_lite::model::Embedder;
-use node_lite::weights::{Manifest, VerifiedWeights, WeightsError};
+use node_lite::weights::{Manifest, Variant, VerifiedWeights, WeightsError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -61,14 +61,19 @@ pub fn verify_file(manifest_json: &[u8], name: &str, bytes: &[u8]) -> Result<(),
     entry.verify(bytes).map_err(weights_error)
 }
 
-/// Run the fast encoder's GEMM self-test for every kernel this build has; returns JSON
+/// Run the fast encoder's GEMM self-test for every kernel this build has (f32, then int8); returns JSON
 /// `[{kernel, cases}]`, or an error naming the first mismatch.
 #[wasm_bindgen]
 pub fn kernel_self_test() -> Result<String, JsError> {
     use node_lite::model::fast::kernel::{Isa, self_test};
+    use node_lite::model::fast::qkernel::{self, QIsa};
     let mut out = Vec::new();
     for isa in Isa::available() {
         let cases = self_test(isa).map_err(|e| JsError::new(&e))?;
+        out.push(serde_json::json!({"kernel": isa.name(), "cases": cases}));
+    }
+    for isa in QIsa::available() {
+        let cases = qkernel::self_test(isa).map_err(|e| JsError::new(&e))?;
         out.push(serde_json::json!({"kernel": isa.name(), "cases": cases}));
     }
     Ok(serde_json::Value::Array(out).to_string())
@@ -106,6 +111,11 @@ impl Engine {
                     .await
                     .map_err(|e| JsError::new(&format!("\u{1f}WebGPU init: {e:?}")))?;
                 Embedder::new(&weights, device).map_err(model_error)?
+            }
+            // The compact (f16) download runs its dense layers in int8 (quantized per column at
+            // load); f32 stays f32.
+            "cpu" if weights.manifest.variant == Variant::F16 => {
+                Embedder::fast_int8(&weights).map_err(model_error)?
             }
             "cpu" => Embedder::fast(&weights).map_err(model_error)?,
             "flex" => Embedder::new(&weights, Device::flex()).map_err(model_error)?,

@@ -93,8 +93,9 @@ export class Pool {
       ev.preventDefault?.();
       this._died(slot, `worker ${slot.id} failed: ${ev.message || "unknown error"}`);
     };
-    // Helpers run the CPU build the page asked for (SIMD by default; scalar / flex when forced).
-    const backend = slot.id === 0 || ["cpu-scalar", "flex"].includes(o.backend) ? o.backend : "cpu";
+    // Helpers run the CPU build the page asked for (the best one by default; plain SIMD /
+    // scalar / flex when forced).
+    const backend = slot.id === 0 || ["cpu-simd", "cpu-scalar", "flex"].includes(o.backend) ? o.backend : "cpu";
     const msg = { type: "init", base: o.base, variant: o.variant, backend, share };
     if (weights) msg.weights = weights;
     w.postMessage(msg, weights && weights.transfer ? weights.transfer : []);

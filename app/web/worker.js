@@ -2,7 +2,9 @@
 // Loads its own instance of the `shoal-worker` wasm (Rust: weight verification + MiniLM in
 // burn), fetches the weight files, caches them with the Cache API, and embeds on request.
 // Protocol (postMessage, plain objects):
-//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-scalar"|"flex", share?, weights?}
+//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-simd"|"cpu-scalar"|"flex", share?, weights?}
+//                    cpu: the best CPU build the browser runs (relaxed SIMD, SIMD, scalar);
+//                    cpu-simd / cpu-scalar force the plain SIMD / scalar build
 //                    share: after loading on the CPU, hand the verified files to the page
 //                    weights: {manifestBytes, bytes[]} from another pool worker (no network)
 //                  {type:"embed", id, texts}
@@ -21,11 +23,12 @@ const CACHE_NAME = "shoal-weights-v1";
 const MAX_ATTEMPTS = 3;
 let engine = null;
 
-// Three builds of the same Rust worker: with WebGPU (big: wgpu + shaders), CPU-only with the
-// wasm SIMD GEMM kernel, and CPU-only scalar (a module with SIMD instructions does not even
-// validate in a browser without wasm SIMD). Load the CPU one unless WebGPU is wanted and an
-// adapter exists; the SIMD one when the browser validates a tiny SIMD module and the page did
-// not ask for "cpu-scalar".
+// Four builds of the same Rust worker: with WebGPU (big: wgpu + shaders), CPU-only with the
+// relaxed-SIMD GEMM kernel (fused multiply-add), CPU-only with the wasm SIMD kernel, and
+// CPU-only scalar (a module with SIMD instructions does not even validate in a browser without
+// wasm SIMD, nor one with relaxed-SIMD instructions in a browser without relaxed SIMD). Load a
+// CPU one unless WebGPU is wanted and an adapter exists: the best one whose tiny probe module
+// validates, unless the page forced "cpu-simd" or "cpu-scalar".
 const simdSupported = () => {
   try {
     // (func (result v128) i32.const 0 i8x16.splat i8x16.popcnt), as in wasm-feature-detect.
@@ -34,9 +37,20 @@ const simdSupported = () => {
     return false;
   }
 };
+const relaxedSimdSupported = () => {
+  try {
+    // (func (result v128) i32.const 1 i8x16.splat i32.const 2 i8x16.splat i8x16.relaxed_swizzle)
+    return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+  } catch (_) {
+    return false;
+  }
+};
 let wasmName = null;
-async function loadWasm(withGpu, scalar) {
-  const name = withGpu ? "shoal-worker" : !scalar && simdSupported() ? "shoal-worker-cpu-simd" : "shoal-worker-cpu";
+// level: "best" (relaxed SIMD if validated, else SIMD, else scalar), "simd", "scalar".
+async function loadWasm(withGpu, level) {
+  const simd = level !== "scalar" && simdSupported();
+  const relaxed = simd && level === "best" && relaxedSimdSupported();
+  const name = withGpu ? "shoal-worker" : relaxed ? "shoal-worker-cpu-relaxed" : simd ? "shoal-worker-cpu-simd" : "shoal-worker-cpu";
   importScripts(`./${name}.js`);
   await wasm_bindgen({ module_or_path: `./${name}_bg.wasm` });
   wasmName = name;
@@ -197,10 +211,10 @@ function sharedWeights(s) {
 
 async function init(msg) {
   const t0 = performance.now();
-  const cpuOnly = ["cpu", "cpu-scalar", "flex"].includes(msg.backend);
+  const cpuOnly = ["cpu", "cpu-simd", "cpu-scalar", "flex"].includes(msg.backend);
   const wantGpu = !cpuOnly && (await webgpuAvailable());
   if (msg.backend === "webgpu" && !wantGpu) notice("warn", "WebGPU is not available in this browser; using the CPU.");
-  await loadWasm(wantGpu, msg.backend === "cpu-scalar");
+  await loadWasm(wantGpu, cpuLevel(msg.backend));
   const tWasm = performance.now();
   const w = msg.weights ? sharedWeights(msg.weights) : await loadWeights(msg.base, msg.variant);
   const tWeights = performance.now();
@@ -245,8 +259,10 @@ async function init(msg) {
   throw new Error(lastErr || "model initialisation failed");
 }
 
+const cpuLevel = (backend) => (backend === "cpu-scalar" ? "scalar" : backend === "cpu-simd" ? "simd" : "best");
+
 async function selftest(msg) {
-  if (!wasmName) await loadWasm(false, msg.backend === "cpu-scalar");
+  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend));
   const kernels = JSON.parse(wasm_bindgen.kernel_self_test());
   post({ type: "selftest", wasm: wasmName, kernels });
 }

@@ -80,8 +80,10 @@ function browserPss() {
 
 // ------------------------------------------------------------------ engines
 // Each engine: open(page) → first vector (cold), embed(page, texts) → vectors.
+// backend "cpu": the best build the browser validates (relaxed SIMD here); "cpu-simd": the plain
+// simd128 build (no FMA), for comparison. Profile f16 (compact) runs the dense layers in int8.
 const shoal = (workers, profile, backend = "cpu") => ({
-  name: `Shoal ${backend === "webgpu" ? "WebGPU" : `CPU ${workers} worker${workers > 1 ? "s" : ""}`} ${profile}`,
+  name: `Shoal ${backend === "webgpu" ? "WebGPU" : `CPU ${workers} worker${workers > 1 ? "s" : ""}`} ${profile === "f16" ? "f16→int8" : profile}${backend === "cpu-simd" ? " (simd128)" : ""}`,
   async open(page) {
     await page.goto(`${BASE}?backend=${backend}&workers=${workers}&profile=${profile}`, { waitUntil: "load" });
     await page.waitForFunction(() => window.shoal && window.shoal.ready, null, { timeout: 60_000 });
@@ -91,8 +93,9 @@ const shoal = (workers, profile, backend = "cpu") => ({
   async settle(page) {
     await page.evaluate(() => window.shoal.poolReady());
     const st = await page.evaluate(() => ({ backend: window.shoal.backend(), workers: window.shoal.workers() }));
-    if (st.backend !== backend) throw new Error(`backend ${st.backend}, wanted ${backend}`);
-    if (backend === "cpu" && st.workers !== workers) throw new Error(`workers ${st.workers}, wanted ${workers}`);
+    const want = backend.startsWith("cpu") ? "cpu" : backend;
+    if (st.backend !== want) throw new Error(`backend ${st.backend}, wanted ${want}`);
+    if (want === "cpu" && st.workers !== workers) throw new Error(`workers ${st.workers}, wanted ${workers}`);
   },
   embed: (page, texts) => page.evaluate((t) => window.shoal.embed(t), texts),
 });
@@ -202,6 +205,7 @@ async function main() {
   const baselinePss = browserPss();
   await idle.close();
   const engines = [
+    shoal(1, "f32", "cpu-simd"), shoal(N, "f32", "cpu-simd"),
     shoal(1, "f32"), shoal(N, "f32"), shoal(1, "f16"), shoal(N, "f16"),
     tjs("fp32", 1), tjs("fp32", N), tjs("q8", 1), tjs("q8", N),
   ].filter((e) => !ONLY || ONLY.test(e.name));
@@ -242,11 +246,12 @@ async function main() {
   out.push("");
   out.push("Sentences/s, warm (short = 12 tokens, long = 128 tokens; b = texts per call). Cold = navigation → first vector, empty cache / warm cache (includes model load). Min cosine = worst of the 34 golden sentences vs sentence-transformers. Memory: page JS heap; PSS = whole browser process tree minus an idle browser.");
   out.push("");
-  out.push("| engine | short b1 | short b32 | long b1 | long b32 | cold (empty cache) | cold (warm cache) | min cosine | JS heap (MB) | PSS (MB) |");
-  out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  out.push("| engine | short b1 | short b32 | long b1 | long b32 | cold (empty cache) | cold (warm cache) | min cosine | JS heap (MB) | PSS (MB) | wasm |");
+  out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  const build = (r) => r.wasm.map((p) => p.split("/").pop().replace(/_bg\.wasm$|\.wasm$/, "")).filter((n) => n !== "shoal-app").join(", ");
   for (const r of rows) {
-    if (r.error) { out.push(`| ${r.name} | failed: ${r.error} | | | | | | | | |`); continue; }
-    out.push(`| ${r.name} | ${f0(r.shortB1)} | ${f0(r.shortB32)} | ${f0(r.longB1)} | ${f0(r.longB32)} | ${sec(r.coldEmpty)} | ${sec(r.coldWarm)} | ${r.minCos.toFixed(6)} | ${f0(r.heap)} | ${f0(r.pss)} |`);
+    if (r.error) { out.push(`| ${r.name} | failed: ${r.error} | | | | | | | | | |`); continue; }
+    out.push(`| ${r.name} | ${f0(r.shortB1)} | ${f0(r.shortB32)} | ${f0(r.longB1)} | ${f0(r.longB32)} | ${sec(r.coldEmpty)} | ${sec(r.coldWarm)} | ${r.minCos.toFixed(6)} | ${f0(r.heap)} | ${f0(r.pss)} | ${build(r)} |`);
   }
   if (gpuRows.length) {
     out.push("");
@@ -260,7 +265,7 @@ async function main() {
     }
   }
   const files = [
-    join(ROOT, "dist/shoal-app_bg.wasm"), join(ROOT, "dist/shoal-worker-cpu_bg.wasm"), join(ROOT, "dist/shoal-worker_bg.wasm"),
+    join(ROOT, "dist/shoal-app_bg.wasm"), join(ROOT, "dist/shoal-worker-cpu_bg.wasm"), join(ROOT, "dist/shoal-worker-cpu-simd_bg.wasm"), join(ROOT, "dist/shoal-worker-cpu-relaxed_bg.wasm"), join(ROOT, "dist/shoal-worker_bg.wasm"),
     join(ROOT, "dist/shoal-app.js"), join(ROOT, "dist/shoal-worker-cpu.js"),
     ...[...wasmSeen].filter((p) => p.startsWith("/bench/ort/")).map((p) => join(HERE, "node_modules/onnxruntime-web/dist", p.slice("/bench/ort/".length))),
     join(HERE, "node_modules/@huggingface/transformers/dist/transformers.js"),

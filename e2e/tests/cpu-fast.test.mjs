@@ -1,9 +1,12 @@
-// The fast CPU encoder in the browser, in both wasm builds: `shoal-worker-cpu-simd` (wasm
-// simd128 GEMM kernel, what browsers with wasm SIMD load) and `shoal-worker-cpu` (scalar, for
-// browsers without it; forced here with backend "cpu-scalar"). Each build runs its GEMM
-// self-test (every compiled kernel against an f64 reference on odd shapes), must reproduce the
-// golden vectors (f32 cosine ≥ 0.9999, f16 ≥ 0.995), and reports single-worker throughput
-// (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) — one worker = one thread.
+// The fast CPU encoder in the browser, in its three wasm builds: `shoal-worker-cpu-relaxed`
+// (relaxed-SIMD FMA GEMM kernel, what browsers with relaxed SIMD load), `shoal-worker-cpu-simd`
+// (wasm simd128 kernel; forced here with backend "cpu-simd") and `shoal-worker-cpu` (scalar, for
+// browsers without SIMD; forced with "cpu-scalar"). Each build runs its GEMM self-test (every
+// compiled f32 kernel against an f64 reference, every int8 kernel against the exact integer
+// product, on odd shapes), must reproduce the golden vectors (f32 weights in f32: cosine ≥
+// 0.9999; the compact f16 weights, whose dense layers run in int8: ≥ 0.995), and reports
+// single-worker throughput (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) for both
+// — one worker = one thread.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { launch, newContext, openApp, golden, cosine } from "../lib.mjs";
@@ -31,8 +34,18 @@ function sentences(n, words) {
 }
 
 const BUILDS = [
-  { backend: "cpu", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128"], engine: "fast-cpu (simd128)" },
-  { backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar"], engine: "fast-cpu (scalar)" },
+  {
+    backend: "cpu", wasm: "shoal-worker-cpu-relaxed", kernels: ["scalar", "simd128", "relaxed-simd", "int8-scalar", "int8-simd128"],
+    engine: { f32: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd, int8-simd128)" },
+  },
+  {
+    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128", "int8-scalar", "int8-simd128"],
+    engine: { f32: "fast-cpu (simd128)", f16: "fast-cpu (simd128, int8-simd128)" },
+  },
+  {
+    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar", "int8-scalar"],
+    engine: { f32: "fast-cpu (scalar)", f16: "fast-cpu (scalar, int8-scalar)" },
+  },
 ];
 const SECONDS = Number(process.env.SHOAL_BENCH_SECONDS || 3);
 
@@ -92,7 +105,7 @@ for (const b of BUILDS) {
     const r = await page.evaluate((b) => window.__call(`${b.backend}-selftest`, { type: "selftest", backend: b.backend }, "selftest"), b);
     assert.equal(r.wasm, b.wasm);
     assert.deepEqual(r.kernels.map((k) => k.kernel), b.kernels);
-    for (const k of r.kernels) assert.ok(k.cases > 14000, `${k.kernel}: ${k.cases} cases`);
+    for (const k of r.kernels) assert.ok(k.cases > (k.kernel.startsWith("int8") ? 6000 : 14000), `${k.kernel}: ${k.cases} cases`);
     console.log(`# ${b.wasm} self-test: ${JSON.stringify(r.kernels)}`);
   });
 
@@ -103,7 +116,7 @@ for (const b of BUILDS) {
         window.__call(name, { type: "init", base: "models/all-minilm-l6-v2", variant, backend }, "ready"), [name, b.backend, variant]);
       assert.equal(ready.backend, "cpu");
       assert.equal(ready.wasm, b.wasm);
-      assert.equal(ready.engine, b.engine);
+      assert.equal(ready.engine, b.engine[variant]);
       const items = golden();
       const vecs = await page.evaluate(([name, texts]) => window.__embed(name, texts), [name, items.map((i) => i.text)]);
       let worst = 1;
@@ -116,17 +129,19 @@ for (const b of BUILDS) {
     });
   }
 
-  test(`${b.wasm}: single-worker throughput`, { timeout: 600_000 }, async () => {
-    const name = `${b.backend}-f32`;
-    const short = sentences(64, 10);
-    const long = sentences(64, 126);
-    const secs = b.backend === "cpu" ? SECONDS : SECONDS / 2;
-    const r = [];
-    for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
-      r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
-    }
-    table.push([b.wasm, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
-    console.log(`# ${b.wasm}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
-    assert.ok(r.every((v) => v > 0));
-  });
+  for (const variant of ["f32", "f16"]) {
+    test(`${b.wasm} ${variant}: single-worker throughput`, { timeout: 600_000 }, async () => {
+      const name = `${b.backend}-${variant}`;
+      const short = sentences(64, 10);
+      const long = sentences(64, 126);
+      const secs = b.backend === "cpu-scalar" ? SECONDS / 2 : SECONDS;
+      const r = [];
+      for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
+        r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
+      }
+      table.push([`${b.wasm} ${variant === "f16" ? "f16 (int8)" : "f32"}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
+      console.log(`# ${b.wasm} ${variant}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
+      assert.ok(r.every((v) => v > 0));
+    });
+  }
 }

@@ -25,8 +25,9 @@ test("page loads, shoal.ready resolves, CPU fallback is chosen", { timeout: 300_
   // Without --enable-unsafe-webgpu there is no adapter here: this is the fallback case.
   assert.equal(await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter()))), false);
   assert.ok(weightRequests(ctx.requests).length >= 10, "weights were fetched on the first visit (and the fetches were seen)");
-  // Chromium has wasm SIMD: the worker loads the SIMD build of the fast CPU encoder.
-  assert.ok(ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu-simd_bg.wasm")), "the SIMD CPU worker was loaded");
+  // Chromium has wasm (relaxed) SIMD: the worker loads the relaxed-SIMD build of the fast CPU encoder.
+  assert.ok(ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu-relaxed_bg.wasm")), "the relaxed-SIMD CPU worker was loaded");
+  assert.ok(!ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu-simd_bg.wasm")), "the plain SIMD CPU worker was not");
   assert.ok(!ctx.requests.some((u) => u.endsWith("/shoal-worker-cpu_bg.wasm")), "the scalar CPU worker was not");
   await page.getByRole("heading", { name: "Shoal" }).waitFor();
 });

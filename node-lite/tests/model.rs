@@ -153,3 +153,22 @@ fn truncation_at_256_tokens_counts_cls_and_sep() {
     assert_eq!(v[0].len(), 384);
     assert!(e.embed(&[""]).unwrap()[0].iter().all(|x| x.is_finite()));
 }
+
+#[test]
+fn int8_dense_layers_stay_close_to_reference() {
+    // The browser's engine for the compact weights: dense layers on the int8 kernel, from the
+    // f16 record (what the browser downloads) and from the f32 one; every int8 tile compiled.
+    for variant in ["f16", "f32"] {
+        let w = load_dir(&common::variant_dir(variant)).expect("weights verify and load");
+        for isa in Isa::available() {
+            let e = Embedder::fast_opts(&w, isa, true).expect("model builds");
+            let (min, text) = min_cosine_to_golden(&e);
+            eprintln!(
+                "{variant} {}: min cosine {min:.9} ({text:?})",
+                e.engine_name()
+            );
+            assert!(min >= 0.995, "{isa:?}: min cosine {min} on {text:?}");
+            assert!(e.engine_name().contains("int8"), "{}", e.engine_name());
+        }
+    }
+}

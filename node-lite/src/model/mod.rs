@@ -136,8 +136,26 @@ impl Embedder {
         weights: &VerifiedWeights,
         isa: fast::kernel::Isa,
     ) -> Result<Self, ModelError> {
+        Self::fast_opts(weights, isa, false)
+    }
+
+    /// The fast CPU engine with its dense layers in int8 (weights quantized per column at
+    /// load, activations per row on each call): the browser's engine for the compact (f16)
+    /// weights.
+    #[cfg(feature = "cpu")]
+    pub fn fast_int8(weights: &VerifiedWeights) -> Result<Self, ModelError> {
+        Self::fast_opts(weights, fast::kernel::Isa::best(), true)
+    }
+
+    /// [`fast_with`](Self::fast_with), `int8`: see [`fast_int8`](Self::fast_int8).
+    #[cfg(feature = "cpu")]
+    pub fn fast_opts(
+        weights: &VerifiedWeights,
+        isa: fast::kernel::Isa,
+        int8: bool,
+    ) -> Result<Self, ModelError> {
         let (config, model) = Self::load_bert(weights, &Device::flex())?;
-        let fast = fast::FastBert::from_bert_with(&model, &config, isa)?;
+        let fast = fast::FastBert::from_bert_opts(&model, &config, isa, int8)?;
         drop(model);
         Ok(Self {
             engine: Engine::Fast(fast),
@@ -202,7 +220,10 @@ impl Embedder {
         match &self.engine {
             Engine::Burn { .. } => "burn".into(),
             #[cfg(feature = "cpu")]
-            Engine::Fast(f) => format!("fast-cpu ({})", f.isa().name()),
+            Engine::Fast(f) => match f.int8() {
+                Some(q) => format!("fast-cpu ({}, {})", f.isa().name(), q.name()),
+                None => format!("fast-cpu ({})", f.isa().name()),
+            },
         }
     }
 

@@ -40,6 +40,10 @@ pub enum Isa {
         any(target_feature = "simd128", feature = "wasm-simd")
     ))]
     Simd128,
+    /// wasm32 relaxed SIMD (`f32x4.relaxed_madd`: one fused multiply-add where the CPU has
+    /// FMA), 6×8.
+    #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+    Relaxed,
 }
 
 impl Isa {
@@ -74,6 +78,8 @@ impl Isa {
             any(target_feature = "simd128", feature = "wasm-simd")
         ))]
         v.push(Isa::Simd128);
+        #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+        v.push(Isa::Relaxed);
         v
     }
 
@@ -90,6 +96,8 @@ impl Isa {
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
             Isa::Simd128 => 6,
+            #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+            Isa::Relaxed => simd128::relaxed::MR,
         }
     }
 
@@ -106,6 +114,8 @@ impl Isa {
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
             Isa::Simd128 => 8,
+            #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+            Isa::Relaxed => 8,
         }
     }
 
@@ -121,6 +131,8 @@ impl Isa {
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
             Isa::Simd128 => "simd128",
+            #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+            Isa::Relaxed => "relaxed-simd",
         }
     }
 }
@@ -368,7 +380,9 @@ unsafe fn micro(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
-            Isa::Simd128 => simd128::tile(kc, a, lda, b, c, ldc, bias, first),
+            Isa::Simd128 => simd128::plain::tile(kc, a, lda, b, c, ldc, bias, first),
+            #[cfg(all(target_arch = "wasm32", feature = "wasm-relaxed-simd"))]
+            Isa::Relaxed => simd128::relaxed::tile(kc, a, lda, b, c, ldc, bias, first),
         }
     }
 }
@@ -522,53 +536,76 @@ mod avx512 {
     any(target_feature = "simd128", feature = "wasm-simd")
 ))]
 mod simd128 {
-    use core::arch::wasm32::*;
-    const MR: usize = 6;
+    /// The 6×8 `simd128` tile; `$madd(a, b, acc)` is `acc + a·b` (two instructions, or one
+    /// relaxed fused multiply-add).
+    macro_rules! tile {
+        ($features:literal, $mr:literal, |$x:ident, $y:ident, $z:ident| $madd:expr) => {
+            use core::arch::wasm32::*;
+            pub const MR: usize = $mr;
 
-    /// # Safety
-    /// See `micro`.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "simd128")]
-    pub unsafe fn tile(
-        kc: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        bias: Option<*const f32>,
-        first: bool,
-    ) {
-        unsafe {
-            let mut acc = [[f32x4_splat(0.0); 2]; MR];
-            if !first {
-                for (r, row) in acc.iter_mut().enumerate() {
-                    row[0] = v128_load(c.add(r * ldc) as *const v128);
-                    row[1] = v128_load(c.add(r * ldc + 4) as *const v128);
-                }
-            } else if let Some(p) = bias {
-                let (b0, b1) = (
-                    v128_load(p as *const v128),
-                    v128_load(p.add(4) as *const v128),
-                );
-                for row in acc.iter_mut() {
-                    *row = [b0, b1];
+            /// # Safety
+            /// See `micro`.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub unsafe fn tile(
+                kc: usize,
+                a: *const f32,
+                lda: usize,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                bias: Option<*const f32>,
+                first: bool,
+            ) {
+                unsafe {
+                    let mut acc = [[f32x4_splat(0.0); 2]; MR];
+                    if !first {
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            row[0] = v128_load(c.add(r * ldc) as *const v128);
+                            row[1] = v128_load(c.add(r * ldc + 4) as *const v128);
+                        }
+                    } else if let Some(p) = bias {
+                        let (b0, b1) = (
+                            v128_load(p as *const v128),
+                            v128_load(p.add(4) as *const v128),
+                        );
+                        for row in acc.iter_mut() {
+                            *row = [b0, b1];
+                        }
+                    }
+                    for p in 0..kc {
+                        let b0 = v128_load(b.add(p * 8) as *const v128);
+                        let b1 = v128_load(b.add(p * 8 + 4) as *const v128);
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let av = v128_load32_splat(a.add(r * lda + p) as *const u32);
+                            row[0] = {
+                                let ($x, $y, $z) = (av, b0, row[0]);
+                                $madd
+                            };
+                            row[1] = {
+                                let ($x, $y, $z) = (av, b1, row[1]);
+                                $madd
+                            };
+                        }
+                    }
+                    for (r, row) in acc.iter().enumerate() {
+                        v128_store(c.add(r * ldc) as *mut v128, row[0]);
+                        v128_store(c.add(r * ldc + 4) as *mut v128, row[1]);
+                    }
                 }
             }
-            for p in 0..kc {
-                let b0 = v128_load(b.add(p * 8) as *const v128);
-                let b1 = v128_load(b.add(p * 8 + 4) as *const v128);
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = v128_load32_splat(a.add(r * lda + p) as *const u32);
-                    row[0] = f32x4_add(row[0], f32x4_mul(av, b0));
-                    row[1] = f32x4_add(row[1], f32x4_mul(av, b1));
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                v128_store(c.add(r * ldc) as *mut v128, row[0]);
-                v128_store(c.add(r * ldc + 4) as *mut v128, row[1]);
-            }
-        }
+        };
+    }
+
+    pub mod plain {
+        tile!("simd128", 6, |a, b, c| f32x4_add(c, f32x4_mul(a, b)));
+    }
+
+    #[cfg(feature = "wasm-relaxed-simd")]
+    pub mod relaxed {
+        tile!("simd128,relaxed-simd", 6, |a, b, c| f32x4_relaxed_madd(
+            a, b, c
+        ));
     }
 }
 
@@ -609,7 +646,7 @@ pub fn self_test(isa: Isa) -> Result<usize, String> {
 }
 
 /// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {

@@ -17,6 +17,7 @@
 pub mod kernel;
 mod ops;
 mod par;
+pub mod qkernel;
 
 use std::sync::Mutex;
 
@@ -25,23 +26,50 @@ use burn::prelude::*;
 use super::{Bert, BertConfig, ModelError};
 use kernel::{Isa, PackedB};
 use par::SendPtr;
+use qkernel::{QIsa, QPackedB, QuantA};
 
 struct Norm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
 }
 
+/// A dense layer's weight and bias: f32 panels, or int8 ([`qkernel`]).
+enum Dense {
+    F32(PackedB, Vec<f32>),
+    Int8(QPackedB),
+}
+
+impl Dense {
+    fn new(w: &[f32], bias: Vec<f32>, k: usize, n: usize, isa: Isa, int8: bool) -> Self {
+        if int8 {
+            Dense::Int8(QPackedB::from_row_major(
+                QIsa::for_isa(isa),
+                w,
+                k,
+                n,
+                Some(&bias),
+            ))
+        } else {
+            Dense::F32(PackedB::from_row_major(isa, w, k, n), bias)
+        }
+    }
+
+    /// `c = a · W + bias` for `m` rows.
+    fn run(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, qa: &mut QuantA) {
+        match self {
+            Dense::F32(w, bias) => par::gemm(m, a, lda, w, Some(bias), c, ldc),
+            Dense::Int8(w) => par::qgemm(m, a, lda, w, c, ldc, qa),
+        }
+    }
+}
+
 struct Layer {
     /// `[hidden × 3·hidden]`: Q (pre-scaled by 1/√d), K, V.
-    qkv: PackedB,
-    qkv_bias: Vec<f32>,
-    attn_out: PackedB,
-    attn_out_bias: Vec<f32>,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: Norm,
-    up: PackedB,
-    up_bias: Vec<f32>,
-    down: PackedB,
-    down_bias: Vec<f32>,
+    up: Dense,
+    down: Dense,
     out_norm: Norm,
 }
 
@@ -54,11 +82,14 @@ struct Scratch {
     tmp: Vec<f32>,
     h: Vec<f32>,
     inter: Vec<f32>,
+    qa: QuantA,
 }
 
 /// The encoder with packed weights. Cheap to share (`&self` everywhere).
 pub struct FastBert {
     isa: Isa,
+    /// Dense layers in int8 (`None`: f32).
+    int8: Option<QIsa>,
     hidden: usize,
     heads: usize,
     inter: usize,
@@ -114,6 +145,18 @@ impl FastBert {
 
     /// [`from_bert`](Self::from_bert) with a given kernel (tests compare kernels).
     pub fn from_bert_with(model: &Bert, c: &BertConfig, isa: Isa) -> Result<Self, ModelError> {
+        Self::from_bert_opts(model, c, isa, false)
+    }
+
+    /// [`from_bert_with`](Self::from_bert_with); `int8`: quantize the dense layers' weights per
+    /// column and run them on the int8 kernel ([`qkernel`]; attention, softmax, LayerNorm and
+    /// GELU stay f32).
+    pub fn from_bert_opts(
+        model: &Bert,
+        c: &BertConfig,
+        isa: Isa,
+        int8: bool,
+    ) -> Result<Self, ModelError> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         if c.num_attention_heads == 0 || h % c.num_attention_heads != 0 {
             return Err(ModelError::Config(
@@ -142,21 +185,18 @@ impl FastBert {
             let (wu, bu) = weight(&l.intermediate.dense, h, i)?;
             let (wd, bd) = weight(&l.output.dense, i, h)?;
             layers.push(Layer {
-                qkv: PackedB::from_row_major(isa, &qkv, h, 3 * h),
-                qkv_bias,
-                attn_out: PackedB::from_row_major(isa, &wo, h, h),
-                attn_out_bias: bo,
+                qkv: Dense::new(&qkv, qkv_bias, h, 3 * h, isa, int8),
+                attn_out: Dense::new(&wo, bo, h, h, isa, int8),
                 attn_norm: norm(&l.attention.output.layer_norm)?,
-                up: PackedB::from_row_major(isa, &wu, h, i),
-                up_bias: bu,
-                down: PackedB::from_row_major(isa, &wd, i, h),
-                down_bias: bd,
+                up: Dense::new(&wu, bu, h, i, isa, int8),
+                down: Dense::new(&wd, bd, i, h, isa, int8),
                 out_norm: norm(&l.output.layer_norm)?,
             });
         }
         let typ = floats(e.token_type_embeddings.weight.val())?;
         Ok(Self {
             isa,
+            int8: int8.then(|| QIsa::for_isa(isa)),
             hidden: h,
             heads: c.num_attention_heads,
             inter: i,
@@ -188,6 +228,11 @@ impl FastBert {
     /// The kernel in use.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The int8 kernel of the dense layers, if they are quantized.
+    pub fn int8(&self) -> Option<QIsa> {
+        self.int8
     }
 
     /// Unit-length sentence embeddings of token-id sequences (`[CLS] … [SEP]`), one
@@ -281,17 +326,9 @@ impl FastBert {
 
     fn layer(&self, l: &Layer, s: &mut Scratch, seqs: &[&[u32]], starts: &[usize], total: usize) {
         let (h, i) = (self.hidden, self.inter);
-        par::gemm(total, &s.x, h, &l.qkv, Some(&l.qkv_bias), &mut s.qkv, 3 * h);
+        l.qkv.run(total, &s.x, h, &mut s.qkv, 3 * h, &mut s.qa);
         self.attention(&s.qkv, seqs, starts, &mut s.ctx);
-        par::gemm(
-            total,
-            &s.ctx,
-            h,
-            &l.attn_out,
-            Some(&l.attn_out_bias),
-            &mut s.tmp,
-            h,
-        );
+        l.attn_out.run(total, &s.ctx, h, &mut s.tmp, h, &mut s.qa);
         let (x, tmp) = (&s.x, &s.tmp);
         par::for_each_chunk(&mut s.h, h * 64, |ci, out| {
             for (r, o) in out.chunks_exact_mut(h).enumerate() {
@@ -307,17 +344,9 @@ impl FastBert {
                 );
             }
         });
-        par::gemm(total, &s.h, h, &l.up, Some(&l.up_bias), &mut s.inter, i);
+        l.up.run(total, &s.h, h, &mut s.inter, i, &mut s.qa);
         par::for_each_chunk(&mut s.inter, i * 32, |_, c| ops::gelu(c));
-        par::gemm(
-            total,
-            &s.inter,
-            i,
-            &l.down,
-            Some(&l.down_bias),
-            &mut s.tmp,
-            h,
-        );
+        l.down.run(total, &s.inter, i, &mut s.tmp, h, &mut s.qa);
         let (hh, tmp) = (&s.h, &s.tmp);
         par::for_each_chunk(&mut s.x, h * 64, |ci, out| {
             for (r, o) in out.chunks_exact_mut(h).enumerate() {

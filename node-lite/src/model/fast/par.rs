@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use super::kernel::{self, PackedB};
+use super::qkernel::{self, QPackedB, QuantA};
 
 /// A raw pointer that may cross threads: the callers hand each task a disjoint region.
 #[derive(Clone, Copy)]
@@ -108,6 +109,51 @@ pub fn gemm(
             let pans = ci * panels_per..((ci + 1) * panels_per).min(panels);
             // SAFETY: `check` passed; tasks cover disjoint (rows × panels) blocks of C.
             unsafe { kernel::gemm_block(rows, pans, a, lda, b, bias, cp.get(), ldc) };
+        },
+    );
+}
+
+/// [`qkernel::qgemm`] split like [`gemm`] (`A` is quantized once, on the calling thread).
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &QPackedB,
+    c: &mut [f32],
+    ldc: usize,
+    qa: &mut QuantA,
+) {
+    let t = threads();
+    let work = m * b.k() * b.n();
+    if t <= 1 || work < (1 << 20) || m == 0 || b.n() == 0 {
+        qkernel::qgemm(m, a, lda, b, c, ldc, qa);
+        return;
+    }
+    let mr = b.isa().mr();
+    qa.quantize(m, a, lda, b.k(), mr);
+    qkernel::check(m, qa, b, c.len(), ldc);
+    let row_tiles = m.div_ceil(mr);
+    let want = 4 * t;
+    let row_tasks = row_tiles.min(want);
+    let rows_per = row_tiles.div_ceil(row_tasks) * mr;
+    let row_tasks = m.div_ceil(rows_per);
+    let panels = b.panels();
+    let col_tasks = want.div_ceil(row_tasks).min(panels);
+    let panels_per = panels.div_ceil(col_tasks);
+    let col_tasks = panels.div_ceil(panels_per);
+    let cp = SendPtr(c.as_mut_ptr());
+    let qa = &*qa;
+    for_each_index(
+        row_tasks * col_tasks,
+        || (),
+        |_, task| {
+            let (ri, ci) = (task / col_tasks, task % col_tasks);
+            let rows = ri * rows_per..((ri + 1) * rows_per).min(m);
+            let pans = ci * panels_per..((ci + 1) * panels_per).min(panels);
+            // SAFETY: `check` passed; row blocks start at multiples of mr; tasks cover disjoint
+            // (rows × panels) blocks of C.
+            unsafe { qkernel::qgemm_block(rows, pans, qa, b, cp.get(), ldc) };
         },
     );
 }

@@ -1,0 +1,12 @@
+//! `shoal-worker-cpu-relaxed`: `shoal-worker-cpu-simd` plus the fast CPU encoder's relaxed-SIMD
+//! GEMM kernel (`f32x4.relaxed_madd`, cargo feature `relaxed`). `web/worker.js` loads it when
+//! the browser validates a relaxed-SIMD module. See `worker_core.rs`.
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../worker_core.rs"]
+mod worker_core;
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    console_error_panic_hook::set_once();
+}
