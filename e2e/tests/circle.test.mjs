@@ -136,6 +136,16 @@ if (!inNamespace()) {
       assert.ok(left.every((m) => m.status !== "active"), `lost members still active: ${JSON.stringify(r2.members)}`);
       console.log(`# after losing tab 2 and the native node: ${r2.ms.toFixed(0)} ms; ` + r2.members.map((m) => `${m.isSelf ? "tab1" : m.short}=${m.textsDone}/${m.status}`).join(" "));
 
+      // Cancel: a running circle job stops and its promise rejects.
+      const cancelled = await tab1.evaluate(async (t) => {
+        const ac = new AbortController();
+        const p = window.shoalCircle.embed(t, { signal: ac.signal });
+        setTimeout(() => ac.abort(), 300);
+        try { await p; return "finished"; } catch (e) { return `${e.message} / job ${window.shoalCircle.state().job}`; }
+      }, texts);
+      assert.match(cancelled, /cancel/i, cancelled);
+      assert.match(cancelled, /job null$/, "the job view was not cleared");
+
       // 3. The relay saw only sealed bytes.
       relay.kill("SIGTERM");
       await new Promise((r) => relay.once("exit", r));
