@@ -445,6 +445,22 @@ async fn conn_task(
     result
 }
 
+/// After `set_local_description`: wait for ICE gathering (bounded), then hand the complete local
+/// description to the loop.
+async fn send_local(
+    conn: ConnId,
+    pc: &Arc<dyn PeerConnection>,
+    s: &ConnSettings,
+    gathered: &Notify,
+    tev: &mpsc::Sender<TEvent>,
+) -> Result<(), String> {
+    let _ = tokio::time::timeout(s.gather_timeout, gathered.notified()).await;
+    let local = pc.local_description().await.ok_or("no local description")?;
+    tev.send(TEvent::LocalSdp(conn, desc_json(&local)?))
+        .await
+        .map_err(|_| "closed".to_string())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive_conn(
     conn: ConnId,
@@ -466,11 +482,7 @@ async fn drive_conn(
                 .map_err(e)?;
             let o = pc.create_offer(None).await.map_err(e)?;
             pc.set_local_description(o).await.map_err(e)?;
-            let _ = tokio::time::timeout(s.gather_timeout, gathered.notified()).await;
-            let local = pc.local_description().await.ok_or("no local description")?;
-            tev.send(TEvent::LocalSdp(conn, desc_json(&local)?))
-                .await
-                .map_err(|_| "closed")?;
+            send_local(conn, pc, s, gathered, tev).await?;
             // Wait for the answer.
             loop {
                 match rx.recv().await {
@@ -492,11 +504,7 @@ async fn drive_conn(
                 .map_err(e)?;
             let a = pc.create_answer(None).await.map_err(e)?;
             pc.set_local_description(a).await.map_err(e)?;
-            let _ = tokio::time::timeout(s.gather_timeout, gathered.notified()).await;
-            let local = pc.local_description().await.ok_or("no local description")?;
-            tev.send(TEvent::LocalSdp(conn, desc_json(&local)?))
-                .await
-                .map_err(|_| "closed")?;
+            send_local(conn, pc, s, gathered, tev).await?;
             loop {
                 tokio::select! {
                     dc = dc_rx.recv() => break dc.ok_or("no data channel")?,

@@ -88,18 +88,28 @@ pub fn gemm(
         return;
     }
     kernel::check(m, a, lda, b, bias, c.len(), ldc);
-    let mr = b.isa().mr();
+    let cp = SendPtr(c.as_mut_ptr());
+    for_each_block(m, b.isa().mr(), b.panels(), t, |rows, pans| {
+        // SAFETY: `check` passed; blocks are disjoint (rows × panels) parts of C.
+        unsafe { kernel::gemm_block(rows, pans, a, lda, b, bias, cp.get(), ldc) };
+    });
+}
+
+/// Split an `m`-row × `panels`-panel GEMM into disjoint blocks, ≥ 4 per thread where possible
+/// (row blocks of whole `mr`-row tiles, starting at multiples of `mr`; columns split only when
+/// rows alone cannot), and run `f(rows, panels)` on each in parallel.
+fn for_each_block<F>(m: usize, mr: usize, panels: usize, threads: usize, f: F)
+where
+    F: Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync + Send,
+{
     let row_tiles = m.div_ceil(mr);
-    // Aim for ≥ 4 tasks per thread; split columns only when rows alone cannot.
-    let want = 4 * t;
+    let want = 4 * threads;
     let row_tasks = row_tiles.min(want);
     let rows_per = row_tiles.div_ceil(row_tasks) * mr;
     let row_tasks = m.div_ceil(rows_per);
-    let panels = b.panels();
     let col_tasks = want.div_ceil(row_tasks).min(panels);
     let panels_per = panels.div_ceil(col_tasks);
     let col_tasks = panels.div_ceil(panels_per);
-    let cp = SendPtr(c.as_mut_ptr());
     for_each_index(
         row_tasks * col_tasks,
         || (),
@@ -107,8 +117,7 @@ pub fn gemm(
             let (ri, ci) = (task / col_tasks, task % col_tasks);
             let rows = ri * rows_per..((ri + 1) * rows_per).min(m);
             let pans = ci * panels_per..((ci + 1) * panels_per).min(panels);
-            // SAFETY: `check` passed; tasks cover disjoint (rows × panels) blocks of C.
-            unsafe { kernel::gemm_block(rows, pans, a, lda, b, bias, cp.get(), ldc) };
+            f(rows, pans);
         },
     );
 }
@@ -133,27 +142,11 @@ pub fn qgemm(
     let mr = b.isa().mr();
     qa.quantize(m, a, lda, b.k(), mr);
     qkernel::check(m, qa, b, c.len(), ldc);
-    let row_tiles = m.div_ceil(mr);
-    let want = 4 * t;
-    let row_tasks = row_tiles.min(want);
-    let rows_per = row_tiles.div_ceil(row_tasks) * mr;
-    let row_tasks = m.div_ceil(rows_per);
-    let panels = b.panels();
-    let col_tasks = want.div_ceil(row_tasks).min(panels);
-    let panels_per = panels.div_ceil(col_tasks);
-    let col_tasks = panels.div_ceil(panels_per);
     let cp = SendPtr(c.as_mut_ptr());
     let qa = &*qa;
-    for_each_index(
-        row_tasks * col_tasks,
-        || (),
-        |_, task| {
-            let (ri, ci) = (task / col_tasks, task % col_tasks);
-            let rows = ri * rows_per..((ri + 1) * rows_per).min(m);
-            let pans = ci * panels_per..((ci + 1) * panels_per).min(panels);
-            // SAFETY: `check` passed; row blocks start at multiples of mr; tasks cover disjoint
-            // (rows × panels) blocks of C.
-            unsafe { qkernel::qgemm_block(rows, pans, qa, b, cp.get(), ldc) };
-        },
-    );
+    for_each_block(m, mr, b.panels(), t, |rows, pans| {
+        // SAFETY: `check` passed; row blocks start at multiples of mr; blocks are disjoint
+        // (rows × panels) parts of C.
+        unsafe { qkernel::qgemm_block(rows, pans, qa, b, cp.get(), ldc) };
+    });
 }
