@@ -53,7 +53,7 @@ class Slot {
 }
 
 export class Pool {
-  // opts: {size, base, variant, backend, app (Promise of the shoal-app wasm module),
+  // opts: {size, base, variant, backend, precision ("exact": f32 CPU arithmetic), app (Promise of the shoal-app wasm module),
   //        onProgress(msg), onNotice(level, text), onChange()}
   constructor(opts) {
     this.opts = opts;
@@ -96,7 +96,7 @@ export class Pool {
     // Helpers run the CPU build the page asked for (the best one by default; plain SIMD /
     // scalar / flex when forced).
     const backend = slot.id === 0 || ["cpu-simd", "cpu-scalar", "flex"].includes(o.backend) ? o.backend : "cpu";
-    const msg = { type: "init", base: o.base, variant: o.variant, backend, share };
+    const msg = { type: "init", base: o.base, variant: o.variant, backend, precision: o.precision, share };
     if (weights) msg.weights = weights;
     w.postMessage(msg, weights && weights.transfer ? weights.transfer : []);
     if (weights) delete weights.transfer;

@@ -126,6 +126,8 @@ function startWorker() {
   let p = null; // the callbacks below may run inside the constructor
   p = new Pool({
     size, base: MODEL_BASE, variant: profile, backend, app: appModule,
+    // ?precision=exact: f32 arithmetic in the CPU engine (default: integer dense layers).
+    precision: params.get("precision") || undefined,
     onProgress: (m) => { if (p && pool === p) set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" }); },
     onNotice: (level, message) => { if (p && pool === p) addNotice(level, message); },
     onChange: () => { if (p && pool === p) set({ pool: p.snapshot() }); },

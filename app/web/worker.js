@@ -2,7 +2,9 @@
 // Loads its own instance of the `shoal-worker` wasm (Rust: weight verification + MiniLM in
 // burn), fetches the weight files, caches them with the Cache API, and embeds on request.
 // Protocol (postMessage, plain objects):
-//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-simd"|"cpu-scalar"|"flex", share?, weights?}
+//   page → worker  {type:"init", base, variant, backend:"auto"|"webgpu"|"cpu"|"cpu-simd"|"cpu-scalar"|"flex", precision?:"exact", share?, weights?}
+//                  (the CPU engine runs its dense layers on the integer kernel — int8 weights for
+//                  the f16 profile, int12 for f32 —; precision "exact" keeps f32 arithmetic)
 //                    cpu: the best CPU build the browser runs (relaxed SIMD, SIMD, scalar);
 //                    cpu-simd / cpu-scalar force the plain SIMD / scalar build
 //                    share: after loading on the CPU, hand the verified files to the page
@@ -228,7 +230,8 @@ async function init(msg) {
         post({ type: "progress", phase: "model", loaded: 0, total: 0, rate: 0, file: backend });
         const tokenizer = w.bytes[w.bytes.length - 1];
         const chunks = w.bytes.slice(0, -1);
-        engine = await wasm_bindgen.Engine.create(w.manifestBytes, chunks, tokenizer, backend);
+        const engineBackend = backend === "cpu" && msg.precision === "exact" ? "cpu-exact" : backend;
+        engine = await wasm_bindgen.Engine.create(w.manifestBytes, chunks, tokenizer, engineBackend);
         // burn pads each batch to its longest input: small batches keep that waste low. The
         // fast CPU encoder does not pad, so bigger batches only amortise more.
         engine.setBatchSize(backend === "cpu" ? 32 : 8);

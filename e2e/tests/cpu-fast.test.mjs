@@ -2,11 +2,13 @@
 // (relaxed-SIMD FMA GEMM kernel, what browsers with relaxed SIMD load), `shoal-worker-cpu-simd`
 // (wasm simd128 kernel; forced here with backend "cpu-simd") and `shoal-worker-cpu` (scalar, for
 // browsers without SIMD; forced with "cpu-scalar"). Each build runs its GEMM self-test (every
-// compiled f32 kernel against an f64 reference, every int8 kernel against the exact integer
-// product, on odd shapes), must reproduce the golden vectors (f32 weights in f32: cosine ≥
-// 0.9999; the compact f16 weights, whose dense layers run in int8: ≥ 0.995), and reports
-// single-worker throughput (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32) for both
-// — one worker = one thread.
+// compiled f32 kernel against an f64 reference, every integer kernel — int8 and int12 weights —
+// against the exact integer product, on odd shapes), must reproduce the golden vectors in its
+// three engines — f32 weights on the int12 kernel (the default) and in f32 arithmetic
+// (precision "exact"): cosine ≥ 0.9999; the compact f16 weights on the int8 kernel: ≥ 0.995;
+// the scalar build runs f32 arithmetic throughout, faster there than its integer tile —
+// and reports single-worker throughput (short ≈ 12 tokens, long = 128 tokens; batch 1 and 32)
+// for each — one worker = one thread.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { launch, newContext, openApp, golden, cosine } from "../lib.mjs";
@@ -35,16 +37,19 @@ function sentences(n, words) {
 
 const BUILDS = [
   {
-    backend: "cpu", wasm: "shoal-worker-cpu-relaxed", kernels: ["scalar", "simd128", "relaxed-simd", "int8-scalar", "int8-simd128"],
-    engine: { f32: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd, int8-simd128)" },
+    backend: "cpu", wasm: "shoal-worker-cpu-relaxed",
+    kernels: ["scalar", "simd128", "relaxed-simd", "int8-scalar", "int12-scalar", "int8-simd128", "int12-simd128"],
+    engine: { f32: "fast-cpu (relaxed-simd, int12-simd128)", exact: "fast-cpu (relaxed-simd)", f16: "fast-cpu (relaxed-simd, int8-simd128)" },
   },
   {
-    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd", kernels: ["scalar", "simd128", "int8-scalar", "int8-simd128"],
-    engine: { f32: "fast-cpu (simd128)", f16: "fast-cpu (simd128, int8-simd128)" },
+    backend: "cpu-simd", wasm: "shoal-worker-cpu-simd",
+    kernels: ["scalar", "simd128", "int8-scalar", "int12-scalar", "int8-simd128", "int12-simd128"],
+    engine: { f32: "fast-cpu (simd128, int12-simd128)", exact: "fast-cpu (simd128)", f16: "fast-cpu (simd128, int8-simd128)" },
   },
   {
-    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar", "int8-scalar"],
-    engine: { f32: "fast-cpu (scalar)", f16: "fast-cpu (scalar, int8-scalar)" },
+    backend: "cpu-scalar", wasm: "shoal-worker-cpu", kernels: ["scalar", "int8-scalar", "int12-scalar"],
+    // Without SIMD the integer tile is slower than the f32 one: this build stays f32.
+    engine: { f32: "fast-cpu (scalar)", exact: "fast-cpu (scalar)", f16: "fast-cpu (scalar)" },
   },
 ];
 const SECONDS = Number(process.env.SHOAL_BENCH_SECONDS || 3);
@@ -105,18 +110,21 @@ for (const b of BUILDS) {
     const r = await page.evaluate((b) => window.__call(`${b.backend}-selftest`, { type: "selftest", backend: b.backend }, "selftest"), b);
     assert.equal(r.wasm, b.wasm);
     assert.deepEqual(r.kernels.map((k) => k.kernel), b.kernels);
-    for (const k of r.kernels) assert.ok(k.cases > (k.kernel.startsWith("int8") ? 6000 : 14000), `${k.kernel}: ${k.cases} cases`);
+    for (const k of r.kernels) assert.ok(k.cases > (k.kernel.startsWith("int") ? 6000 : 14000), `${k.kernel}: ${k.cases} cases`);
     console.log(`# ${b.wasm} self-test: ${JSON.stringify(r.kernels)}`);
   });
 
-  for (const [variant, bound] of [["f32", 0.9999], ["f16", 0.995]]) {
-    test(`${b.wasm} ${variant}: golden vectors (cosine ≥ ${bound})`, { timeout: 300_000 }, async () => {
-      const name = `${b.backend}-${variant}`;
-      const ready = await page.evaluate(([name, backend, variant]) =>
-        window.__call(name, { type: "init", base: "models/all-minilm-l6-v2", variant, backend }, "ready"), [name, b.backend, variant]);
+  // [engine key, weights, precision, bound]
+  const ENGINES = [["f32", "f32", undefined, 0.9999], ["exact", "f32", "exact", 0.9999], ["f16", "f16", undefined, 0.995]];
+  for (const [key, variant, precision, bound] of ENGINES) {
+    test(`${b.wasm} ${key}: golden vectors (cosine ≥ ${bound})`, { timeout: 300_000 }, async () => {
+      const name = `${b.backend}-${key}`;
+      const ready = await page.evaluate(([name, backend, variant, precision]) =>
+        window.__call(name, { type: "init", base: "models/all-minilm-l6-v2", variant, backend, precision }, "ready"),
+      [name, b.backend, variant, precision]);
       assert.equal(ready.backend, "cpu");
       assert.equal(ready.wasm, b.wasm);
-      assert.equal(ready.engine, b.engine[variant]);
+      assert.equal(ready.engine, b.engine[key]);
       const items = golden();
       const vecs = await page.evaluate(([name, texts]) => window.__embed(name, texts), [name, items.map((i) => i.text)]);
       let worst = 1;
@@ -125,13 +133,13 @@ for (const b of BUILDS) {
         worst = Math.min(worst, c);
         assert.ok(c >= bound, `cosine ${c} for ${JSON.stringify(it.text.slice(0, 40))}`);
       });
-      console.log(`# ${b.wasm} ${variant}: ${items.length} golden sentences, worst cosine ${worst.toFixed(7)}`);
+      console.log(`# ${b.wasm} ${key}: ${items.length} golden sentences, worst cosine ${worst.toFixed(7)}`);
     });
   }
 
-  for (const variant of ["f32", "f16"]) {
-    test(`${b.wasm} ${variant}: single-worker throughput`, { timeout: 600_000 }, async () => {
-      const name = `${b.backend}-${variant}`;
+  for (const [key] of ENGINES) {
+    test(`${b.wasm} ${key}: single-worker throughput`, { timeout: 600_000 }, async () => {
+      const name = `${b.backend}-${key}`;
       const short = sentences(64, 10);
       const long = sentences(64, 126);
       const secs = b.backend === "cpu-scalar" ? SECONDS / 2 : SECONDS;
@@ -139,8 +147,9 @@ for (const b of BUILDS) {
       for (const [texts, batch] of [[short, 1], [short, 32], [long, 1], [long, 32]]) {
         r.push(await page.evaluate(([name, texts, batch, secs]) => window.__rate(name, texts, batch, secs), [name, texts, batch, secs]));
       }
-      table.push([`${b.wasm} ${variant === "f16" ? "f16 (int8)" : "f32"}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
-      console.log(`# ${b.wasm} ${variant}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
+      const label = { f32: "f32 (int12)", exact: "f32 (exact)", f16: "f16 (int8)" }[key];
+      table.push([`${b.wasm} ${label}`, ...r.map((v) => v.toFixed(v < 20 ? 1 : 0))]);
+      console.log(`# ${b.wasm} ${label}: short b1 ${r[0].toFixed(1)}, short b32 ${r[1].toFixed(1)}, long b1 ${r[2].toFixed(2)}, long b32 ${r[3].toFixed(2)} sentences/s`);
       assert.ok(r.every((v) => v > 0));
     });
   }

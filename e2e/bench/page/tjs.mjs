@@ -21,5 +21,12 @@ window.tjs = {
     const out = await extractor(texts, { pooling: "mean", normalize: true });
     return out.tolist();
   },
+  // Throughput runs: the pipeline's own output (a tensor over one Float32Array), only its row
+  // count back to the harness.
+  async embedCount(texts) {
+    const out = await extractor(texts, { pooling: "mean", normalize: true });
+    if (out.data.length !== texts.length * 384) throw new Error("bad output");
+    return out.dims[0];
+  },
 };
 window.dispatchEvent(new Event("tjs-ready"));

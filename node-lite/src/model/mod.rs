@@ -136,26 +136,29 @@ impl Embedder {
         weights: &VerifiedWeights,
         isa: fast::kernel::Isa,
     ) -> Result<Self, ModelError> {
-        Self::fast_opts(weights, isa, false)
+        Self::fast_opts(weights, isa, None)
     }
 
-    /// The fast CPU engine with its dense layers in int8 (weights quantized per column at
-    /// load, activations per row on each call): the browser's engine for the compact (f16)
-    /// weights.
+    /// The fast CPU engine with its dense layers on the integer kernel (weights quantized per
+    /// column at load to `bits`, activations per row to 14 bits on each call): the browser's
+    /// CPU engine (int8 for the compact f16 weights, int12 for the f32 ones).
     #[cfg(feature = "cpu")]
-    pub fn fast_int8(weights: &VerifiedWeights) -> Result<Self, ModelError> {
-        Self::fast_opts(weights, fast::kernel::Isa::best(), true)
+    pub fn fast_quant(
+        weights: &VerifiedWeights,
+        bits: fast::qkernel::WeightBits,
+    ) -> Result<Self, ModelError> {
+        Self::fast_opts(weights, fast::kernel::Isa::best(), Some(bits))
     }
 
-    /// [`fast_with`](Self::fast_with), `int8`: see [`fast_int8`](Self::fast_int8).
+    /// [`fast_with`](Self::fast_with), `quant`: see [`fast_quant`](Self::fast_quant).
     #[cfg(feature = "cpu")]
     pub fn fast_opts(
         weights: &VerifiedWeights,
         isa: fast::kernel::Isa,
-        int8: bool,
+        quant: Option<fast::qkernel::WeightBits>,
     ) -> Result<Self, ModelError> {
         let (config, model) = Self::load_bert(weights, &Device::flex())?;
-        let fast = fast::FastBert::from_bert_opts(&model, &config, isa, int8)?;
+        let fast = fast::FastBert::from_bert_opts(&model, &config, isa, quant)?;
         drop(model);
         Ok(Self {
             engine: Engine::Fast(fast),
@@ -220,8 +223,13 @@ impl Embedder {
         match &self.engine {
             Engine::Burn { .. } => "burn".into(),
             #[cfg(feature = "cpu")]
-            Engine::Fast(f) => match f.int8() {
-                Some(q) => format!("fast-cpu ({}, {})", f.isa().name(), q.name()),
+            Engine::Fast(f) => match f.quant() {
+                Some((q, bits)) => format!(
+                    "fast-cpu ({}, {}-{})",
+                    f.isa().name(),
+                    bits.name(),
+                    q.tile_name()
+                ),
                 None => format!("fast-cpu ({})", f.isa().name()),
             },
         }

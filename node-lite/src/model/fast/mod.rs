@@ -26,31 +26,38 @@ use burn::prelude::*;
 use super::{Bert, BertConfig, ModelError};
 use kernel::{Isa, PackedB};
 use par::SendPtr;
-use qkernel::{QIsa, QPackedB, QuantA};
+use qkernel::{QIsa, QPackedB, QuantA, WeightBits};
 
 struct Norm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
 }
 
-/// A dense layer's weight and bias: f32 panels, or int8 ([`qkernel`]).
+/// A dense layer's weight and bias: f32 panels, or quantized ([`qkernel`]).
 enum Dense {
     F32(PackedB, Vec<f32>),
-    Int8(QPackedB),
+    Quant(QPackedB),
 }
 
 impl Dense {
-    fn new(w: &[f32], bias: Vec<f32>, k: usize, n: usize, isa: Isa, int8: bool) -> Self {
-        if int8 {
-            Dense::Int8(QPackedB::from_row_major(
+    fn new(
+        w: &[f32],
+        bias: Vec<f32>,
+        k: usize,
+        n: usize,
+        isa: Isa,
+        quant: Option<WeightBits>,
+    ) -> Self {
+        match quant {
+            Some(bits) => Dense::Quant(QPackedB::from_row_major(
                 QIsa::for_isa(isa),
+                bits,
                 w,
                 k,
                 n,
                 Some(&bias),
-            ))
-        } else {
-            Dense::F32(PackedB::from_row_major(isa, w, k, n), bias)
+            )),
+            None => Dense::F32(PackedB::from_row_major(isa, w, k, n), bias),
         }
     }
 
@@ -58,7 +65,7 @@ impl Dense {
     fn run(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, qa: &mut QuantA) {
         match self {
             Dense::F32(w, bias) => par::gemm(m, a, lda, w, Some(bias), c, ldc),
-            Dense::Int8(w) => par::qgemm(m, a, lda, w, c, ldc, qa),
+            Dense::Quant(w) => par::qgemm(m, a, lda, w, c, ldc, qa),
         }
     }
 }
@@ -88,8 +95,8 @@ struct Scratch {
 /// The encoder with packed weights. Cheap to share (`&self` everywhere).
 pub struct FastBert {
     isa: Isa,
-    /// Dense layers in int8 (`None`: f32).
-    int8: Option<QIsa>,
+    /// The quantized dense layers' tile and weight width (`None`: f32).
+    quant: Option<(QIsa, WeightBits)>,
     hidden: usize,
     heads: usize,
     inter: usize,
@@ -145,17 +152,17 @@ impl FastBert {
 
     /// [`from_bert`](Self::from_bert) with a given kernel (tests compare kernels).
     pub fn from_bert_with(model: &Bert, c: &BertConfig, isa: Isa) -> Result<Self, ModelError> {
-        Self::from_bert_opts(model, c, isa, false)
+        Self::from_bert_opts(model, c, isa, None)
     }
 
-    /// [`from_bert_with`](Self::from_bert_with); `int8`: quantize the dense layers' weights per
-    /// column and run them on the int8 kernel ([`qkernel`]; attention, softmax, LayerNorm and
-    /// GELU stay f32).
+    /// [`from_bert_with`](Self::from_bert_with); `quant`: quantize the dense layers' weights
+    /// per column to that many bits and run them on the integer kernel ([`qkernel`]; attention,
+    /// softmax, LayerNorm and GELU stay f32).
     pub fn from_bert_opts(
         model: &Bert,
         c: &BertConfig,
         isa: Isa,
-        int8: bool,
+        quant: Option<WeightBits>,
     ) -> Result<Self, ModelError> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         if c.num_attention_heads == 0 || h % c.num_attention_heads != 0 {
@@ -185,18 +192,18 @@ impl FastBert {
             let (wu, bu) = weight(&l.intermediate.dense, h, i)?;
             let (wd, bd) = weight(&l.output.dense, i, h)?;
             layers.push(Layer {
-                qkv: Dense::new(&qkv, qkv_bias, h, 3 * h, isa, int8),
-                attn_out: Dense::new(&wo, bo, h, h, isa, int8),
+                qkv: Dense::new(&qkv, qkv_bias, h, 3 * h, isa, quant),
+                attn_out: Dense::new(&wo, bo, h, h, isa, quant),
                 attn_norm: norm(&l.attention.output.layer_norm)?,
-                up: Dense::new(&wu, bu, h, i, isa, int8),
-                down: Dense::new(&wd, bd, i, h, isa, int8),
+                up: Dense::new(&wu, bu, h, i, isa, quant),
+                down: Dense::new(&wd, bd, i, h, isa, quant),
                 out_norm: norm(&l.output.layer_norm)?,
             });
         }
         let typ = floats(e.token_type_embeddings.weight.val())?;
         Ok(Self {
             isa,
-            int8: int8.then(|| QIsa::for_isa(isa)),
+            quant: quant.map(|b| (QIsa::for_isa(isa), b)),
             hidden: h,
             heads: c.num_attention_heads,
             inter: i,
@@ -230,9 +237,9 @@ impl FastBert {
         self.isa
     }
 
-    /// The int8 kernel of the dense layers, if they are quantized.
-    pub fn int8(&self) -> Option<QIsa> {
-        self.int8
+    /// The integer tile and weight width of the dense layers, if they are quantized.
+    pub fn quant(&self) -> Option<(QIsa, WeightBits)> {
+        self.quant
     }
 
     /// Unit-length sentence embeddings of token-id sequences (`[CLS] … [SEP]`), one

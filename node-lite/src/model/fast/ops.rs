@@ -29,27 +29,14 @@ pub fn exp(x: f32) -> f32 {
     e * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
-/// `erf(x)`, max absolute error ≈ 1e-7 (checked against libm's f64 `erf` in the tests):
-/// for |x| < 0.5 the rational approximation XLA and Eigen use for f32; beyond, `1 − erfc`
-/// with Numerical Recipes' Chebyshev `erfc` (relative error < 1.2e-7; erfc ≤ 0.48 there). Both are computed and one selected, which keeps the loop branch-free.
+/// `erf(x)`, max absolute error ≈ 4.3e-7 (checked against libm's f64 `erf` in the tests): the
+/// rational approximation XLA and Eigen use for f32, on `x` clamped to ±4 (`erf(4) = 1 − 1.5e-8`).
+/// One polynomial pair and a division, no branch: GELU's erf was 13 % of the browser's int12
+/// forward pass when it also computed a Chebyshev `erfc` for `|x| ≥ 0.5` (error 1e-7, twice the
+/// work); 4e-7 is far below what the weights' rounding already moves.
 #[inline(always)]
-#[allow(clippy::excessive_precision)] // published coefficients, as printed
 pub fn erf(x: f32) -> f32 {
-    let near = erf_rational(x);
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let p = 0.170_872_77_f32;
-    let p = p * t + -0.822_152_23;
-    let p = p * t + 1.488_515_9;
-    let p = p * t + -1.135_203_98;
-    let p = p * t + 0.278_868_07;
-    let p = p * t + -0.186_288_06;
-    let p = p * t + 0.096_784_18;
-    let p = p * t + 0.374_091_96;
-    let p = p * t + 1.000_023_7;
-    let p = p * t + -1.265_512_2;
-    let far = (1.0 - t * exp(p - z * z)).copysign(x);
-    if z < 0.5 { near } else { far }
+    erf_rational(x)
 }
 
 #[inline(always)]
@@ -135,7 +122,9 @@ fn softmax_generic(row: &mut [f32]) {
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
         for (m, v) in m8.iter_mut().zip(c) {
-            *m = m.max(*v);
+            // A select, not `f32::max`: its NaN rule keeps LLVM from vectorising in wasm
+            // (`f32x4.pmax` is exactly this).
+            *m = if *m < *v { *v } else { *m };
         }
     }
     let max = chunks
@@ -213,7 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn erf_is_within_1_5e_7_of_libm() {
+    fn erf_is_within_5e_7_of_libm() {
         let mut worst = (0.0f64, 0.0f32);
         let mut x = -6.0f32;
         while x <= 6.0 {
@@ -225,7 +214,7 @@ mod tests {
         }
         eprintln!("erf: max abs error {:.3e} at {}", worst.0, worst.1);
         assert!(
-            worst.0 < 1.5e-7,
+            worst.0 < 5e-7,
             "erf max abs error {:e} at {}",
             worst.0,
             worst.1

@@ -1,16 +1,19 @@
-//! Int8-weight matrix multiply for the compact weights: `C = dequant(Aq · Bq) + bias`.
+//! Integer-weight matrix multiply for the browser's CPU engine: `C = dequant(Aq · Bq) + bias`.
 //!
-//! - `B` (a weight, `k × n`) is quantized once, at load, per output column: `sb[j] = max|B[·, j]|
-//!   / 127`, `Bq = round(B / sb)` in [-127, 127], stored widened to `i16` in panels of
+//! - `B` (a weight, `k × n`) is quantized once, at load, per output column to [`WeightBits`]:
+//!   int8 for the compact weights, int12 for the f32 ones (`sb[j] = max|B[·, j]| / qmax`,
+//!   `Bq = round(B / sb)` in `[-qmax, qmax]`, qmax 127 or 2047), stored as `i16` in panels of
 //!   [`NR`] columns, `k` taken in pairs: panel `j0`, pair `q` holds `B(2q, j0), B(2q+1, j0),
 //!   B(2q, j0+1), B(2q+1, j0+1), …` (`k` padded to even, columns past `n` zero).
 //! - `A` (activations) is quantized per row on every call (`sa[i] = max|A[i, ·]| / 8191`: 14
 //!   bits, since the tile multiplies `i16` anyway; 8-bit activations cost too much accuracy), into
 //!   pairs of `i16` packed in one `u32`, rows padded to a multiple of the tile height.
 //! - A tile multiplies an `A` pair (splatted) by a `B` pair-row with one `i32x4.dot_i16x8_s`
-//!   (wasm `simd128`; `vpmaddwd` on AVX2): 8 multiply-adds per instruction, exact `i32` sums
-//!   (`8191 · 127 · k < 2³¹` for k ≤ 2064; deeper `k` lowers the activation range), then
-//!   `C = sum · sa[i] · sb[j] + bias[j]` in f32.
+//!   (wasm `simd128`; `vpmaddwd` on AVX2): 8 multiply-adds per instruction, twice what an f32x4
+//!   mul + add does. Sums are exact in `i32` over chunks of `k` short enough that
+//!   `8191 · qmax · chunk < 2³¹` (int8: 2064, int12: 128); each chunk is then added in f32:
+//!   `C = Σ_chunks sum · sa[i] · sb[j] + bias[j]`. Both widths run the same tiles at the same
+//!   speed; int12 keeps MiniLM at min cosine ≥ 0.99998 to the reference (int8: 0.997).
 //!
 //! A portable scalar tile runs everywhere and is the reference for the SIMD ones
 //! ([`self_test`]).
@@ -24,17 +27,46 @@ use super::kernel::Isa;
 pub const NR: usize = 8;
 /// Rows of `A` per block (the block's quantized rows stay in L2 while the panels stream).
 const MC: usize = 96;
-/// Largest quantized weight magnitude (int8 without -128).
-const QMAX: f32 = 127.0;
+/// Most pairs of `k` per chunk (a panel's chunk, 8 KiB, stays in L1).
+const KC2: usize = 128;
 /// Largest quantized activation magnitude: activations keep 14 bits (they are stored as `i16`
 /// anyway, so this costs nothing; int8 activations lose MiniLM's accuracy: min cosine 0.979 on
-/// the golden sentences), lowered for very deep `k` so `Σ |a|·|w|` stays below 2³¹.
+/// the golden sentences).
 const QMAX_A: f32 = 8191.0;
 
-/// The activation range for depth `k`: every `i32` sum of `k` products fits.
-fn qmax_a(k: usize) -> f32 {
-    let limit = (i32::MAX as f64 / (f64::from(QMAX) * k.max(1) as f64)).floor() as f32;
-    QMAX_A.min(limit).max(1.0)
+/// How many bits a quantized weight keeps. Both run on the same `i16` tiles (same speed); the
+/// wider one sums in shorter `k` chunks so no `i32` sum can overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightBits {
+    /// `[-127, 127]`: the compact weights (min cosine ≈ 0.997 on MiniLM).
+    Int8,
+    /// `[-2047, 2047]`: 12 bits, for the f32 weights (min cosine ≥ 0.9999).
+    Int12,
+}
+
+impl WeightBits {
+    /// Largest quantized weight magnitude.
+    pub fn qmax(self) -> f32 {
+        match self {
+            WeightBits::Int8 => 127.0,
+            WeightBits::Int12 => 2047.0,
+        }
+    }
+
+    /// Pairs of `k` summed in `i32` before the tile flushes to f32: the deepest chunk with
+    /// `2 · pairs · QMAX_A · qmax < 2³¹` (int8: 1032 pairs, deeper than MiniLM's 1536 / 2;
+    /// int12: 64 pairs).
+    pub fn chunk_pairs(self) -> usize {
+        let depth = (f64::from(i32::MAX) / (f64::from(QMAX_A) * f64::from(self.qmax()))).floor();
+        (depth as usize / 2).max(1)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightBits::Int8 => "int8",
+            WeightBits::Int12 => "int12",
+        }
+    }
 }
 
 /// Which int8 tile runs (derived from the f32 [`Isa`]).
@@ -102,17 +134,24 @@ impl QIsa {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// The tile's instruction set: `scalar`, `avx2`, `simd128` (a kernel is named
+    /// `{bits}-{tile}`, e.g. `int8-simd128`).
+    pub fn tile_name(self) -> &'static str {
         match self {
-            QIsa::Scalar => "int8-scalar",
+            QIsa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
-            QIsa::Avx2 => "int8-avx2",
+            QIsa::Avx2 => "avx2",
             #[cfg(all(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
-            QIsa::Simd128 => "int8-simd128",
+            QIsa::Simd128 => "simd128",
         }
+    }
+
+    /// The kernel's name with a weight width: `int12-avx2`.
+    pub fn name(self, bits: WeightBits) -> String {
+        format!("{}-{}", bits.name(), self.tile_name())
     }
 }
 
@@ -120,6 +159,7 @@ impl QIsa {
 #[derive(Debug, Clone)]
 pub struct QPackedB {
     isa: QIsa,
+    bits: WeightBits,
     k: usize,
     n: usize,
     data: Vec<i16>,
@@ -133,6 +173,7 @@ impl QPackedB {
     /// Quantize and pack the row-major `k × n` matrix `src` (and `bias`, if any).
     pub fn from_row_major(
         isa: QIsa,
+        bits: WeightBits,
         src: &[f32],
         k: usize,
         n: usize,
@@ -142,11 +183,12 @@ impl QPackedB {
         assert!(bias.is_none_or(|b| b.len() >= n), "qpack: bias too short");
         let panels = n.div_ceil(NR);
         let k2 = k.div_ceil(2);
+        let qmax = bits.qmax();
         let mut scale = vec![0f32; panels * NR];
         let mut padded_bias = vec![0f32; panels * NR];
         for j in 0..n {
             let max = (0..k).fold(0f32, |m, p| m.max(src[p * n + j].abs()));
-            scale[j] = max / QMAX;
+            scale[j] = max / qmax;
             padded_bias[j] = bias.map_or(0.0, |b| b[j]);
         }
         let mut data = vec![0i16; panels * k2 * 2 * NR];
@@ -155,12 +197,13 @@ impl QPackedB {
                 let inv = if scale[j] > 0.0 { 1.0 / scale[j] } else { 0.0 };
                 for p in 0..k {
                     out[(p / 2) * 2 * NR + (j - panel * NR) * 2 + p % 2] =
-                        quantize(src[p * n + j], inv, QMAX);
+                        quantize(src[p * n + j], inv, qmax);
                 }
             }
         }
         Self {
             isa,
+            bits,
             k,
             n,
             data,
@@ -179,6 +222,10 @@ impl QPackedB {
 
     pub fn isa(&self) -> QIsa {
         self.isa
+    }
+
+    pub fn bits(&self) -> WeightBits {
+        self.bits
     }
 
     pub fn panels(&self) -> usize {
@@ -231,7 +278,7 @@ impl QuantA {
         );
         let k2 = k.div_ceil(2);
         let rows = m.div_ceil(mr.max(1)) * mr.max(1);
-        let qmax = qmax_a(k);
+        let qmax = QMAX_A;
         self.m = m;
         self.k = k;
         self.qmax = qmax;
@@ -245,16 +292,7 @@ impl QuantA {
             let s = max / qmax;
             self.scale[i] = s;
             let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            let out = &mut self.data[i * k2..(i + 1) * k2];
-            let mut pairs = row.chunks_exact(2);
-            for (o, p) in out.iter_mut().zip(&mut pairs) {
-                let lo = quantize(p[0], inv, qmax) as u16 as u32;
-                let hi = quantize(p[1], inv, qmax) as u16 as u32;
-                *o = lo | (hi << 16);
-            }
-            if let [last] = pairs.remainder() {
-                out[k2 - 1] = quantize(*last, inv, qmax) as u16 as u32;
-            }
+            quantize_row(row, inv, qmax, &mut self.data[i * k2..(i + 1) * k2]);
         }
     }
 
@@ -270,9 +308,84 @@ impl QuantA {
     }
 }
 
-/// `max |x|` with 8 independent lanes (vectorises).
+/// `out[q] = Q(row[2q]) | Q(row[2q+1]) << 16` with `Q(x) = round(x · inv)` clamped to
+/// `[-qmax, qmax]` (`out` holds `⌈len/2⌉` pairs; an odd tail pairs with 0).
+#[inline(always)]
+fn quantize_row(row: &[f32], inv: f32, qmax: f32, out: &mut [u32]) {
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(target_feature = "simd128", feature = "wasm-simd")
+    ))]
+    let (row, out) = {
+        use core::arch::wasm32::*;
+        // 8 values (4 pairs) per step: scale, round to nearest even, clamp, convert, narrow to
+        // i16 (already the pair layout: even k in the low half).
+        let steps = (row.len() / 8).min(out.len() / 4);
+        let (vinv, hi, lo) = (f32x4_splat(inv), f32x4_splat(qmax), f32x4_splat(-qmax));
+        let q = |x: v128| {
+            i32x4_trunc_sat_f32x4(f32x4_max(
+                lo,
+                f32x4_min(hi, f32x4_nearest(f32x4_mul(x, vinv))),
+            ))
+        };
+        for s in 0..steps {
+            // SAFETY: s < steps: 8 floats of `row` from 8·s and 4 pairs of `out` from 4·s exist
+            // (unaligned v128 loads and stores are allowed in wasm).
+            unsafe {
+                let x0 = v128_load(row.as_ptr().add(8 * s) as *const v128);
+                let x1 = v128_load(row.as_ptr().add(8 * s + 4) as *const v128);
+                v128_store(
+                    out.as_mut_ptr().add(4 * s) as *mut v128,
+                    i16x8_narrow_i32x4(q(x0), q(x1)),
+                );
+            }
+        }
+        (&row[8 * steps..], &mut out[4 * steps..])
+    };
+    let mut pairs = row.chunks_exact(2);
+    for (o, p) in out.iter_mut().zip(&mut pairs) {
+        let lo = quantize(p[0], inv, qmax) as u16 as u32;
+        let hi = quantize(p[1], inv, qmax) as u16 as u32;
+        *o = lo | (hi << 16);
+    }
+    if let ([last], Some(o)) = (pairs.remainder(), out.get_mut(row.len() / 2)) {
+        *o = quantize(*last, inv, qmax) as u16 as u32;
+    }
+}
+
+/// `max |x|` with 8 independent lanes (vectorises); NaNs are ignored.
 #[inline(always)]
 fn max_abs(xs: &[f32]) -> f32 {
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(target_feature = "simd128", feature = "wasm-simd")
+    ))]
+    let (xs, mut m8) = {
+        use core::arch::wasm32::*;
+        // `pmax(m, x)` keeps `m` unless `m < x`: a NaN `x` is skipped, as `f32::max` does.
+        let (mut m0, mut m1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let steps = xs.len() / 8;
+        for s in 0..steps {
+            // SAFETY: s < steps: 8 floats from 8·s are in `xs`.
+            unsafe {
+                let x0 = v128_load(xs.as_ptr().add(8 * s) as *const v128);
+                let x1 = v128_load(xs.as_ptr().add(8 * s + 4) as *const v128);
+                m0 = f32x4_pmax(m0, f32x4_abs(x0));
+                m1 = f32x4_pmax(m1, f32x4_abs(x1));
+            }
+        }
+        let mut m8 = [0f32; 8];
+        // SAFETY: m8 holds 8 floats.
+        unsafe {
+            v128_store(m8.as_mut_ptr() as *mut v128, m0);
+            v128_store(m8.as_mut_ptr().add(4) as *mut v128, m1);
+        }
+        (&xs[8 * steps..], m8)
+    };
+    #[cfg(not(all(
+        target_arch = "wasm32",
+        any(target_feature = "simd128", feature = "wasm-simd")
+    )))]
     let mut m8 = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
@@ -336,43 +449,69 @@ pub(crate) unsafe fn qgemm_block(
     let (isa, n) = (b.isa, b.n);
     let mr = isa.mr();
     let k2 = b.k.div_ceil(2);
+    let chunk = b.bits.chunk_pairs().min(KC2);
     debug_assert!(rows.start.is_multiple_of(mr));
     let mut tile = [0f32; 12 * NR];
     for i0 in (rows.start..rows.end).step_by(MC) {
         let i1 = (i0 + MC).min(rows.end);
-        for panel in panels.clone() {
-            let j0 = panel * NR;
-            let cols = NR.min(n - j0);
-            // SAFETY: panel < panels(): the panel, its scales and bias are in bounds.
-            let bp = unsafe { b.data.as_ptr().add(panel * k2 * 2 * NR) };
-            let sb = unsafe { b.scale.as_ptr().add(j0) };
-            let bias = unsafe { b.bias.as_ptr().add(j0) };
-            let mut i = i0;
-            while i < i1 {
-                let r = mr.min(i1 - i);
-                // SAFETY: rows i..i+mr of the quantized A exist (padded to a multiple of mr).
-                let ap = unsafe { qa.data.as_ptr().add(i * k2) };
-                let sa = unsafe { qa.scale.as_ptr().add(i) };
-                // SAFETY: rows i..i+r, columns j0..j0+cols of C are ours.
-                let cp = unsafe { c.add(i * ldc + j0) };
-                if r == mr && cols == NR {
-                    unsafe { micro(isa, k2, ap, k2, bp, sa, sb, bias, cp, ldc) };
-                } else {
-                    let t = tile.as_mut_ptr();
-                    unsafe { micro(isa, k2, ap, k2, bp, sa, sb, bias, t, NR) };
-                    for rr in 0..r {
-                        for jj in 0..cols {
-                            unsafe { *cp.add(rr * ldc + jj) = *t.add(rr * NR + jj) };
+        // `k` in chunks: each chunk's i32 sums cannot overflow, and its slice of a panel stays
+        // in L1 while the block's rows stream past. The first chunk writes `C` (bias included;
+        // an empty `k` still writes the bias), the others add to it.
+        let mut q0 = 0;
+        loop {
+            let q1 = (q0 + chunk).min(k2);
+            let add = q0 > 0;
+            for panel in panels.clone() {
+                let j0 = panel * NR;
+                let cols = NR.min(n - j0);
+                // SAFETY: panel < panels() and q0 ≤ k2: the panel's pairs from q0, its scales
+                // and bias are in bounds.
+                let bp = unsafe { b.data.as_ptr().add(panel * k2 * 2 * NR + q0 * 2 * NR) };
+                let sb = unsafe { b.scale.as_ptr().add(j0) };
+                let bias = unsafe { b.bias.as_ptr().add(j0) };
+                let mut i = i0;
+                while i < i1 {
+                    let r = mr.min(i1 - i);
+                    // SAFETY: rows i..i+mr of the quantized A exist (padded to a multiple of
+                    // mr), pairs q0..q1 of each.
+                    let ap = unsafe { qa.data.as_ptr().add(i * k2 + q0) };
+                    let sa = unsafe { qa.scale.as_ptr().add(i) };
+                    // SAFETY: rows i..i+r, columns j0..j0+cols of C are ours.
+                    let cp = unsafe { c.add(i * ldc + j0) };
+                    if r == mr && cols == NR {
+                        unsafe { micro(isa, q1 - q0, ap, k2, bp, sa, sb, bias, add, cp, ldc) };
+                    } else {
+                        // An edge tile: through `tile`, holding C's current values when adding.
+                        for rr in 0..r {
+                            for jj in 0..cols {
+                                tile[rr * NR + jj] = if add {
+                                    unsafe { *cp.add(rr * ldc + jj) }
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                        let t = tile.as_mut_ptr();
+                        unsafe { micro(isa, q1 - q0, ap, k2, bp, sa, sb, bias, add, t, NR) };
+                        for rr in 0..r {
+                            for jj in 0..cols {
+                                unsafe { *cp.add(rr * ldc + jj) = tile[rr * NR + jj] };
+                            }
                         }
                     }
+                    i += r;
                 }
-                i += r;
+            }
+            q0 = q1;
+            if q0 >= k2 {
+                break;
             }
         }
     }
 }
 
-/// One full `MR × NR` tile: `C = Σ_q A(q)·B(q) · sa · sb + bias`.
+/// One full `MR × NR` tile over `k2` pairs: `C = Σ_q A(q)·B(q) · sa · sb + bias`, or, with
+/// `add`, `C += Σ_q A(q)·B(q) · sa · sb` (a later `k` chunk).
 ///
 /// # Safety
 /// `a` readable for `MR` rows (stride `lda` pairs) × `k2` pairs; `b` for `k2 × 2·NR`; `sa` for
@@ -389,19 +528,20 @@ unsafe fn micro(
     sa: *const f32,
     sb: *const f32,
     bias: *const f32,
+    add: bool,
     c: *mut f32,
     ldc: usize,
 ) {
     unsafe {
         match isa {
-            QIsa::Scalar => scalar::tile(k2, a, lda, b, sa, sb, bias, c, ldc),
+            QIsa::Scalar => scalar::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
             #[cfg(target_arch = "x86_64")]
-            QIsa::Avx2 => avx2::tile(k2, a, lda, b, sa, sb, bias, c, ldc),
+            QIsa::Avx2 => avx2::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
             #[cfg(all(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
             ))]
-            QIsa::Simd128 => simd128::tile(k2, a, lda, b, sa, sb, bias, c, ldc),
+            QIsa::Simd128 => simd128::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
         }
     }
 }
@@ -421,6 +561,7 @@ mod scalar {
         sa: *const f32,
         sb: *const f32,
         bias: *const f32,
+        add: bool,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -442,7 +583,9 @@ mod scalar {
             for (r, row) in acc.iter().enumerate() {
                 let s = *sa.add(r);
                 for (j, v) in row.iter().enumerate() {
-                    *c.add(r * ldc + j) = *v as f32 * (s * *sb.add(j)) + *bias.add(j);
+                    let o = c.add(r * ldc + j);
+                    let base = if add { *o } else { *bias.add(j) };
+                    *o = *v as f32 * (s * *sb.add(j)) + base;
                 }
             }
         }
@@ -466,6 +609,7 @@ mod avx2 {
         sa: *const f32,
         sb: *const f32,
         bias: *const f32,
+        add: bool,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -481,7 +625,12 @@ mod avx2 {
             let (sbv, bv) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(bias));
             for (r, v) in acc.iter().enumerate() {
                 let s = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r)), sbv);
-                let out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(*v), s), bv);
+                let base = if add {
+                    _mm256_loadu_ps(c.add(r * ldc))
+                } else {
+                    bv
+                };
+                let out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(*v), s), base);
                 _mm256_storeu_ps(c.add(r * ldc), out);
             }
         }
@@ -508,6 +657,7 @@ mod simd128 {
         sa: *const f32,
         sb: *const f32,
         bias: *const f32,
+        add: bool,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -533,8 +683,16 @@ mod simd128 {
             for (r, row) in acc.iter().enumerate() {
                 let s = f32x4_splat(*sa.add(r));
                 let (s0, s1) = (f32x4_mul(s, sb0), f32x4_mul(s, sb1));
-                let c0 = f32x4_add(f32x4_mul(f32x4_convert_i32x4(row[0]), s0), bias0);
-                let c1 = f32x4_add(f32x4_mul(f32x4_convert_i32x4(row[1]), s1), bias1);
+                let (base0, base1) = if add {
+                    (
+                        v128_load(c.add(r * ldc) as *const v128),
+                        v128_load(c.add(r * ldc + 4) as *const v128),
+                    )
+                } else {
+                    (bias0, bias1)
+                };
+                let c0 = f32x4_add(f32x4_mul(f32x4_convert_i32x4(row[0]), s0), base0);
+                let c1 = f32x4_add(f32x4_mul(f32x4_convert_i32x4(row[1]), s1), base1);
                 v128_store(c.add(r * ldc) as *mut v128, c0);
                 v128_store(c.add(r * ldc + 4) as *mut v128, c1);
             }
@@ -546,12 +704,12 @@ mod simd128 {
 /// then MiniLM-sized shapes and strides): quantized values within half a step of the inputs,
 /// `C` equal to the exact integer product of the quantized values (scaled, plus bias) up to f32
 /// rounding, nothing written outside `C`'s `m × n`. Returns the number of cases.
-pub fn self_test(isa: QIsa) -> Result<usize, String> {
+pub fn self_test(isa: QIsa, bits: WeightBits) -> Result<usize, String> {
     let mut cases = 0;
     for m in 1..=33 {
         for k in (1..=33).filter(|k| k % 4 == 1 || *k >= 32) {
             for n in (1..=33).filter(|n| n % 2 == 1 || *n >= 30 || *n == 8) {
-                check_case(isa, m, k, n, k, n)?;
+                check_case(isa, bits, m, k, n, k, n)?;
                 cases += 1;
             }
         }
@@ -564,16 +722,31 @@ pub fn self_test(isa: QIsa) -> Result<usize, String> {
         (131, 300, 70),
         (200, 257, 33),
         (5, 513, 45),
+        (9, 2100, 17),
     ] {
-        check_case(isa, m, k, n, k, n)?;
-        check_case(isa, m, k, n, k + 7, n + 3)?;
+        check_case(isa, bits, m, k, n, k, n)?;
+        check_case(isa, bits, m, k, n, k + 7, n + 3)?;
         cases += 2;
+    }
+    // Every product at full range, deeper than MiniLM: an i32 sum over too long a chunk wraps.
+    for k in [1536, 2100] {
+        let (m, n) = (5, 11);
+        // Row i is all ±2, column j all ±0.5: every product in a sum has the same sign.
+        let a: Vec<f32> = (0..m * k).map(|x| [2.0, -2.0][(x / k) % 2]).collect();
+        let b: Vec<f32> = (0..k * n).map(|x| [0.5, -0.5][(x % n) % 2]).collect();
+        let packed = QPackedB::from_row_major(isa, bits, &b, k, n, None);
+        let mut c = vec![SENTINEL; m * n + 5];
+        let mut qa = QuantA::default();
+        qgemm(m, &a, k, &packed, &mut c, n, &mut qa);
+        verify(m, &a, k, &b, &vec![0.0; n], &packed, &qa, &c, n)?;
+        cases += 1;
     }
     Ok(cases)
 }
 
 fn check_case(
     isa: QIsa,
+    bits: WeightBits,
     m: usize,
     k: usize,
     n: usize,
@@ -594,7 +767,7 @@ fn check_case(
         }
     }
     let bias = super::kernel::values(n, 99);
-    let packed = QPackedB::from_row_major(isa, &braw, k, n, Some(&bias));
+    let packed = QPackedB::from_row_major(isa, bits, &braw, k, n, Some(&bias));
     let mut c = vec![SENTINEL; m * ldc + 5];
     let mut qa = QuantA::default();
     qgemm(m, &a, lda, &packed, &mut c, ldc, &mut qa);
@@ -617,13 +790,14 @@ fn verify(
     ldc: usize,
 ) -> Result<(), String> {
     let (k, n) = (packed.k, packed.n);
-    let name = packed.isa.name();
+    let name = packed.isa.name(packed.bits);
+    let qmax = packed.bits.qmax();
     let sentinel = SENTINEL;
     for j in 0..n {
         let s = packed.scale(j);
         for p in 0..k {
             let q = packed.quantized(p, j);
-            if q.abs() > 127
+            if f32::from(q).abs() > qmax
                 || (f64::from(q) * f64::from(s) - f64::from(braw[p * n + j])).abs()
                     > 0.501 * f64::from(s)
             {
@@ -658,12 +832,14 @@ fn verify(
                 }
                 continue;
             }
-            let sum: i64 = (0..k)
-                .map(|p| i64::from(qa.quantized(i, p)) * i64::from(packed.quantized(p, j)))
-                .sum();
+            let terms =
+                (0..k).map(|p| i64::from(qa.quantized(i, p)) * i64::from(packed.quantized(p, j)));
+            let sum: i64 = terms.clone().sum();
+            // f32 rounding of the chunk sums, relative to the terms' magnitude (chunks may cancel).
+            let mass: u64 = terms.map(i64::unsigned_abs).sum();
             let scale = f64::from(qa.scale(i)) * f64::from(packed.scale(j));
             let want = sum as f64 * scale + f64::from(bias[j]);
-            let tol = 1e-6 * (sum.unsigned_abs() as f64 * scale + f64::from(bias[j]).abs() + 1e-3);
+            let tol = 1e-6 * (mass as f64 * scale + f64::from(bias[j]).abs() + 1e-3);
             if (f64::from(got) - want).abs() > tol {
                 return Err(format!(
                     "{name} m{m} k{k} n{n} lda{lda} ldc{ldc} at ({i},{j}): {got} vs {want}"
@@ -682,7 +858,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_int8_kernel_matches_the_exact_integer_product_on_odd_shapes() {
+    fn every_integer_kernel_matches_the_exact_integer_product_on_odd_shapes() {
         let isas = QIsa::available();
         #[cfg(target_arch = "x86_64")]
         assert!(
@@ -690,34 +866,39 @@ mod tests {
             "this x86-64 machine should run AVX2: {isas:?}"
         );
         for isa in isas {
-            let cases = self_test(isa).unwrap();
-            eprintln!("{}: {cases} shapes match", isa.name());
+            for bits in [WeightBits::Int8, WeightBits::Int12] {
+                let cases = self_test(isa, bits).unwrap();
+                eprintln!("{}: {cases} shapes match", isa.name(bits));
+            }
         }
     }
 
     #[test]
-    fn int8_product_stays_close_to_f32() {
+    fn quantized_products_stay_close_to_f32() {
         // The quantization error itself: relative error of C vs the f64 product of the
-        // unquantized inputs, on a MiniLM-sized shape.
-        let (m, k, n) = (64, 384, 96);
-        let a = crate::model::fast::kernel::values(m * k, 1);
-        let b = crate::model::fast::kernel::values(k * n, 2);
-        let packed = QPackedB::from_row_major(QIsa::Scalar, &b, k, n, None);
-        let mut c = vec![0f32; m * n];
-        qgemm(m, &a, k, &packed, &mut c, n, &mut QuantA::default());
-        let (mut err, mut norm) = (0f64, 0f64);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k)
-                    .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
-                    .sum();
-                err += (f64::from(c[i * n + j]) - want).powi(2);
-                norm += want * want;
+        // unquantized inputs, on MiniLM-sized shapes (k = 1536 runs int12 in 12 chunks).
+        for (bits, bound) in [(WeightBits::Int8, 0.02), (WeightBits::Int12, 0.001)] {
+            for (m, k, n) in [(64, 384, 96), (24, 1536, 40)] {
+                let a = crate::model::fast::kernel::values(m * k, 1);
+                let b = crate::model::fast::kernel::values(k * n, 2);
+                let packed = QPackedB::from_row_major(QIsa::Scalar, bits, &b, k, n, None);
+                let mut c = vec![0f32; m * n];
+                qgemm(m, &a, k, &packed, &mut c, n, &mut QuantA::default());
+                let (mut err, mut norm) = (0f64, 0f64);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                            .sum();
+                        err += (f64::from(c[i * n + j]) - want).powi(2);
+                        norm += want * want;
+                    }
+                }
+                let rel = (err / norm).sqrt();
+                eprintln!("{} k{k}: relative error {rel:.2e}", bits.name());
+                assert!(rel < bound, "{bits:?} k{k}: relative error {rel}");
             }
         }
-        let rel = (err / norm).sqrt();
-        eprintln!("int8 relative error {rel:.2e}");
-        assert!(rel < 0.02, "relative error {rel}");
     }
 
     #[test]
@@ -726,7 +907,7 @@ mod tests {
         let a = crate::model::fast::kernel::values(m * k, 4);
         let b = crate::model::fast::kernel::values(k * n, 3);
         let bias = vec![0.5f32; n];
-        let p = QPackedB::from_row_major(QIsa::Scalar, &b, k, n, Some(&bias));
+        let p = QPackedB::from_row_major(QIsa::Scalar, WeightBits::Int8, &b, k, n, Some(&bias));
         let mut qa = QuantA::default();
         let mut c = vec![SENTINEL; m * n + 5];
         qgemm(m, &a, k, &p, &mut c, n, &mut qa);
