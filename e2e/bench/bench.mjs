@@ -2,7 +2,8 @@
 // fp32/q8; WebGPU) on the same sentences in one headless Chromium session. Prints markdown.
 // Run through e2e/bench/run (serves dist + bench assets on loopback). Env: BENCH_URL (server),
 // BENCH_SECONDS (per measurement, default 3), BENCH_WEBGPU_SECONDS (budget per WebGPU part,
-// default 60; 0 skips WebGPU), BENCH_ONLY (regexp over row names).
+// default 60; 0 skips WebGPU), BENCH_ONLY (regexp over row names), BENCH_TRANSFER=1 (throughput
+// calls return every vector to the harness as JSON, as runs 1–7 did, instead of a count).
 import { chromium } from "playwright-core";
 import { readFileSync, readdirSync, statSync, existsSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -18,6 +19,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS || 3);
 const GPU_SECONDS = Number(process.env.BENCH_WEBGPU_SECONDS ?? 60);
 const GPU_BATCH = 8; // small batches: one SwiftShader call must not run far past the budget
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null;
+const TRANSFER = process.env.BENCH_TRANSFER === "1";
 const CHROMIUM = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
 const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
   "--disable-component-update", "--disable-sync", "--disable-gpu-sandbox", "--enable-precise-memory-info"];
@@ -134,7 +136,7 @@ async function rate(e, page, pool, batch, seconds, minCalls = 2) {
     for (let k = 0; k < batch; k++) texts.push(pool[i++ % pool.length]);
     // Each engine returns its native output inside the page; only the count crosses CDP
     // (moving 32 × 384 numbers as JSON would cost the harness more than some engines' compute).
-    const n = await e.count(page, texts);
+    const n = TRANSFER ? (await e.embed(page, texts)).length : await e.count(page, texts);
     if (n !== batch) throw new Error("wrong count");
     done += batch;
     calls++;
@@ -257,7 +259,7 @@ async function main() {
   const out = [];
   out.push(`Browser benchmark — ${chromeVersion}, headless, ${N} cores; transformers.js ${tjsVersion} (onnxruntime-web ${ortVersion}); ${SECONDS} s per cell; ${new Date().toISOString().slice(0, 16)}Z`);
   out.push("");
-  out.push("Sentences/s, warm (short = 12 tokens, long = 128 tokens; b = texts per call; each engine keeps its own output in the page, only the count goes back to the harness). Cold = navigation → first vector, empty cache / warm cache (includes model load). Min cosine = worst of the 34 golden sentences vs sentence-transformers. Memory: page JS heap; PSS = whole browser process tree minus an idle browser.");
+  out.push(`Sentences/s, warm (short = 12 tokens, long = 128 tokens; b = texts per call; ${TRANSFER ? "every vector goes back to the harness as JSON" : "each engine keeps its own output in the page, only the count goes back to the harness"}). Cold = navigation → first vector, empty cache / warm cache (includes model load). Min cosine = worst of the 34 golden sentences vs sentence-transformers. Memory: page JS heap; PSS = whole browser process tree minus an idle browser.`);
   out.push("");
   out.push("| engine | short b1 | short b32 | long b1 | long b32 | cold (empty cache) | cold (warm cache) | min cosine | JS heap (MB) | PSS (MB) | wasm |");
   out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
