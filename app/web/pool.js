@@ -114,6 +114,7 @@ export class Pool {
       case "ready":
         slot.status = "ready";
         slot.backend = m.backend;
+        slot.engine = m.engine;
         slot.failures = 0;
         if (slot.id === 0 && !this.backend) {
           this.backend = m.backend;
@@ -258,7 +259,7 @@ export class Pool {
   snapshot() {
     return {
       size: this.size,
-      workers: this.slots.map((s) => ({ id: s.id, status: s.status, backend: s.backend, error: s.error })),
+      workers: this.slots.map((s) => ({ id: s.id, status: s.status, backend: s.backend, engine: s.engine, error: s.error })),
       remotes: [...this.remotes.values()].map((r) => ({ id: r.id, label: r.label })),
       job: this.view && {
         total: this.view.total,

@@ -8,7 +8,8 @@
 //   shoal.search(query, k)     → Promise<{text, score, source, docId}[]>
 //   shoal.addDocuments([{name, text}]) → Promise<ids>;  shoal.deleteDocument(id);  shoal.documents()
 //   shoal.cancel()             → cancels running jobs (their promises reject with AbortError)
-//   shoal.configure({backend, profile, workers}) → restarts the pool with new settings
+//   shoal.configure({backend, profile, workers, precision}) → restarts the pool with new settings
+//                                (precision "exact": f32 arithmetic on the CPU; "fast": integer kernel)
 //   shoal.subscribe(fn)        → fn(state) on every change; returns an unsubscribe function
 //   shoal.poolReady()          → Promise: every pool worker has its model
 //   shoal.embedFloat(texts)    → Promise<Float32Array[]>;  shoal.app() → Promise<page wasm module>
@@ -45,6 +46,7 @@ const state = {
   requestedBackend: "auto",
   profile: "f32",
   profileAuto: true,
+  precision: "fast", // "fast": integer dense layers on the CPU (f32 accuracy bound) | "exact": f32 arithmetic
   webgpu: !!navigator.gpu,
   download: null, // {loaded, total, netBytes, rate, phase}
   job: null, // {label, done, total}
@@ -122,12 +124,14 @@ function startWorker() {
   const profileChoice = params.get("profile") || prefs.profile || "auto";
   const profile = profileChoice === "auto" ? autoProfile() : profileChoice;
   const size = workerCount(prefs);
-  set({ status: "loading", message: "Loading the model…", backend: null, requestedBackend: backend, profile, profileAuto: profileChoice === "auto", download: null, workers: size, pool: null });
+  const precision = (params.get("precision") || prefs.precision) === "exact" ? "exact" : "fast";
+  set({ status: "loading", message: "Loading the model…", backend: null, requestedBackend: backend, profile, profileAuto: profileChoice === "auto", precision, download: null, workers: size, pool: null });
   let p = null; // the callbacks below may run inside the constructor
   p = new Pool({
     size, base: MODEL_BASE, variant: profile, backend, app: appModule,
-    // ?precision=exact: f32 arithmetic in the CPU engine (default: integer dense layers).
-    precision: params.get("precision") || undefined,
+    // "exact" (?precision=exact or the settings): f32 arithmetic in the CPU engine (default:
+    // integer dense layers, held to the f32 accuracy bound).
+    precision: precision === "exact" ? "exact" : undefined,
     onProgress: (m) => { if (p && pool === p) set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" }); },
     onNotice: (level, message) => { if (p && pool === p) addNotice(level, message); },
     onChange: () => { if (p && pool === p) set({ pool: p.snapshot() }); },
@@ -253,6 +257,7 @@ const shoal = {
   get ready() { return readyPromise; },
   backend: () => state.backend,
   profile: () => state.profile,
+  precision: () => state.precision,
   state: snapshot,
   embed: async (texts, opts = {}) => (await embedRaw(Array.from(texts, String), { signal: opts.signal })).map((v) => Array.from(v)),
   // The same as Float32Array views (no copies): what circle members compute with.
@@ -278,15 +283,17 @@ const shoal = {
     }
     return addDocuments(docs);
   },
-  configure({ backend, profile, workers } = {}) {
+  configure({ backend, profile, workers, precision } = {}) {
     const p = readPrefs();
     if (backend) p.backend = backend;
     if (profile) p.profile = profile;
+    if (precision) p.precision = precision === "exact" ? "exact" : undefined;
     if (workers !== undefined) p.workers = workers === "auto" || !workers ? undefined : String(workers | 0);
     savePrefs(p);
     params.delete("backend");
     params.delete("profile");
     params.delete("workers");
+    params.delete("precision");
     startWorker();
     return readyPromise;
   },
