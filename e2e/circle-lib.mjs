@@ -4,7 +4,7 @@
 import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
-import { createServer } from "node:net";
+import { freePort, until } from "./lib.mjs";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -32,21 +32,7 @@ export function runInNamespace(cmd) {
   return null;
 }
 
-export const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer();
-  s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  s.on("error", reject);
-});
-
-export async function until(what, f, timeout = 120_000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+export { freePort, until };
 
 export function cosine(a, b) {
   let d = 0, na = 0, nb = 0;

@@ -3,6 +3,7 @@ import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createServer } from "node:net";
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const ROOT = join(HERE, "..");
@@ -76,3 +77,21 @@ export const DOCS = [
   { name: "orbit.txt", text: "The International Space Station orbits Earth about every ninety minutes at an altitude of roughly 400 kilometres. Astronauts aboard see sixteen sunrises a day." },
   { name: "tax.txt", text: "To file your income tax return, gather your salary statements and receipts for deductible expenses, then submit the form to the revenue office before the April deadline." },
 ];
+
+// A free loopback TCP port (for a process the test starts).
+export const freePort = () => new Promise((resolve, reject) => {
+  const s = createServer();
+  s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+  s.on("error", reject);
+});
+
+// Poll `f` every 200 ms until it returns something truthy (errors count as "not yet").
+export async function until(what, f, timeout = 120_000) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -3,6 +3,7 @@
 //! per-member view of the running circle job with a throughput plot. State comes from
 //! `web/circle.js` (`window.shoalCircle`).
 
+use crate::ui::{MemberRow, Spark};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;
@@ -200,20 +201,10 @@ pub fn CirclePanel() -> impl IntoView {
                                         let label = member_label(m, &s.peers);
                                         let detail = format!("{} shards · {} texts · {:.0}/s{}", m.shards_done, m.texts_done, m.rate,
                                             if m.status == "active" { String::new() } else { format!(" · {}", m.status) });
-                                        view! {
-                                            <li class="member">
-                                                <span class="who">{label}{(m.in_flight > 0.0).then(|| view! { <span class="busy" aria-label="working">"●"</span> })}</span>
-                                                <progress max=total prop:value=m.texts_done></progress>
-                                                <span class="muted">{detail}</span>
-                                            </li>
-                                        }
+                                        view! { <MemberRow class="member".to_string() label busy={m.in_flight > 0.0} total done=m.texts_done detail /> }
                                     }).collect_view()}
                                 </ul>
-                                {(j.rates.len() > 1).then(|| view! {
-                                    <svg class="spark" viewBox="0 0 200 28" preserveAspectRatio="none" role="img" aria-label="circle throughput over time">
-                                        <polyline points=crate::ui::sparkline(&j.rates, 200.0, 28.0) fill="none" stroke="currentColor" stroke-width="1.5" />
-                                    </svg>
-                                })}
+                                <Spark values=j.rates.clone() label="circle throughput over time" />
                             }
                         })}
                         {s.last.clone().filter(|_| s.job.is_none()).map(|l| {

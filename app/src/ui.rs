@@ -363,6 +363,38 @@ fn ModelStatus(state: ReadSignal<State>) -> impl IntoView {
 }
 
 /// A small sparkline (SVG polyline) of texts/s samples.
+/// One member's line in a live job view (the page's pool, a circle job): who, with a dot while
+/// it holds work, a progress bar of its texts, and a detail line.
+#[component]
+pub(crate) fn MemberRow(
+    class: String,
+    label: String,
+    busy: bool,
+    total: f64,
+    done: f64,
+    detail: String,
+) -> impl IntoView {
+    view! {
+        <li class=class>
+            <span class="who">{label}{busy.then(|| view! { <span class="busy" aria-label="working">"●"</span> })}</span>
+            <progress max=total prop:value=done></progress>
+            <span class="muted">{detail}</span>
+        </li>
+    }
+}
+
+/// A throughput plot of `values` (nothing until there are two points).
+#[component]
+pub(crate) fn Spark(values: Vec<f64>, label: &'static str) -> impl IntoView {
+    (values.len() > 1).then(|| {
+        view! {
+            <svg class="spark" viewBox="0 0 200 28" preserveAspectRatio="none" role="img" aria-label=label>
+                <polyline points=sparkline(&values, 200.0, 28.0) fill="none" stroke="currentColor" stroke-width="1.5" />
+            </svg>
+        }
+    })
+}
+
 pub(crate) fn sparkline(points: &[f64], w: f64, h: f64) -> String {
     let max = points.iter().copied().fold(1.0f64, f64::max);
     let n = points.len().max(2) - 1;
@@ -423,20 +455,11 @@ fn PoolView(state: ReadSignal<State>) -> impl IntoView {
                                 } else {
                                     format!("{} shard{} · {} texts · {:.0}/s", m.shards_done, if m.shards_done == 1.0 { "" } else { "s" }, m.texts_done, m.rate)
                                 };
-                                view! {
-                                    <li class=format!("member {status}{}", if excluded { " excluded" } else { "" })>
-                                        <span class="who">{label}{(m.in_flight > 0.0).then(|| view! { <span class="busy" aria-label="working">"●"</span> })}</span>
-                                        <progress max=total prop:value=m.texts_done></progress>
-                                        <span class="muted">{detail}</span>
-                                    </li>
-                                }
+                                let class = format!("member {status}{}", if excluded { " excluded" } else { "" });
+                                view! { <MemberRow class label busy={m.in_flight > 0.0} total done=m.texts_done detail /> }
                             }).collect_view()}
                         </ul>
-                        {(history.len() > 1).then(|| view! {
-                            <svg class="spark" viewBox="0 0 200 28" preserveAspectRatio="none" role="img" aria-label="throughput over time">
-                                <polyline points=sparkline(&history, 200.0, 28.0) fill="none" stroke="currentColor" stroke-width="1.5" />
-                            </svg>
-                        })}
+                        <Spark values=history label="throughput over time" />
                     }
                 }}
             </section>

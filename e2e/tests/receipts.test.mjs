@@ -11,8 +11,7 @@ import { generateKeyPairSync, sign, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
-import { launch, newContext, ROOT } from "../lib.mjs";
+import { launch, newContext, ROOT, freePort, until } from "../lib.mjs";
 
 const BIN = join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, ".cache/shoal/target"), "debug/shoal-relay");
 const procs = [];
@@ -24,24 +23,6 @@ after(async () => {
   for (const p of procs) p.kill("SIGKILL");
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on("error", reject);
-  });
-}
-
-async function until(what, f, timeout = 90_000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 // --- receipts: postcard encoding of node_lite::receipt::Receipt (v1) ---
 function varint(n) {

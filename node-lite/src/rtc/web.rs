@@ -605,11 +605,7 @@ async fn wait_gathered(pc: &RtcPeerConnection, timeout: Duration) {
 
 async fn make_offer(pc: &RtcPeerConnection, gather: Duration) -> Result<String, String> {
     let offer = JsFuture::from(pc.create_offer()).await.map_err(js_err)?;
-    JsFuture::from(pc.set_local_description(offer.unchecked_ref()))
-        .await
-        .map_err(js_err)?;
-    wait_gathered(pc, gather).await;
-    local_json(pc)
+    set_local(pc, offer, gather).await
 }
 
 async fn make_answer(
@@ -619,7 +615,17 @@ async fn make_answer(
 ) -> Result<String, String> {
     set_remote(pc, sdp).await?;
     let answer = JsFuture::from(pc.create_answer()).await.map_err(js_err)?;
-    JsFuture::from(pc.set_local_description(answer.unchecked_ref()))
+    set_local(pc, answer, gather).await
+}
+
+/// Apply our offer or answer, wait for ICE gathering (up to `gather`), and return the local
+/// description with its candidates as JSON.
+async fn set_local(
+    pc: &RtcPeerConnection,
+    desc: JsValue,
+    gather: Duration,
+) -> Result<String, String> {
+    JsFuture::from(pc.set_local_description(desc.unchecked_ref()))
         .await
         .map_err(js_err)?;
     wait_gathered(pc, gather).await;
