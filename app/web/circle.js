@@ -34,7 +34,11 @@ const state = {
   rejected: 0,
   receipts: 0, // receipts countersigned by this tab
   anchored: 0, // of them, promised by the relay's log
+  holding: 0, // test hook: shards received and deliberately never answered
 };
+// Test hook (`shoalCircle._test.hold()`): from now on, shards other members send this tab are
+// received and never answered, so a test can close the tab while it provably owes work.
+let testHold = false;
 const listeners = new Set();
 const snapshot = () => JSON.parse(JSON.stringify(state));
 function emit() { const s = snapshot(); for (const f of listeners) { try { f(s); } catch (e) { console.error(e); } } }
@@ -190,6 +194,10 @@ async function join(link) {
     member = new app.CircleMember(
       { link: token, relays: relay, name: deviceName(), backend: shoal.backend() || "cpu", rate },
       async (texts) => {
+        if (testHold) { // test hook: keep this shard unanswered (see `_test.hold`)
+          set({ holding: state.holding + 1 });
+          return new Promise(() => {});
+        }
         const vecs = await shoal.embedFloat(texts);
         const dim = vecs.length ? vecs[0].length : 0;
         const data = new Float32Array(vecs.length * dim);
@@ -251,6 +259,7 @@ window.shoalCircle = {
   state: snapshot,
   upPeers,
   subscribe(fn) { listeners.add(fn); fn(snapshot()); return () => listeners.delete(fn); },
+  _test: { hold() { testHold = true; } },
 };
 
 // Documents go through the circle when other members are up (search queries stay local).

@@ -12,7 +12,7 @@
 // The file re-executes itself under `unshare -n` (root) or `unshare -rn` (user namespaces).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync, existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -58,7 +58,10 @@ if (!inNamespace()) {
       const token = link.split("#c=")[1];
       assert.equal(new URL(link).origin, base);
       const tab2 = await world.tab(context, `${base}/?workers=1&backend=cpu#c=${token}`, "tab2");
-      const native = world.node("native", link, base, ["--rate", "60"]);
+      // The native node holds the shards it receives once `hold` exists (its test hook), so the
+      // test can kill it while it provably owes work.
+      const hold = join(dir, "hold-native");
+      const native = world.node("native", link, base, ["--rate", "60", "--test-hold-file", hold]);
       await until("tab 1 sees tab 2 and the native node up", async () => (await upPeers(tab1)).length === 2 ? true : undefined);
       const peers1 = await upPeers(tab1);
       assert.deepEqual(peers1.map((p) => p.backend).sort(), ["cpu", "native"]);
@@ -120,12 +123,16 @@ if (!inNamespace()) {
       console.log(`# ${report.receipts.length} receipts of this tab's job: included and witnessed (${report.cosigners} cosigners)`);
       console.log(`# circle of 3: 2000 sentences in ${r1.ms.toFixed(0)} ms; ` + r1.members.map((m) => `${m.isSelf ? "tab1" : m.short}=${m.textsDone}`).join(" "));
 
-      // 2. Lose tab 2 and the native node mid-job: same result.
+      // 2. Lose tab 2 and the native node mid-job: same result. Both hold the first shard of
+      // this job they receive (test hooks), so each is lost while it owes the requester work,
+      // however fast the machine finishes the rest.
+      await tab2.evaluate(() => window.shoalCircle._test.hold());
+      writeFileSync(hold, "");
       const job = run(tab1);
-      await until("both remote members have shards done", async () => tab1.evaluate(() => {
-        const j = window.shoalCircle.state().job;
-        return j && j.members.filter((m) => !m.isSelf && m.shardsDone > 0).length === 2 && j.done < j.total * 0.8;
-      }), 120_000);
+      await until("tab 2 and the native node each hold an unanswered shard", async () => {
+        const tabHolds = await tab2.evaluate(() => window.shoalCircle.state().holding);
+        return tabHolds > 0 && native.lines.some((l) => l.includes('"event":"holding"')) ? true : undefined;
+      }, 120_000);
       await tab2.close();
       native.p.kill("SIGKILL");
       const r2 = await job;

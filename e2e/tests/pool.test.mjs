@@ -27,6 +27,29 @@ const TEXTS = Array.from({ length: 96 }, (_, i) => {
 const poolState = (p) => p.evaluate(() => window.shoal.state().pool);
 const counts = (urls) => urls.reduce((m, u) => m.set(u, (m.get(u) || 0) + 1), new Map());
 
+// Kill worker(s) mid-job, deterministically: inside the page, in the same task that sees the
+// condition (so nothing can finish in between), wait until worker `id` has finished a shard,
+// the job is not done and every worker in `kill` holds an unfinished shard; then terminate
+// them. Resolves to the number terminated.
+async function killMidJob(p, id, kill) {
+  return p.evaluate(({ id, kill }) => new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const check = () => {
+      const j = window.shoal.state().pool?.job;
+      const m = j && j.running && j.members.find((m) => m.id === id);
+      const busy = j && kill.every((k) => (j.members.find((m) => m.id === k)?.inFlight || 0) > 0);
+      if (m && m.shardsDone >= 1 && j.done < j.total && busy) {
+        resolve(kill.filter((k) => window.shoal._test.terminateWorker(k)).length);
+      } else if (performance.now() - t0 > 120_000) {
+        reject(new Error(`never mid-job: ${JSON.stringify(j)}`));
+      } else {
+        setTimeout(check, 2);
+      }
+    };
+    check();
+  }), { id, kill });
+}
+
 // Wait until worker `id` has finished a shard of the running job (and the job is not done).
 async function midJob(p, id) {
   await p.waitForFunction((id) => {
@@ -78,8 +101,7 @@ test("a worker terminated mid-job: the job completes with identical vectors", { 
   const reference = await page.evaluate((t) => window.shoal.embed(t), TEXTS);
   const before = ctx.requests.length;
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
-  await midJob(page, 1);
-  assert.equal(await page.evaluate(() => window.shoal._test.terminateWorker(1)), true);
+  assert.equal(await killMidJob(page, 1, [1]), 1);
   const got = await page.evaluate(() => window.__job);
   assert.equal(got.length, TEXTS.length);
   got.forEach((v, i) => assert.deepEqual(v, reference[i], `vector ${i} differs after the crash`));
@@ -95,8 +117,7 @@ test("a worker terminated mid-job: the job completes with identical vectors", { 
 test("every worker killed mid-job: the pool (self member) restarts them and finishes", { timeout: 300_000 }, async () => {
   const reference = await page.evaluate((t) => window.shoal.embed(t), TEXTS);
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
-  await midJob(page, 0);
-  await page.evaluate(() => { window.shoal._test.terminateWorker(0); window.shoal._test.terminateWorker(1); });
+  assert.equal(await killMidJob(page, 0, [0, 1]), 2);
   const got = await page.evaluate(() => window.__job);
   got.forEach((v, i) => assert.deepEqual(v, reference[i], `vector ${i} differs`));
   const job = (await poolState(page)).job;

@@ -334,7 +334,15 @@ fn circle_of_three_embeds_like_local_and_survives_a_killed_worker() {
     std::fs::write(&input, texts.join("\n")).unwrap();
     let local = local_embed(&input);
     let (_a, a_rx) = start_worker("worker-a", &link, &relay, &[]);
-    let (_b, b_rx) = start_worker("worker-b", &link, &relay, &[]);
+    // B holds its first shard of job 2 (the hold file appears after job 1), so it is killed
+    // while it owes the requester work, however fast the machine is.
+    let hold = dir.path().join("hold-b");
+    let (_b, b_rx) = start_worker(
+        "worker-b",
+        &link,
+        &relay,
+        &["--test-hold-file", hold.to_str().unwrap()],
+    );
     // An impostor sits in the room without the key.
     let (_x, x_rx) = start_worker("impostor", &link, &relay, &["--test-impostor"]);
     wait_line(&a_rx, "\"peer_up\"", Duration::from_secs(60));
@@ -393,17 +401,16 @@ fn circle_of_three_embeds_like_local_and_survives_a_killed_worker() {
         "no sealed payload was refused between impostor and members"
     );
 
-    // --- 2: kill worker B mid-job (after it served a shard) ---
+    // --- 2: kill worker B mid-job, while it holds an unanswered shard ---
     let texts2 = sentences(900);
     let input2 = dir.path().join("in2.txt");
     std::fs::write(&input2, texts2.join("\n")).unwrap();
     let local2 = local_embed(&input2);
     let stats2 = dir.path().join("stats2.json");
+    std::fs::write(&hold, b"").unwrap();
     let req = run_requester(&link, &relay, &input2, &stats2, 2);
-    // B sees the new requester come up (the only new peer: A is up, the impostor never is);
-    // stats lines before that are stale ones from job 1.
-    wait_line(&b_rx, "\"peer_up\"", Duration::from_secs(120));
-    wait_line(&b_rx, "\"stats\"", Duration::from_secs(120));
+    // B received a shard of job 2 and will never answer it: the job can only finish without B.
+    wait_line(&b_rx, "\"holding\"", Duration::from_secs(120));
     drop(_b); // SIGKILL
     let out = req.wait_with_output().unwrap();
     assert!(out.status.success());

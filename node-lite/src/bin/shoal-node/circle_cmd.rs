@@ -43,6 +43,11 @@ pub struct NetArgs {
     /// TEST HOOK: sit in the link's room with a random circle key (an impostor).
     #[arg(long, hide = true)]
     pub test_impostor: bool,
+    /// TEST HOOK: once this file exists, the next shard this member receives is never
+    /// answered: it prints `{"event":"holding"}` and keeps the shard until killed, so a test
+    /// kills it at a point it observed (holding unfinished work), whatever the machine's speed.
+    #[arg(long, hide = true)]
+    pub test_hold_file: Option<std::path::PathBuf>,
 }
 
 fn relay_url(u: &str) -> String {
@@ -66,8 +71,14 @@ fn calibrate(e: &Embedder) -> Result<f32> {
     Ok(sample.len() as f32 / t0.elapsed().as_secs_f32().max(1e-3))
 }
 
-fn compute_fn(e: Embedder) -> ComputeFn {
+fn compute_fn(e: Embedder, hold_file: Option<std::path::PathBuf>) -> ComputeFn {
     Box::new(move |texts: &[String]| {
+        if hold_file.as_deref().is_some_and(std::path::Path::exists) {
+            jline(serde_json::json!({"event": "holding", "texts": texts.len()}));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         let v = e.embed(texts).map_err(|err| err.to_string())?;
         let dim = v.first().map(Vec::len).unwrap_or(node_lite::EMBEDDING_DIM) as u32;
         Ok((v.into_iter().flatten().collect(), dim))
@@ -140,7 +151,7 @@ pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
     rt.block_on(async move {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
-        let driver = tokio::spawn(native::run(cfg, compute_fn(embedder), cmd_rx, ev_tx));
+        let driver = tokio::spawn(native::run(cfg, compute_fn(embedder, net.test_hold_file.clone()), cmd_rx, ev_tx));
         let mut stats_every = tokio::time::interval(Duration::from_secs(2));
         let mut last_computed = 0;
         loop {
@@ -260,7 +271,7 @@ pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> 
     let (vectors, summary) = rt.block_on(async {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (ev_tx, mut ev_rx) = mpsc::channel(1024);
-        let driver = tokio::spawn(native::run(cfg, compute_fn(embedder), cmd_rx, ev_tx));
+        let driver = tokio::spawn(native::run(cfg, compute_fn(embedder, args.net.test_hold_file.clone()), cmd_rx, ev_tx));
         let mut up = std::collections::BTreeMap::new();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(args.wait_ms);
         // Collect members.
