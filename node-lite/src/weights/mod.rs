@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod chat;
 #[cfg(feature = "import")]
 pub mod import;
 #[cfg(not(target_family = "wasm"))]
@@ -143,53 +144,77 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(WeightsError::UnsupportedFormat(m.format));
         }
-        if m.total_size > MAX_TOTAL_BYTES {
-            return Err(WeightsError::Invalid(format!(
-                "total size {} exceeds the {} byte limit",
-                m.total_size, MAX_TOTAL_BYTES
-            )));
-        }
-        let sum: u64 = m.chunks.iter().map(|c| c.size).sum();
-        if sum != m.total_size || m.chunks.is_empty() {
-            return Err(WeightsError::Invalid(format!(
-                "chunk sizes add up to {sum}, manifest says {}",
-                m.total_size
-            )));
-        }
-        for f in m.chunks.iter().chain(std::iter::once(&m.tokenizer)) {
-            let ok = !f.file.is_empty()
-                && f.file
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                && !f.file.starts_with('.');
-            if !ok {
-                return Err(WeightsError::Invalid(format!("bad file name {:?}", f.file)));
-            }
-        }
+        check_chunk_list(m.total_size, MAX_TOTAL_BYTES, &m.chunks)?;
+        check_file_name(&m.tokenizer)?;
         Ok(m)
     }
 
     /// Join verified chunks (in manifest order) and check the whole-file hash.
     pub fn assemble(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, WeightsError> {
-        if chunks.len() != self.chunks.len() {
-            return Err(WeightsError::Invalid(format!(
-                "got {} chunks, manifest lists {}",
-                chunks.len(),
-                self.chunks.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(self.total_size as usize);
-        for (entry, bytes) in self.chunks.iter().zip(chunks) {
-            entry.verify(&bytes)?;
-            out.extend_from_slice(&bytes);
-        }
-        if hex::encode(Sha256::digest(&out)) != self.sha256 {
-            return Err(WeightsError::HashMismatch {
-                file: "weights (whole)".into(),
-            });
-        }
-        Ok(out)
+        join_chunks(&self.chunks, self.total_size, &self.sha256, chunks)
     }
+}
+
+/// A file name a manifest may list: plain, no path, no leading dot.
+fn check_file_name(f: &FileEntry) -> Result<(), WeightsError> {
+    let ok = !f.file.is_empty()
+        && f.file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !f.file.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(WeightsError::Invalid(format!("bad file name {:?}", f.file)))
+    }
+}
+
+/// The checks every manifest's chunk list passes: a total within `max`, chunk sizes that add
+/// up to it, at least one chunk, and file names that cannot escape the directory.
+pub(crate) fn check_chunk_list(
+    total: u64,
+    max: u64,
+    chunks: &[FileEntry],
+) -> Result<(), WeightsError> {
+    if total > max {
+        return Err(WeightsError::Invalid(format!(
+            "total size {total} exceeds the {max} byte limit"
+        )));
+    }
+    let sum: u64 = chunks.iter().map(|c| c.size).sum();
+    if sum != total || chunks.is_empty() {
+        return Err(WeightsError::Invalid(format!(
+            "chunk sizes add up to {sum}, manifest says {total}"
+        )));
+    }
+    chunks.iter().try_for_each(check_file_name)
+}
+
+/// Verify each chunk against its entry, join them, and check the whole file's SHA-256.
+pub(crate) fn join_chunks(
+    entries: &[FileEntry],
+    total: u64,
+    sha256: &str,
+    chunks: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, WeightsError> {
+    if chunks.len() != entries.len() {
+        return Err(WeightsError::Invalid(format!(
+            "got {} chunks, manifest lists {}",
+            chunks.len(),
+            entries.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for (entry, bytes) in entries.iter().zip(chunks) {
+        entry.verify(&bytes)?;
+        out.extend_from_slice(&bytes);
+    }
+    if hex::encode(Sha256::digest(&out)) != sha256 {
+        return Err(WeightsError::HashMismatch {
+            file: "weights (whole)".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Weights and tokenizer whose hashes matched their manifest.

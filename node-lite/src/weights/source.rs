@@ -20,29 +20,17 @@ pub fn load(location: &str) -> Result<VerifiedWeights, WeightsError> {
 
 /// Load and verify a variant directory written by the importer.
 pub fn load_dir(dir: &Path) -> Result<VerifiedWeights, WeightsError> {
-    let read = |name: &str, limit: u64| -> Result<Vec<u8>, WeightsError> {
-        let path = dir.join(name);
-        let io = |source| WeightsError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let len = std::fs::metadata(&path).map_err(io)?.len();
-        if len > limit {
-            return Err(WeightsError::SizeMismatch {
-                file: name.to_string(),
-                expected: limit,
-                actual: len,
-            });
-        }
-        std::fs::read(&path).map_err(io)
-    };
-    let manifest = Manifest::parse(&read("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
+    let manifest = Manifest::parse(&read_capped(
+        dir,
+        "manifest.json",
+        MAX_MANIFEST_BYTES as u64,
+    )?)?;
     let chunks = manifest
         .chunks
         .iter()
-        .map(|c| read(&c.file, c.size))
+        .map(|c| read_capped(dir, &c.file, c.size))
         .collect::<Result<Vec<_>, _>>()?;
-    let tokenizer = read(&manifest.tokenizer.file, manifest.tokenizer.size)?;
+    let tokenizer = read_capped(dir, &manifest.tokenizer.file, manifest.tokenizer.size)?;
     VerifiedWeights::verify(manifest, chunks, tokenizer)
 }
 
@@ -52,33 +40,100 @@ pub fn load_dir(dir: &Path) -> Result<VerifiedWeights, WeightsError> {
 /// cannot make us buffer without bound.
 pub fn load_url(base: &str) -> Result<VerifiedWeights, WeightsError> {
     let base = base.trim_end_matches('/');
-    let get = |name: &str, limit: u64| -> Result<Vec<u8>, WeightsError> {
-        use std::io::Read;
-        let url = format!("{base}/{name}");
-        let fail = |message: String| WeightsError::Fetch {
-            url: url.clone(),
-            message,
-        };
-        let resp = ureq::get(&url)
-            .timeout(std::time::Duration::from_secs(60))
-            .call()
-            .map_err(|e| fail(e.to_string()))?;
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(limit + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| fail(e.to_string()))?;
-        if body.len() as u64 > limit {
-            return Err(fail(format!("body larger than the expected {limit} bytes")));
-        }
-        Ok(body)
-    };
-    let manifest = Manifest::parse(&get("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
+    let manifest = Manifest::parse(&get_capped(
+        base,
+        "manifest.json",
+        MAX_MANIFEST_BYTES as u64,
+    )?)?;
     let chunks = manifest
         .chunks
         .iter()
-        .map(|c| get(&c.file, c.size))
+        .map(|c| get_capped(base, &c.file, c.size))
         .collect::<Result<Vec<_>, _>>()?;
-    let tokenizer = get(&manifest.tokenizer.file, manifest.tokenizer.size)?;
+    let tokenizer = get_capped(base, &manifest.tokenizer.file, manifest.tokenizer.size)?;
     VerifiedWeights::verify(manifest, chunks, tokenizer)
+}
+
+/// A chat model's GGUF bytes, verified: from a directory written by `shoal-node import-gguf`
+/// or an `http(s)://` base URL serving one (`{base}/manifest.json`, `{base}/weights.000`, …).
+pub fn load_chat(location: &str) -> Result<(super::chat::ChatManifest, Vec<u8>), WeightsError> {
+    use super::chat::ChatManifest;
+    if location.starts_with("http://") || location.starts_with("https://") {
+        #[cfg(feature = "fetch")]
+        {
+            let base = location.trim_end_matches('/');
+            let m = ChatManifest::parse(&get_capped(
+                base,
+                "manifest.json",
+                MAX_MANIFEST_BYTES as u64,
+            )?)?;
+            let chunks = m
+                .chunks
+                .iter()
+                .map(|c| get_capped(base, &c.file, c.size))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bytes = m.assemble(chunks)?;
+            return Ok((m, bytes));
+        }
+        #[cfg(not(feature = "fetch"))]
+        return Err(WeightsError::Fetch {
+            url: location.to_string(),
+            message: "this build has no HTTP client (feature `fetch`)".into(),
+        });
+    }
+    let dir = Path::new(location);
+    let m = ChatManifest::parse(&read_capped(
+        dir,
+        "manifest.json",
+        MAX_MANIFEST_BYTES as u64,
+    )?)?;
+    let chunks = m
+        .chunks
+        .iter()
+        .map(|c| read_capped(dir, &c.file, c.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = m.assemble(chunks)?;
+    Ok((m, bytes))
+}
+
+/// `dir/name`, refused (by name) when larger than `limit`.
+fn read_capped(dir: &Path, name: &str, limit: u64) -> Result<Vec<u8>, WeightsError> {
+    let path = dir.join(name);
+    let io = |source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = std::fs::metadata(&path).map_err(io)?.len();
+    if len > limit {
+        return Err(WeightsError::SizeMismatch {
+            file: name.to_string(),
+            expected: limit,
+            actual: len,
+        });
+    }
+    std::fs::read(&path).map_err(io)
+}
+
+/// `{base}/{name}` over HTTP, reading at most `limit` bytes.
+#[cfg(feature = "fetch")]
+fn get_capped(base: &str, name: &str, limit: u64) -> Result<Vec<u8>, WeightsError> {
+    use std::io::Read;
+    let url = format!("{base}/{name}");
+    let fail = |message: String| WeightsError::Fetch {
+        url: url.clone(),
+        message,
+    };
+    let resp = ureq::get(&url)
+        .timeout(std::time::Duration::from_secs(60))
+        .call()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| fail(e.to_string()))?;
+    if body.len() as u64 > limit {
+        return Err(fail(format!("body larger than the expected {limit} bytes")));
+    }
+    Ok(body)
 }

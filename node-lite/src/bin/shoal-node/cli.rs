@@ -93,6 +93,81 @@ enum Command {
         #[arg(long, default_value_os_t = paths::default_model_dir())]
         out: PathBuf,
     },
+    /// Talk to the local assistant (SmolLM2 by default). With a PROMPT: one answer, streamed
+    /// to stdout. Without: a conversation, one message per line of standard input (history
+    /// kept; Ctrl-C stops the current answer, Ctrl-D leaves). Nothing leaves this machine.
+    Chat {
+        /// The message (omit for a conversation on standard input).
+        prompt: Option<String>,
+        /// System message (default: the one the model's chat template supplies).
+        #[arg(long)]
+        system: Option<String>,
+        /// Print exactly one JSON line per answer: {"prompt_tokens", "tokens", "text",
+        /// "prefill_tok_s", "decode_tok_s"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: crate::chat_cmd::ChatModelArgs,
+        #[command(flatten)]
+        gen_args: crate::chat_cmd::GenArgs,
+    },
+    /// Answer a question from your own documents: the top passages of the local index (`shoal-node
+    /// index`) go into the prompt as numbered sources, the answer streams, then the sources
+    /// print as `[n] file:line`.
+    Ask {
+        question: String,
+        /// Passages to retrieve.
+        #[arg(short, default_value_t = 4)]
+        k: usize,
+        /// Index file.
+        #[arg(long, env = "SHOAL_INDEX", default_value_os_t = paths::default_index())]
+        index: PathBuf,
+        /// Chat model (as `chat --model`).
+        #[arg(long = "chat-model", env = "SHOAL_CHAT_MODEL")]
+        chat_model: Option<String>,
+        /// Threads for the chat model's matrix products (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        gen_args: crate::chat_cmd::GenArgs,
+    },
+    /// Serve an OpenAI-compatible API on this machine: POST /v1/chat/completions (streaming or
+    /// not), POST /v1/embeddings, GET /v1/models. Point any OpenAI client at
+    /// http://127.0.0.1:8080/v1 (any API key).
+    Serve {
+        /// Address to listen on (keep it on loopback unless you mean to share it).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Generations at once (each uses all --threads).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Requests that may wait for a slot; beyond that: 429.
+        #[arg(long, default_value_t = 16)]
+        queue: usize,
+        /// Chat model (as `chat --model`).
+        #[arg(long = "chat-model", env = "SHOAL_CHAT_MODEL")]
+        chat_model: Option<String>,
+        /// Threads for the chat model's matrix products (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Serve chat only (no embedding model).
+        #[arg(long)]
+        no_embeddings: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Import a chat model (a llama or qwen2 GGUF: F32, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) into
+    /// verified chunks + manifest, blocks kept as they are. An unsupported architecture,
+    /// tensor type or tokenizer is refused by name (for a URL, before the rest downloads).
+    ImportGguf {
+        /// A .gguf file or an http(s) URL of one.
+        from: String,
+        /// Output directory.
+        #[arg(long, default_value_os_t = crate::chat_cmd::default_dir())]
+        out: PathBuf,
+    },
     /// Check this node's job receipts against relay logs: is each one included in a log, under
     /// a checkpoint cosigned by a quorum of witnesses and consistent with the last one seen?
     /// Prints each log (size, cosigners, growth over past runs) and each receipt (✓ included,
@@ -234,6 +309,59 @@ pub fn run(cli: Cli) -> Result<u8> {
             model,
         } => search(&query, k, &index, json, &model),
         Command::Import { from, out } => import(&from, &out),
+        Command::Chat {
+            prompt,
+            system,
+            json,
+            model,
+            gen_args,
+        } => crate::chat_cmd::chat(prompt, system, json, &model, &gen_args),
+        Command::ImportGguf { from, out } => crate::chat_cmd::import(&from, &out),
+        Command::Serve {
+            listen,
+            concurrency,
+            queue,
+            chat_model,
+            threads,
+            no_embeddings,
+            model,
+        } => {
+            let chat = crate::chat_cmd::ChatModelArgs {
+                model: chat_model,
+                threads,
+            };
+            let (engine, id) = chat.load_with_id()?;
+            let embedder = if no_embeddings {
+                None
+            } else {
+                Some(model.load()?)
+            };
+            crate::serve_cmd::serve(
+                engine,
+                id,
+                embedder,
+                crate::serve_cmd::ServeOptions {
+                    listen,
+                    concurrency,
+                    queue,
+                },
+            )
+        }
+        Command::Ask {
+            question,
+            k,
+            index,
+            chat_model,
+            threads,
+            model,
+            gen_args,
+        } => {
+            let chat = crate::chat_cmd::ChatModelArgs {
+                model: chat_model,
+                threads,
+            };
+            ask(&question, k, &index, &model, &chat, &gen_args)
+        }
     }
     .map(|()| 0)
 }
@@ -428,6 +556,64 @@ fn search(query: &str, k: usize, index_path: &Path, json: bool, model: &ModelArg
                 hit.score, hit.path, hit.line
             )?;
         }
+    }
+    Ok(())
+}
+
+fn ask(
+    question: &str,
+    k: usize,
+    index_path: &Path,
+    model: &ModelArgs,
+    chat: &crate::chat_cmd::ChatModelArgs,
+    gen_args: &crate::chat_cmd::GenArgs,
+) -> Result<()> {
+    use shoal_llm::rag::{Source, cited, rag_messages};
+    if question.len() > crate::chat_cmd::MAX_PROMPT_BYTES {
+        bail!(
+            "the question is over the {}-byte limit",
+            crate::chat_cmd::MAX_PROMPT_BYTES
+        );
+    }
+    if !index_path.exists() {
+        bail!(
+            "no index at {} — run `shoal-node index DIR` first",
+            index_path.display()
+        );
+    }
+    let params = gen_args.params()?;
+    let index = Index::open_or_new(index_path, node_lite::MODEL_NAME, node_lite::EMBEDDING_DIM)?;
+    let embedder = model.load()?;
+    let q = embedder
+        .embed(&[question])?
+        .pop()
+        .context("model returned no vector")?;
+    let hits = index.search(&q, k.clamp(1, 16))?;
+    if hits.is_empty() {
+        bail!("the index at {} is empty", index_path.display());
+    }
+    let sources: Vec<Source> = hits
+        .iter()
+        .map(|h| Source {
+            label: format!("{}:{}", h.path, h.line),
+            text: h.text.clone(),
+        })
+        .collect();
+    let engine = chat.load()?;
+    let messages = rag_messages(question, &sources);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut session = engine.model.session();
+    let g = crate::chat_cmd::answer(&engine, &mut session, &messages, &params, true, &stop)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n")?;
+    let used = cited(&g.text, sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let mark = if used.contains(&(i + 1)) {
+            " (cited)"
+        } else {
+            ""
+        };
+        writeln!(out, "[{}] {}{mark}", i + 1, s.label)?;
     }
     Ok(())
 }

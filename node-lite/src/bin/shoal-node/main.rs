@@ -1,9 +1,11 @@
 //! `shoal-node`: the native Shoal node. Embed text, index and search your files locally.
 
+mod chat_cmd;
 mod circle_cmd;
 mod cli;
 mod paths;
 mod receipts;
+mod serve_cmd;
 
 use clap::Parser;
 

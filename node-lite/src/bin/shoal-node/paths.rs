@@ -41,3 +41,12 @@ pub fn default_index() -> PathBuf {
 pub fn default_receipts() -> PathBuf {
     data_file("SHOAL_RECEIPTS", "receipts.bin")
 }
+
+/// `$XDG_CACHE_HOME/shoal/models/smollm2-135m-instruct` (`~/.cache/...`): where `scripts/setup`
+/// imports the default chat model (`$SHOAL_CHAT_MODEL` overrides, through the flag's env).
+pub fn default_chat_model_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache"))
+        .join("shoal/models/smollm2-135m-instruct")
+}
