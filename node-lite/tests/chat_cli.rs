@@ -192,13 +192,23 @@ fn interactive_chat_keeps_history_and_skips_invalid_utf8_lines() {
 fn prompts_over_the_size_limit_or_the_context_are_refused_clearly() {
     let p = gguf();
     let m = p.to_str().unwrap();
-    let big = "a".repeat(10 << 20);
-    let o = shoal(&["chat", "--model", m, &big], b"");
-    assert!(!o.status.success());
+    // A 10 MB message on standard input: refused by name, and the conversation goes on.
+    let mut input = "a".repeat(10 << 20).into_bytes();
+    input.extend_from_slice(b"\nSay hi.\n");
+    let o = shoal(
+        &["chat", "--model", m, "--json", "--max-tokens", "4"],
+        &input,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stderr).contains("over the 1048576-byte limit"),
+        text(&o.stderr).contains("line 1 is over the 1048576-byte limit"),
         "{}",
         text(&o.stderr)
+    );
+    assert_eq!(
+        text(&o.stdout).lines().count(),
+        1,
+        "the next line is answered"
     );
     // ~9,000 tokens: under the byte limit, over SmolLM2's 8,192-token context.
     let long = "seven blue rivers ".repeat(3000);

@@ -182,29 +182,32 @@ fn content_text(v: &Value) -> Result<String, String> {
     }
 }
 
+/// A checked request, or the error response (boxed: a `Response` is large).
 fn parse_chat(
     s: &AppState,
     body: &[u8],
-) -> Result<(ChatRequest, Vec<Message>, GenParams), Response> {
+) -> Result<(ChatRequest, Vec<Message>, GenParams), Box<Response>> {
+    let bad = |m: String| Box::new(bad(m));
     let req: ChatRequest =
         serde_json::from_slice(body).map_err(|e| bad(format!("malformed request body: {e}")))?;
-    if let Some(m) = &req.model {
-        if m != &s.chat_id && !m.is_empty() {
-            return Err(err(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!(
-                    "model {m:?} does not exist here (this server has {:?})",
-                    s.chat_id
-                ),
-            ));
-        }
+    if let Some(m) = &req.model
+        && m != &s.chat_id
+        && !m.is_empty()
+    {
+        return Err(Box::new(err(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "model {m:?} does not exist here (this server has {:?})",
+                s.chat_id
+            ),
+        )));
     }
     if req.n.is_some_and(|n| n != 1) {
-        return Err(bad("only n = 1 is supported"));
+        return Err(bad("only n = 1 is supported".into()));
     }
     if req.messages.is_empty() {
-        return Err(bad("messages must not be empty"));
+        return Err(bad("messages must not be empty".into()));
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
@@ -235,10 +238,10 @@ fn parse_chat(
             .map(|v| {
                 v.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| bad("stop must be strings"))
+                    .ok_or_else(|| bad("stop must be strings".into()))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("stop must be a string or up to 4 strings")),
+        Some(_) => return Err(bad("stop must be a string or up to 4 strings".into())),
     };
     let sampling = Sampling {
         temperature: req.temperature.unwrap_or(0.0),
@@ -268,7 +271,7 @@ fn finish_reason(f: Finish) -> &'static str {
 async fn chat_completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     let (req, messages, params) = match parse_chat(&s, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let prompt = match s.chat.prompt_tokens(&messages) {
         Ok(p) => p,
@@ -405,18 +408,22 @@ async fn embeddings(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
             "no embedding model loaded",
         );
     };
-    if let Some(m) = &req.model {
-        if m != EMBED_MODEL_ID && !m.is_empty() {
-            return err(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!("model {m:?} does not exist here (embeddings: {EMBED_MODEL_ID:?})"),
-            );
-        }
+    if let Some(m) = &req.model
+        && m != EMBED_MODEL_ID
+        && !m.is_empty()
+    {
+        return err(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("model {m:?} does not exist here (embeddings: {EMBED_MODEL_ID:?})"),
+        );
     }
-    if req.encoding_format.as_deref().is_some_and(|f| f != "float") {
-        return bad("only encoding_format \"float\" is supported");
-    }
+    // The official client asks for base64 (little-endian f32) by default.
+    let base64_out = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(f) => return bad(format!("encoding_format {f:?} (supported: float, base64)")),
+    };
     let inputs: Vec<String> = match &req.input {
         Value::String(t) => vec![t.clone()],
         Value::Array(a) => match a
@@ -455,7 +462,16 @@ async fn embeddings(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
             let data: Vec<Value> = vectors
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+                .map(|(i, v)| {
+                    let embedding = if base64_out {
+                        use base64::Engine as _;
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    } else {
+                        json!(v)
+                    };
+                    json!({"object": "embedding", "index": i, "embedding": embedding})
+                })
                 .collect();
             axum::Json(
                 json!({"object": "list", "data": data, "model": EMBED_MODEL_ID,
