@@ -400,21 +400,9 @@ pub fn quantize_row(ty: GgmlType, x: &[f32]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32 - 0.5) * 2.0
-            })
-            .collect()
-    }
-
     #[test]
     fn every_type_round_trips_within_its_precision() {
-        let x = data(512, 7);
+        let x = crate::kernels::test_data(512, 7, 1.0);
         for (ty, tol) in [
             (GgmlType::F32, 0.0),
             (GgmlType::F16, 1e-3),

@@ -89,8 +89,15 @@ pub fn dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Act) -> f32 {
 }
 
 /// f64 reference: dequantize the row exactly (f64) and dot it with the *quantized* activation
-/// (what the integer kernels compute, without their f32 rounding).
-pub fn reference_dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Act, quantized_x: bool) -> f64 {
+/// (what the integer kernels compute, without their f32 rounding) or with `x` itself. Returns
+/// the dot product and Σ|wᵢxᵢ| (the scale a relative error is measured against).
+pub fn reference_dot(
+    ty: GgmlType,
+    row: &[u8],
+    x: &[f32],
+    xq: &Q8Act,
+    quantized_x: bool,
+) -> (f64, f64) {
     let n = row.len() / ty.block_bytes() * ty.block_elems();
     let mut w = vec![0f32; n];
     crate::quant::dequantize_row(ty, row, &mut w);
@@ -103,7 +110,7 @@ pub fn reference_dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Act, quantized_
             };
             f64::from(w[i]) * xi
         })
-        .sum()
+        .fold((0.0, 0.0), |(s, a), p| (s + p, a + p.abs()))
 }
 
 /// Every supported type × awkward lengths, the dispatched kernel against the f64 reference;
@@ -132,9 +139,9 @@ pub fn self_test() -> Result<Vec<(String, f64)>, String> {
                 let mut xq = Q8Act::default();
                 xq.quantize(&x);
                 let float_x = matches!(ty, GgmlType::F32 | GgmlType::F16);
-                let want = reference_dot(ty, &row, &x, &xq, !float_x);
+                let (want, scale) = reference_dot(ty, &row, &x, &xq, !float_x);
                 let got = f64::from(dot(ty, &row, &x, &xq));
-                let scale = reference_abs(ty, &row, &x, &xq, !float_x).max(1e-9);
+                let scale = scale.max(1e-9);
                 let err = (got - want).abs() / scale;
                 worst = worst.max(err);
                 if err > 1e-5 {
@@ -149,23 +156,6 @@ pub fn self_test() -> Result<Vec<(String, f64)>, String> {
         out.push((ty.name().to_string(), worst));
     }
     Ok(out)
-}
-
-/// Σ|w·x| for the relative error of [`self_test`].
-fn reference_abs(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Act, quantized_x: bool) -> f64 {
-    let n = row.len() / ty.block_bytes() * ty.block_elems();
-    let mut w = vec![0f32; n];
-    crate::quant::dequantize_row(ty, row, &mut w);
-    (0..n)
-        .map(|i| {
-            let xi = if quantized_x {
-                f64::from(xq.d[i / QK]) * f64::from(xq.q[i])
-            } else {
-                f64::from(x[i])
-            };
-            (f64::from(w[i]) * xi).abs()
-        })
-        .sum()
 }
 
 /// Deterministic pseudo-random values in `[-scale, scale]` (xorshift).
@@ -210,9 +200,8 @@ mod tests {
             let mut xq = Q8Act::default();
             xq.quantize(&x);
             let fx = matches!(ty, GgmlType::F32 | GgmlType::F16);
-            let want = reference_dot(ty, &row, &x, &xq, !fx);
+            let (want, scale) = reference_dot(ty, &row, &x, &xq, !fx);
             let got = f64::from(scalar::dot(ty, &row, &x, &xq));
-            let scale = reference_abs(ty, &row, &x, &xq, !fx);
             assert!(
                 (got - want).abs() / scale < 1e-5,
                 "{}: {got} vs {want}",
