@@ -72,6 +72,17 @@ pub fn ggml_type_name(id: u32) -> String {
 }
 
 impl GgmlType {
+    /// Every supported type.
+    pub const ALL: [GgmlType; 7] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ];
+
     /// The type for a ggml type id, if supported.
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
@@ -427,15 +438,7 @@ mod tests {
 
     #[test]
     fn type_ids_and_names_agree_with_ggml() {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-        ] {
+        for ty in GgmlType::ALL {
             assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
             assert_eq!(ggml_type_name(ty.id()), ty.name());
         }

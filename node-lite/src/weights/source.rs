@@ -4,76 +4,16 @@
 use super::{MAX_MANIFEST_BYTES, Manifest, VerifiedWeights, WeightsError};
 use std::path::Path;
 
-/// Where weights come from: a directory path or an `http(s)://` base URL.
-pub fn load(location: &str) -> Result<VerifiedWeights, WeightsError> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        #[cfg(feature = "fetch")]
-        return load_url(location);
-        #[cfg(not(feature = "fetch"))]
-        return Err(WeightsError::Fetch {
-            url: location.to_string(),
-            message: "this build has no HTTP client (feature `fetch`)".into(),
-        });
-    }
-    load_dir(Path::new(location))
-}
+/// Reads one named file of a weights location with a size cap: the byte transport.
+type Get<'a> = Box<dyn Fn(&str, u64) -> Result<Vec<u8>, WeightsError> + 'a>;
 
-/// Load and verify a variant directory written by the importer.
-pub fn load_dir(dir: &Path) -> Result<VerifiedWeights, WeightsError> {
-    let manifest = Manifest::parse(&read_capped(
-        dir,
-        "manifest.json",
-        MAX_MANIFEST_BYTES as u64,
-    )?)?;
-    let chunks = manifest
-        .chunks
-        .iter()
-        .map(|c| read_capped(dir, &c.file, c.size))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tokenizer = read_capped(dir, &manifest.tokenizer.file, manifest.tokenizer.size)?;
-    VerifiedWeights::verify(manifest, chunks, tokenizer)
-}
-
-#[cfg(feature = "fetch")]
-/// Load and verify a variant served over HTTP at `base` (`{base}/manifest.json`, …).
-/// Each body is read with a cap of the size the manifest announces, so a hostile server
-/// cannot make us buffer without bound.
-pub fn load_url(base: &str) -> Result<VerifiedWeights, WeightsError> {
-    let base = base.trim_end_matches('/');
-    let manifest = Manifest::parse(&get_capped(
-        base,
-        "manifest.json",
-        MAX_MANIFEST_BYTES as u64,
-    )?)?;
-    let chunks = manifest
-        .chunks
-        .iter()
-        .map(|c| get_capped(base, &c.file, c.size))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tokenizer = get_capped(base, &manifest.tokenizer.file, manifest.tokenizer.size)?;
-    VerifiedWeights::verify(manifest, chunks, tokenizer)
-}
-
-/// A chat model's GGUF bytes, verified: from a directory written by `shoal-node import-gguf`
-/// or an `http(s)://` base URL serving one (`{base}/manifest.json`, `{base}/weights.000`, …).
-pub fn load_chat(location: &str) -> Result<(super::chat::ChatManifest, Vec<u8>), WeightsError> {
-    use super::chat::ChatManifest;
+/// The transport for `location`: an `http(s)://` base URL or a directory.
+fn transport(location: &str) -> Result<Get<'_>, WeightsError> {
     if location.starts_with("http://") || location.starts_with("https://") {
         #[cfg(feature = "fetch")]
         {
             let base = location.trim_end_matches('/');
-            let m = ChatManifest::parse(&get_capped(
-                base,
-                "manifest.json",
-                MAX_MANIFEST_BYTES as u64,
-            )?)?;
-            let chunks = m
-                .chunks
-                .iter()
-                .map(|c| get_capped(base, &c.file, c.size))
-                .collect::<Result<Vec<_>, _>>()?;
-            let bytes = m.assemble(chunks)?;
-            return Ok((m, bytes));
+            return Ok(Box::new(move |name, limit| get_capped(base, name, limit)));
         }
         #[cfg(not(feature = "fetch"))]
         return Err(WeightsError::Fetch {
@@ -82,15 +22,49 @@ pub fn load_chat(location: &str) -> Result<(super::chat::ChatManifest, Vec<u8>),
         });
     }
     let dir = Path::new(location);
-    let m = ChatManifest::parse(&read_capped(
-        dir,
-        "manifest.json",
-        MAX_MANIFEST_BYTES as u64,
-    )?)?;
+    Ok(Box::new(move |name, limit| read_capped(dir, name, limit)))
+}
+
+/// Load and verify an embedding-model variant through `get`.
+fn load_with(get: &Get<'_>) -> Result<VerifiedWeights, WeightsError> {
+    let manifest = Manifest::parse(&get("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
+    let chunks = manifest
+        .chunks
+        .iter()
+        .map(|c| get(&c.file, c.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokenizer = get(&manifest.tokenizer.file, manifest.tokenizer.size)?;
+    VerifiedWeights::verify(manifest, chunks, tokenizer)
+}
+
+/// Where weights come from: a directory path or an `http(s)://` base URL.
+pub fn load(location: &str) -> Result<VerifiedWeights, WeightsError> {
+    load_with(&transport(location)?)
+}
+
+/// Load and verify a variant directory written by the importer.
+pub fn load_dir(dir: &Path) -> Result<VerifiedWeights, WeightsError> {
+    load_with(&(Box::new(move |name: &str, limit| read_capped(dir, name, limit)) as Get<'_>))
+}
+
+#[cfg(feature = "fetch")]
+/// Load and verify a variant served over HTTP at `base` (`{base}/manifest.json`, …).
+/// Each body is read with a cap of the size the manifest announces, so a hostile server
+/// cannot make us buffer without bound.
+pub fn load_url(base: &str) -> Result<VerifiedWeights, WeightsError> {
+    let base = base.trim_end_matches('/');
+    load_with(&(Box::new(move |name: &str, limit| get_capped(base, name, limit)) as Get<'_>))
+}
+
+/// A chat model's GGUF bytes, verified: from a directory written by `shoal-node import-gguf`
+/// or an `http(s)://` base URL serving one (`{base}/manifest.json`, `{base}/weights.000`, …).
+pub fn load_chat(location: &str) -> Result<(super::chat::ChatManifest, Vec<u8>), WeightsError> {
+    let get = transport(location)?;
+    let m = super::chat::ChatManifest::parse(&get("manifest.json", MAX_MANIFEST_BYTES as u64)?)?;
     let chunks = m
         .chunks
         .iter()
-        .map(|c| read_capped(dir, &c.file, c.size))
+        .map(|c| get(&c.file, c.size))
         .collect::<Result<Vec<_>, _>>()?;
     let bytes = m.assemble(chunks)?;
     Ok((m, bytes))

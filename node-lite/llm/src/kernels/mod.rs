@@ -114,19 +114,11 @@ pub fn reference_dot(
 }
 
 /// Every supported type × awkward lengths, the dispatched kernel against the f64 reference;
-/// returns a JSON-able report line per type. Run natively by the tests and in the browser by
-/// the worker at start-up.
+/// returns (type name, worst relative error) per type. Run by the tests; meant for the browser
+/// worker's start-up check too.
 pub fn self_test() -> Result<Vec<(String, f64)>, String> {
     let mut out = Vec::new();
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q4K,
-        GgmlType::Q6K,
-    ] {
+    for ty in GgmlType::ALL {
         let mut worst = 0f64;
         for n in [256usize, 512, 768, 1536, 2304] {
             if n % ty.block_elems() != 0 {
@@ -184,15 +176,7 @@ mod tests {
 
     #[test]
     fn scalar_kernel_matches_the_f64_reference_too() {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-        ] {
+        for ty in GgmlType::ALL {
             let n = 512;
             let w = test_data(n, 3, 1.0);
             let x = test_data(n, 4, 2.0);
