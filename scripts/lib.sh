@@ -17,6 +17,8 @@ CHAT_GGUF="$SHOAL_CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT_GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 export SHOAL_LLM_GGUF="${SHOAL_LLM_GGUF:-$CHAT_GGUF}"
 export SHOAL_CHAT_DIR="${SHOAL_CHAT_DIR:-$SHOAL_CACHE/models/smollm2-135m-instruct}"
+# The chat engine's benchmark anchor and golden reference (scripts/setup --bench).
+LLAMA_CPP_PYTHON="0.3.36"
 # Tools (trunk, wasm-bindgen) are installed under one root whatever CARGO_HOME is, so a run
 # with an empty CARGO_HOME (.ci/run) still finds them; cargo's own bin dir stays on PATH too.
 TOOL_ROOT="${SHOAL_TOOL_ROOT:-$HOME/.cargo}"

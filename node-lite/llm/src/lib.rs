@@ -10,6 +10,8 @@ pub mod config;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod ops;
+pub mod par;
 pub mod quant;
 pub mod rag;
 pub mod sample;
@@ -151,10 +153,16 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Load a whole GGUF file. `threads` matrix-product threads (native).
-    pub fn from_gguf(bytes: Vec<u8>, threads: usize) -> Result<Self, LlmError> {
-        let model = Model::from_gguf(bytes, threads)?;
-        let g = gguf::Gguf::parse(model.bytes(), None)?;
+    /// Load a whole GGUF file. `threads` matrix-product threads (native). The weights are
+    /// repacked into the engine's own memory: `bytes` may be dropped afterwards.
+    pub fn from_gguf(bytes: &[u8], threads: usize) -> Result<Self, LlmError> {
+        Self::with_tier(bytes, threads, kernels::best_tier())
+    }
+
+    /// As [`Engine::from_gguf`], on a chosen kernel tier (see [`kernels::available_tiers`]).
+    pub fn with_tier(bytes: &[u8], threads: usize, tier: kernels::Tier) -> Result<Self, LlmError> {
+        let g = gguf::Gguf::parse(bytes, None)?;
+        let model = Model::with_tier(&g, bytes, threads, tier)?;
         let tokenizer = Tokenizer::from_gguf(&g)?;
         if tokenizer.vocab() < model.cfg.vocab {
             return Err(LlmError::BadModel(format!(
@@ -205,6 +213,36 @@ impl Engine {
         now: &dyn Fn() -> f64,
         mut on_token: impl FnMut(TokenEvent<'_>) -> Control,
     ) -> Result<Generation, LlmError> {
+        let mut g = self.start(session, prompt, params, now)?;
+        loop {
+            match g.step(self, session, now)? {
+                Step::Prefilled { .. } => {}
+                Step::Token { id, text, index } => {
+                    if on_token(TokenEvent {
+                        id,
+                        text: &text,
+                        index,
+                    }) == Control::Stop
+                    {
+                        g.cancel();
+                    }
+                }
+                Step::Done(_) => return Ok(g.finish(now)),
+            }
+        }
+    }
+
+    /// Begin generating (nothing runs yet): check the input, find the cached prefix to
+    /// reuse. Then call [`Generator::step`] until it returns [`Step::Done`]; each call does
+    /// one prefill block or one token, so a caller with an event loop (a browser worker) can
+    /// handle a stop request between any two steps.
+    pub fn start(
+        &self,
+        session: &mut Session,
+        prompt: &[u32],
+        params: &GenParams,
+        now: &dyn Fn() -> f64,
+    ) -> Result<Generator, LlmError> {
         params.sampling.validate().map_err(LlmError::Input)?;
         if prompt.is_empty() {
             return Err(LlmError::Input("empty prompt".into()));
@@ -216,7 +254,6 @@ impl Engine {
                 limit: ctx,
             });
         }
-        let t0 = now();
         let common = session
             .tokens
             .iter()
@@ -225,71 +262,183 @@ impl Engine {
             .count()
             .min(prompt.len() - 1); // always run at least the last prompt token
         session.truncate(common, self.model.cfg.kv_dim());
-        let mut logits = Vec::new();
-        for block in prompt[common..].chunks(params.prefill_block.max(1)) {
-            logits = self.model.forward(session, block, Logits::Last)?;
+        Ok(Generator {
+            params: params.clone(),
+            prompt: prompt.to_vec(),
+            next: common,
+            reused: common,
+            rng: sample::Rng::new(params.sampling.seed),
+            recent: prompt.to_vec(),
+            tokens: Vec::new(),
+            stream: TextStream::default(),
+            text: String::new(),
+            logits: Vec::new(),
+            finish: None,
+            cancelled: false,
+            t0: now(),
+            prefill_ms: 0.0,
+            t_first: 0.0,
+        })
+    }
+}
+
+/// What one [`Generator::step`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// A block of the prompt went through the model.
+    Prefilled {
+        /// Prompt tokens in the cache now.
+        done: usize,
+        /// Prompt length.
+        total: usize,
+    },
+    /// A token was generated (the stop token is not reported here; see [`Generation`]).
+    Token {
+        /// Token id.
+        id: u32,
+        /// Newly complete text (may be empty while a character is split across tokens).
+        text: String,
+        /// Position in the answer (0-based).
+        index: usize,
+    },
+    /// Generation ended; call [`Generator::finish`].
+    Done(Finish),
+}
+
+/// A generation in progress (see [`Engine::start`]). Owns no model state: the KV cache
+/// lives in the [`Session`] passed to every step.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    params: GenParams,
+    prompt: Vec<u32>,
+    /// Next prompt position to prefill.
+    next: usize,
+    reused: usize,
+    rng: sample::Rng,
+    recent: Vec<u32>,
+    tokens: Vec<u32>,
+    stream: TextStream,
+    text: String,
+    logits: Vec<f32>,
+    finish: Option<Finish>,
+    cancelled: bool,
+    t0: f64,
+    prefill_ms: f64,
+    t_first: f64,
+}
+
+impl Generator {
+    /// Do one unit of work: the next prefill block, or one token.
+    pub fn step(
+        &mut self,
+        engine: &Engine,
+        session: &mut Session,
+        now: &dyn Fn() -> f64,
+    ) -> Result<Step, LlmError> {
+        if let Some(f) = self.finish {
+            return Ok(Step::Done(f));
         }
-        let prefill_ms = now() - t0;
-        let run = prompt.len() - common;
-        let mut rng = sample::Rng::new(params.sampling.seed);
-        let mut recent: Vec<u32> = prompt.to_vec();
-        let mut tokens = Vec::new();
-        let mut stream = TextStream::default();
-        let mut text = String::new();
-        let mut finish = Finish::Length;
-        let mut first_token_ms = 0.0;
-        let mut t_first = 0.0;
-        while tokens.len() < params.max_tokens {
-            let id = sample::sample(&logits, &params.sampling, &recent, &mut rng);
-            tokens.push(id);
-            recent.push(id);
-            if tokens.len() == 1 {
-                t_first = now();
-                first_token_ms = t_first - t0;
-            }
-            if self.tokenizer.stop.contains(&id) {
-                finish = Finish::Stop;
-                break;
-            }
-            let piece = stream.push(&self.tokenizer, id)?;
-            text.push_str(&piece);
-            let mut stop_hit = false;
-            let mut shown = piece.as_str();
-            for s in params.stop.iter().filter(|s| !s.is_empty()) {
-                if let Some(i) = text.find(s.as_str()) {
-                    let cut = text.len() - i;
-                    shown = &piece[..piece.len().saturating_sub(cut.min(piece.len()))];
-                    stop_hit = true;
-                    text.truncate(i);
-                    break;
-                }
-            }
-            let ev = TokenEvent {
-                id,
-                text: shown,
-                index: tokens.len() - 1,
-            };
-            let c = on_token(ev);
-            if stop_hit {
-                finish = Finish::Stop;
-                break;
-            }
-            if c == Control::Stop {
-                finish = Finish::Cancelled;
-                break;
-            }
-            if tokens.len() >= params.max_tokens || session.pos + 1 > ctx {
-                break;
-            }
-            logits = self.model.forward(session, &[id], Logits::Last)?;
+        if self.cancelled {
+            self.finish = Some(Finish::Cancelled);
+            return Ok(Step::Done(Finish::Cancelled));
         }
-        let decode_ms = now() - t_first;
-        let decoded = tokens.len().saturating_sub(1);
-        Ok(Generation {
-            prompt_tokens: prompt.to_vec(),
-            tokens,
-            text,
-            finish,
+        let model = &engine.model;
+        let total = self.prompt.len();
+        if self.next < total {
+            let end = (self.next + self.params.prefill_block.max(1)).min(total);
+            self.logits = model.forward(session, &self.prompt[self.next..end], Logits::Last)?;
+            self.next = end;
+            if end == total {
+                self.prefill_ms = now() - self.t0;
+            }
+            return Ok(Step::Prefilled { done: end, total });
+        }
+        if self.tokens.len() >= self.params.max_tokens {
+            self.finish = Some(Finish::Length);
+            return Ok(Step::Done(Finish::Length));
+        }
+        if !self.tokens.is_empty() {
+            // The previous token goes through the model now (not right after it was
+            // sampled), so a caller that stops after a token never pays for one more pass.
+            if session.pos + 1 > model.cfg.context {
+                self.finish = Some(Finish::Length);
+                return Ok(Step::Done(Finish::Length));
+            }
+            let last = self.tokens[self.tokens.len() - 1];
+            self.logits = model.forward(session, &[last], Logits::Last)?;
+        }
+        let id = sample::sample(
+            &self.logits,
+            &self.params.sampling,
+            &self.recent,
+            &mut self.rng,
+        );
+        self.tokens.push(id);
+        self.recent.push(id);
+        if self.tokens.len() == 1 {
+            self.t_first = now();
+        }
+        if engine.tokenizer.stop.contains(&id) {
+            self.finish = Some(Finish::Stop);
+            return Ok(Step::Done(Finish::Stop));
+        }
+        let piece = self.stream.push(&engine.tokenizer, id)?;
+        self.text.push_str(&piece);
+        let mut shown = piece.as_str();
+        for s in self.params.stop.iter().filter(|s| !s.is_empty()) {
+            if let Some(i) = self.text.find(s.as_str()) {
+                let cut = self.text.len() - i;
+                shown = &piece[..piece.len().saturating_sub(cut.min(piece.len()))];
+                self.text.truncate(i);
+                self.finish = Some(Finish::Stop);
+                break;
+            }
+        }
+        Ok(Step::Token {
+            id,
+            text: shown.to_string(),
+            index: self.tokens.len() - 1,
+        })
+    }
+
+    /// Stop at the next step (that step returns [`Step::Done`] with [`Finish::Cancelled`]).
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.cancelled = true;
+        }
+    }
+
+    /// Prompt tokens through the model so far, and the prompt's length.
+    pub fn prefill_progress(&self) -> (usize, usize) {
+        (self.next, self.prompt.len())
+    }
+
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The result (also for a generation cancelled part-way).
+    pub fn finish(self, now: &dyn Fn() -> f64) -> Generation {
+        let end = now();
+        let prefill_ms = if self.next >= self.prompt.len() && self.prefill_ms > 0.0 {
+            self.prefill_ms
+        } else {
+            end - self.t0
+        };
+        let run = self.next.saturating_sub(self.reused);
+        let decoded = self.tokens.len().saturating_sub(1);
+        let decode_ms = end - self.t_first;
+        Generation {
+            prompt_tokens: self.prompt,
+            finish: self.finish.unwrap_or(Finish::Cancelled),
+            first_token_ms: if self.tokens.is_empty() {
+                0.0
+            } else {
+                self.t_first - self.t0
+            },
+            tokens: self.tokens,
+            text: self.text,
             prefill_tok_s: if prefill_ms > 0.0 {
                 run as f64 * 1000.0 / prefill_ms
             } else {
@@ -300,7 +449,6 @@ impl Engine {
             } else {
                 0.0
             },
-            first_token_ms,
-        })
+        }
     }
 }

@@ -36,7 +36,7 @@ fn engine() -> &'static Engine {
         let p = gguf_path();
         let bytes = std::fs::read(&p)
             .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup fetches the model)", p.display()));
-        Engine::from_gguf(bytes, 2).expect("load SmolLM2")
+        Engine::from_gguf(&bytes, 2).expect("load SmolLM2")
     })
 }
 

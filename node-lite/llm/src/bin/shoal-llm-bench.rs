@@ -3,11 +3,16 @@
 //! machine's read bandwidth and the bytes each decoded token reads — and, with `--anchor
 //! PYTHON`, llama.cpp (llama-cpp-python) on the same GGUF in the same run. Prints a table.
 //!
-//!   shoal-llm-bench GGUF [--anchor PYTHON] [--script scripts/llm_bench_anchor.py] [--runs N]
+//!   shoal-llm-bench GGUF [--threads 1,2] [--tiers] [--only prefill|decode] [--runs N]
+//!                        [--anchor PYTHON] [--script scripts/llm_bench_anchor.py]
+//!
+//! `--tiers` adds 1-thread rows for every other SIMD kernel family this CPU has (AVX2 beside
+//! AVX-512 VNNI, …); `--only decode` skips the timed prefill (for a profiler).
 
 use std::process::Command;
 use std::time::Instant;
 
+use shoal_llm::kernels::{self, Tier};
 use shoal_llm::{Engine, Logits};
 
 fn peak_rss_mib() -> f64 {
@@ -61,19 +66,28 @@ fn prompt(e: &Engine, n: usize, salt: u32) -> Vec<u32> {
 }
 
 struct Row {
+    label: String,
     threads: usize,
     prefill: f64,
     decode: f64,
     ttft_ms: f64,
 }
 
-fn run(bytes: &[u8], threads: usize, runs: usize) -> Row {
-    let e = Engine::from_gguf(bytes.to_vec(), threads).expect("load");
+#[derive(Clone, Copy, PartialEq)]
+enum Only {
+    All,
+    Prefill,
+    Decode,
+}
+
+fn run(bytes: &[u8], threads: usize, tier: Tier, runs: usize, only: Only) -> Row {
+    let e = Engine::with_tier(bytes, threads, tier).expect("load");
     let mut best = Row {
+        label: format!("Shoal ({})", tier.name()),
         threads,
         prefill: 0.0,
         decode: 0.0,
-        ttft_ms: f64::MAX,
+        ttft_ms: f64::NAN,
     };
     // Warm-up.
     let mut s = e.model.session();
@@ -81,20 +95,35 @@ fn run(bytes: &[u8], threads: usize, runs: usize) -> Row {
     for r in 0..runs {
         let p = prompt(&e, 512, r as u32);
         let mut s = e.model.session();
-        let t = Instant::now();
         let mut logits = Vec::new();
-        for b in p.chunks(64) {
-            logits = e.model.forward(&mut s, b, Logits::Last).expect("prefill");
+        if only == Only::Decode {
+            // Profiling decode: a short prompt, then decode at the same cache length.
+            for b in p[..512].chunks(64) {
+                logits = e.model.forward(&mut s, b, Logits::Last).expect("prefill");
+            }
+        } else {
+            let t = Instant::now();
+            for b in p.chunks(64) {
+                logits = e.model.forward(&mut s, b, Logits::Last).expect("prefill");
+            }
+            let pre = t.elapsed().as_secs_f64();
+            best.prefill = best.prefill.max(512.0 / pre);
+            // Time to first token for a short chat-sized prompt (64 tokens) from an empty cache.
+            let q = prompt(&e, 64, 1000 + r as u32);
+            let mut s2 = e.model.session();
+            let t = Instant::now();
+            let l2 = e.model.forward(&mut s2, &q, Logits::Last).expect("prefill");
+            let _first = shoal_llm::sample::argmax(&l2);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            best.ttft_ms = if best.ttft_ms.is_nan() {
+                ms
+            } else {
+                best.ttft_ms.min(ms)
+            };
         }
-        let pre = t.elapsed().as_secs_f64();
-        best.prefill = best.prefill.max(512.0 / pre);
-        // Time to first token for a short chat-sized prompt (64 tokens) from an empty cache.
-        let q = prompt(&e, 64, 1000 + r as u32);
-        let mut s2 = e.model.session();
-        let t = Instant::now();
-        let l2 = e.model.forward(&mut s2, &q, Logits::Last).expect("prefill");
-        let _first = shoal_llm::sample::argmax(&l2);
-        best.ttft_ms = best.ttft_ms.min(t.elapsed().as_secs_f64() * 1000.0);
+        if only == Only::Prefill {
+            continue;
+        }
         // Decode 128 tokens after the 512-token prompt.
         let t = Instant::now();
         for _ in 0..128 {
@@ -109,10 +138,12 @@ fn run(bytes: &[u8], threads: usize, runs: usize) -> Row {
     best
 }
 
+const USAGE: &str = "usage: shoal-llm-bench GGUF [--threads 1,2] [--tiers] [--only prefill|decode] [--runs N] [--anchor PYTHON] [--script PATH]";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = args.get(1).filter(|a| !a.starts_with("--")) else {
-        eprintln!("usage: shoal-llm-bench GGUF [--anchor PYTHON] [--script PATH] [--runs N]");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     let opt = |name: &str| {
@@ -122,19 +153,43 @@ fn main() {
             .cloned()
     };
     let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let threads: Vec<usize> = opt("--threads")
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    let only = match opt("--only").as_deref() {
+        None => Only::All,
+        Some("prefill") => Only::Prefill,
+        Some("decode") => Only::Decode,
+        Some(other) => {
+            eprintln!("--only {other}?\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let bytes = std::fs::read(path).expect("read GGUF");
-    let e = Engine::from_gguf(bytes.clone(), 1).expect("load");
+    let best = kernels::best_tier();
+    let e = Engine::from_gguf(&bytes, 1).expect("load");
     let bpt = e.model.bytes_per_token();
     drop(e);
+    let mut rows: Vec<Row> = threads
+        .iter()
+        .map(|&t| run(&bytes, t, best, runs, only))
+        .collect();
+    if args.iter().any(|a| a == "--tiers") {
+        for tier in kernels::available_tiers() {
+            if tier != best && tier != Tier::Scalar {
+                rows.push(run(&bytes, 1, tier, runs, only));
+            }
+        }
+    }
+    // Read before the bandwidth probe, whose 512 MiB buffer would count otherwise.
+    let rss = peak_rss_mib();
     let bw = read_bandwidth();
     println!(
         "kernel: {}; read bandwidth (1 thread, 512 MiB): {bw:.1} GB/s; bytes read per decoded token: {:.1} MB → bandwidth bound {:.0} tok/s",
-        shoal_llm::kernels::kernel_name(),
+        best.name(),
         bpt as f64 / 1e6,
         bw * 1e9 / bpt as f64
     );
-    let rows: Vec<Row> = [1, 2].iter().map(|&t| run(&bytes, t, runs)).collect();
-    let rss = peak_rss_mib();
     let mut anchor: Option<serde_json::Value> = None;
     if let Some(py) = opt("--anchor") {
         let script = opt("--script").unwrap_or_else(|| "scripts/llm_bench_anchor.py".into());
@@ -161,12 +216,8 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| Shoal ({}) | {} | {:.1} | {:.1} | {:.0} ms | {rss:.0} |",
-            shoal_llm::kernels::kernel_name(),
-            r.threads,
-            r.prefill,
-            r.decode,
-            r.ttft_ms
+            "| {} | {} | {:.1} | {:.1} | {:.0} ms | {rss:.0} |",
+            r.label, r.threads, r.prefill, r.decode, r.ttft_ms
         );
     }
     if let Some(a) = &anchor {
@@ -182,20 +233,31 @@ fn main() {
             );
         }
         println!();
-        for (r, ar) in rows.iter().zip(a["rows"].as_array().into_iter().flatten()) {
+        for r in rows.iter().filter(|r| r.label.contains(best.name())) {
+            let Some(ar) = a["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|ar| ar["threads"].as_u64() == Some(r.threads as u64))
+            else {
+                continue;
+            };
             let p = ar["prefill"].as_f64().unwrap_or(f64::NAN);
             let d = ar["decode"].as_f64().unwrap_or(f64::NAN);
+            let t = ar["ttft_ms"].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{} thread(s): prefill {:.2}×, decode {:.2}× llama.cpp",
+                "{} thread(s): prefill {:.2}×, decode {:.2}×, first token {:.2}× (time ratio, lower is better) llama.cpp",
                 r.threads,
                 r.prefill / p,
-                r.decode / d
+                r.decode / d,
+                r.ttft_ms / t
             );
         }
     }
-    for r in &rows {
+    for r in rows.iter().filter(|r| r.decode > 0.0) {
         println!(
-            "{} thread(s): decode at {:.0} % of the 1-thread read-bandwidth bound",
+            "{} ({} thread(s)): decode at {:.0} % of the 1-thread read-bandwidth bound",
+            r.label,
             r.threads,
             100.0 * r.decode * bpt as f64 / (bw * 1e9)
         );

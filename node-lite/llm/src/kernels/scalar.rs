@@ -1,11 +1,11 @@
 //! Portable kernels: integer inner products per block, f32 scales. The SIMD kernels must
 //! agree with these (up to f32 summation order).
 
-use super::{Q8Act, QK};
+use super::{Q8Ref, QK};
 use crate::quant::{GgmlType, f16_at, q4k_scale_min};
 
 /// `row · x` (see [`super::dot`]).
-pub fn dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Act) -> f32 {
+pub fn dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Ref<'_>) -> f32 {
     match ty {
         GgmlType::F32 => row
             .chunks_exact(4)

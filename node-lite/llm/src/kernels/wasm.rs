@@ -1,86 +1,250 @@
-//! wasm simd128 kernels (compiled when the module is built with `+simd128`): weights and
-//! activations widened to i16 lanes, `i32x4.dot_i16x8_s` sums pairs into i32 lanes, f32 scales
-//! per block. Types without a SIMD kernel here fall back to the scalar one.
+//! wasm kernels over packed groups of 4 rows (one `i32x4` lane per row), compiled with
+//! `simd128` (crate feature `wasm-simd`, `#[target_feature]` on these functions only) and,
+//! with feature `wasm-relaxed-simd`, relaxed SIMD.
+//!
+//! A tile is 4 rows × `T` tokens (`T` = 1..=4). Per block of 32 and token:
+//! - **relaxed, U4**: 4 loads of 16 bytes, a mask and a shift give 8 registers of 4 rows × 4
+//!   nibbles; each meets a 4-byte splat of the activations in one
+//!   `i32x4.relaxed_dot_i8x16_i7x16_add_s` (the nibbles, `0..16`, are valid 7-bit operands,
+//!   so the result is exact on every engine).
+//! - **simd128** (and I8 on both builds): nibbles or signed bytes widened to i16 (rows 0–1
+//!   and rows 2–3), activations splatted as `[x0..x3, x0..x3]` in i16; `i32x4.dot_i16x8_s`
+//!   leaves two partial sums per row, added pairwise at the block's end.
 
 use core::arch::wasm32::*;
 
-use super::{Q8Act, QK};
-use crate::quant::{GgmlType, f16_at};
+use super::packed::{Acts, Format, PackedMat};
+use super::{QK, Tier};
+use crate::par::SharedMut;
 
-/// Σ of 16 unsigned `w` bytes × 16 signed `x` bytes, as 4 i32 lanes.
-#[inline]
-fn mul16(w: v128, x: v128, w_signed: bool) -> v128 {
-    let (wl, wh) = if w_signed {
-        (i16x8_extend_low_i8x16(w), i16x8_extend_high_i8x16(w))
-    } else {
-        (u16x8_extend_low_u8x16(w), u16x8_extend_high_u8x16(w))
-    };
-    let xl = i16x8_extend_low_i8x16(x);
-    let xh = i16x8_extend_high_i8x16(x);
-    i32x4_add(i32x4_dot_i16x8(wl, xl), i32x4_dot_i16x8(wh, xh))
+/// Raw pointers of one tile (as in the x86 kernels, 4 rows).
+struct Tile {
+    q: *const u8,
+    d: *const f32,
+    m: *const f32,
+    nb: usize,
+    x: *const i8,
+    ad: *const f32,
+    ads: *const f32,
+    out: *mut f32,
+    ld: usize,
 }
 
+/// `[A0+A1, A2+A3, B0+B1, B2+B3]`: the rows' sums from two pair-sum registers.
 #[inline]
-fn hsum_i32(v: v128) -> i32 {
-    i32x4_extract_lane::<0>(v)
-        + i32x4_extract_lane::<1>(v)
-        + i32x4_extract_lane::<2>(v)
-        + i32x4_extract_lane::<3>(v)
+#[target_feature(enable = "simd128")]
+fn pairs(a: v128, b: v128) -> v128 {
+    i32x4_add(
+        i32x4_shuffle::<0, 2, 4, 6>(a, b),
+        i32x4_shuffle::<1, 3, 5, 7>(a, b),
+    )
 }
 
-/// The kernel for `ty`, or `None` where the scalar one is used.
-pub(super) fn dot(ty: GgmlType, row: &[u8], _x: &[f32], xq: &Q8Act) -> Option<f32> {
-    let nb = row.len() / ty.block_bytes();
-    if !matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
-        || xq.d.len() < nb
-        || xq.q.len() < nb * QK
-    {
-        return None;
-    }
-    // Unaligned 16-byte loads; every index below is inside `row` / `xq.q` (lengths checked
-    // above, blocks come from `chunks_exact`).
-    let ld = |s: &[u8], i: usize| -> v128 {
-        assert!(i + 16 <= s.len());
-        // SAFETY: 16 bytes at `i` are in bounds (asserted); wasm loads need no alignment.
-        unsafe { v128_load(s.as_ptr().add(i).cast()) }
-    };
-    let lda = |b: usize, half: usize| -> v128 {
-        let i = b * QK + 16 * half;
-        assert!(i + 16 <= xq.q.len());
-        // SAFETY: as above.
-        unsafe { v128_load(xq.q.as_ptr().add(i).cast()) }
-    };
-    let mut acc = 0f32;
-    match ty {
-        GgmlType::Q8_0 => {
-            for (b, blk) in row.chunks_exact(34).enumerate() {
-                let s = i32x4_add(
-                    mul16(ld(blk, 2), lda(b, 0), true),
-                    mul16(ld(blk, 18), lda(b, 1), true),
-                );
-                acc += f16_at(blk, 0) * xq.d[b] * hsum_i32(s) as f32;
-            }
-        }
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let off = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-            let mask = u8x16_splat(0x0F);
-            for (b, blk) in row.chunks_exact(ty.block_bytes()).enumerate() {
-                let q = ld(blk, off);
-                let lo = v128_and(q, mask);
-                let hi = u8x16_shr(q, 4);
-                let s = hsum_i32(i32x4_add(
-                    mul16(lo, lda(b, 0), false),
-                    mul16(hi, lda(b, 1), false),
-                ));
-                let d = f16_at(blk, 0) * xq.d[b];
-                if ty == GgmlType::Q4_1 {
-                    acc += d * s as f32 + f16_at(blk, 2) * xq.d[b] * xq.isum[b] as f32;
-                } else {
-                    acc += d * (s - 8 * xq.isum[b]) as f32;
+/// Scale a block's integer row sums into the f32 accumulators.
+#[inline]
+#[target_feature(enable = "simd128")]
+fn scale(acc: v128, s: v128, d: v128, dx: f32) -> v128 {
+    f32x4_add(
+        acc,
+        f32x4_mul(f32x4_convert_i32x4(s), f32x4_mul(d, f32x4_splat(dx))),
+    )
+}
+
+/// # Safety
+/// `a` points at `nb` whole blocks of one U4 group, `T` tokens of activations and `T`
+/// outputs of 4.
+#[allow(clippy::needless_range_loop)] // t indexes several tile arrays at once
+#[target_feature(enable = "simd128")]
+unsafe fn u4_128<const T: usize>(a: &Tile) {
+    unsafe {
+        let mask = u8x16_splat(0x0F);
+        let k = a.nb * QK;
+        let mut acc = [f32x4_splat(0.0); T];
+        let mut accm = [f32x4_splat(0.0); T];
+        for b in 0..a.nb {
+            let wq = a.q.add(b * 64);
+            let mut sa = [i32x4_splat(0); T];
+            let mut sb = [i32x4_splat(0); T];
+            for j in 0..4 {
+                let v = v128_load(wq.add(16 * j).cast());
+                let lo = v128_and(v, mask);
+                let hi = u8x16_shr(v, 4);
+                let (lo01, lo23) = (u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo));
+                let (hi01, hi23) = (u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi));
+                for t in 0..T {
+                    let xp = a.x.add(t * k + b * QK);
+                    let xl = i16x8_extend_low_i8x16(v128_load32_splat(xp.add(4 * j).cast()));
+                    let xh = i16x8_extend_low_i8x16(v128_load32_splat(xp.add(16 + 4 * j).cast()));
+                    sa[t] = i32x4_add(sa[t], i32x4_dot_i16x8(lo01, xl));
+                    sb[t] = i32x4_add(sb[t], i32x4_dot_i16x8(lo23, xl));
+                    sa[t] = i32x4_add(sa[t], i32x4_dot_i16x8(hi01, xh));
+                    sb[t] = i32x4_add(sb[t], i32x4_dot_i16x8(hi23, xh));
                 }
             }
+            let d = v128_load(a.d.add(b * 4).cast());
+            let m = v128_load(a.m.add(b * 4).cast());
+            for t in 0..T {
+                acc[t] = scale(acc[t], pairs(sa[t], sb[t]), d, *a.ad.add(t * a.nb + b));
+                accm[t] = f32x4_add(accm[t], f32x4_mul(m, f32x4_splat(*a.ads.add(t * a.nb + b))));
+            }
         }
-        _ => return None,
+        for t in 0..T {
+            v128_store(a.out.add(t * a.ld).cast(), f32x4_add(acc[t], accm[t]));
+        }
     }
-    Some(acc)
+}
+
+/// # Safety
+/// As [`u4_128`].
+#[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+#[allow(clippy::needless_range_loop)] // t indexes several tile arrays at once
+#[target_feature(enable = "simd128,relaxed-simd")]
+unsafe fn u4_relaxed<const T: usize>(a: &Tile) {
+    unsafe {
+        let mask = u8x16_splat(0x0F);
+        let k = a.nb * QK;
+        let mut acc = [f32x4_splat(0.0); T];
+        let mut accm = [f32x4_splat(0.0); T];
+        for b in 0..a.nb {
+            let wq = a.q.add(b * 64);
+            let mut s = [i32x4_splat(0); T];
+            for j in 0..4 {
+                let v = v128_load(wq.add(16 * j).cast());
+                let lo = v128_and(v, mask);
+                let hi = u8x16_shr(v, 4);
+                for t in 0..T {
+                    let xp = a.x.add(t * k + b * QK);
+                    let xl = v128_load32_splat(xp.add(4 * j).cast());
+                    let xh = v128_load32_splat(xp.add(16 + 4 * j).cast());
+                    s[t] = i32x4_relaxed_dot_i8x16_i7x16_add(xl, lo, s[t]);
+                    s[t] = i32x4_relaxed_dot_i8x16_i7x16_add(xh, hi, s[t]);
+                }
+            }
+            let d = v128_load(a.d.add(b * 4).cast());
+            let m = v128_load(a.m.add(b * 4).cast());
+            for t in 0..T {
+                acc[t] = scale(acc[t], s[t], d, *a.ad.add(t * a.nb + b));
+                accm[t] = f32x4_add(accm[t], f32x4_mul(m, f32x4_splat(*a.ads.add(t * a.nb + b))));
+            }
+        }
+        for t in 0..T {
+            v128_store(a.out.add(t * a.ld).cast(), f32x4_add(acc[t], accm[t]));
+        }
+    }
+}
+
+/// # Safety
+/// As [`u4_128`], for an I8 group.
+#[allow(clippy::needless_range_loop)] // t indexes several tile arrays at once
+#[target_feature(enable = "simd128")]
+unsafe fn i8_128<const T: usize>(a: &Tile) {
+    unsafe {
+        let k = a.nb * QK;
+        let mut acc = [f32x4_splat(0.0); T];
+        for b in 0..a.nb {
+            let wq = a.q.add(b * 128);
+            let mut sa = [i32x4_splat(0); T];
+            let mut sb = [i32x4_splat(0); T];
+            for j in 0..8 {
+                let v = v128_load(wq.add(16 * j).cast());
+                let (w01, w23) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
+                for t in 0..T {
+                    let xp = a.x.add(t * k + b * QK + 4 * j);
+                    let x = i16x8_extend_low_i8x16(v128_load32_splat(xp.cast()));
+                    sa[t] = i32x4_add(sa[t], i32x4_dot_i16x8(w01, x));
+                    sb[t] = i32x4_add(sb[t], i32x4_dot_i16x8(w23, x));
+                }
+            }
+            let d = v128_load(a.d.add(b * 4).cast());
+            for t in 0..T {
+                acc[t] = scale(acc[t], pairs(sa[t], sb[t]), d, *a.ad.add(t * a.nb + b));
+            }
+        }
+        for t in 0..T {
+            v128_store(a.out.add(t * a.ld).cast(), acc[t]);
+        }
+    }
+}
+
+type TileFn = unsafe fn(&Tile);
+
+fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
+    macro_rules! four {
+        ($f:ident) => {
+            [$f::<1>, $f::<2>, $f::<3>, $f::<4>]
+        };
+    }
+    match (format, tier) {
+        #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+        (Format::U4, Tier::WasmRelaxed) => four!(u4_relaxed),
+        (Format::U4, _) => four!(u4_128),
+        _ => four!(i8_128),
+    }
+}
+
+/// # Safety
+/// As [`super::gemm_shared`] (which checked the output's bounds).
+///
+/// See [`super::gemm`]: `m.r == 4`, a U4 or I8 matrix (the caller checked bounds).
+pub(super) unsafe fn gemm(
+    tier: Tier,
+    m: &PackedMat,
+    acts: &Acts,
+    g0: usize,
+    g1: usize,
+    out: SharedMut,
+    ld: usize,
+) {
+    assert!(m.r == 4 && !matches!(m.format, Format::Raw(_)));
+    let nb = m.cols / QK;
+    let bpb = m.block_bytes();
+    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * 4);
+    assert!(m.format != Format::U4 || m.m.len() >= m.groups() * nb * 4);
+    assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
+    assert!(acts.ds.len() >= acts.n * nb);
+    let fns = tile_fns(tier, m.format);
+    let mut spill = [0f32; 4 * 4];
+    for g in g0..g1 {
+        let live = 4.min(m.rows - g * 4);
+        let mut t0 = 0;
+        while t0 < acts.n {
+            let tn = 4.min(acts.n - t0);
+            let (dst, dld) = if live == 4 {
+                // Bounds checked by `at`; rows of group g (the caller's contract).
+                (out.at(t0 * ld + g * 4, (tn - 1) * ld + 4), ld)
+            } else {
+                (spill.as_mut_ptr(), 4)
+            };
+            // SAFETY (pointer offsets): inside the buffers whose lengths are asserted above.
+            let tile = unsafe {
+                Tile {
+                    q: m.q.as_ptr().add(g * nb * bpb),
+                    d: m.d.as_ptr().add(g * nb * 4),
+                    m: if m.format == Format::U4 {
+                        m.m.as_ptr().add(g * nb * 4)
+                    } else {
+                        core::ptr::null()
+                    },
+                    nb,
+                    x: acts.q.as_ptr().add(t0 * m.cols),
+                    ad: acts.d.as_ptr().add(t0 * nb),
+                    ads: acts.ds.as_ptr().add(t0 * nb),
+                    out: dst,
+                    ld: dld,
+                }
+            };
+            // SAFETY: the module was built with the tile's features (it would not validate
+            // otherwise), and every pointer covers what the tile reads and writes.
+            unsafe { fns[tn - 1](&tile) };
+            if live < 4 {
+                for t in 0..tn {
+                    // SAFETY: rows of group g (the caller's contract); bounds checked.
+                    unsafe {
+                        out.write_slice((t0 + t) * ld + g * 4, &spill[t * 4..t * 4 + live]);
+                    }
+                }
+            }
+            t0 += tn;
+        }
+    }
 }

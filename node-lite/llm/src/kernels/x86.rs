@@ -1,22 +1,376 @@
-//! AVX2 + FMA kernels (x86-64), picked at run time.
+//! x86-64 kernels over packed groups of 8 rows (one `__m256i` lane per row), picked at run
+//! time: AVX-512 VNNI (256-bit `vpdpbusd`), AVX-VNNI (its VEX form), or AVX2.
 //!
-//! Per block of 32: the weights become 32 bytes in a register (nibbles unpacked with a shift
-//! and a mask), `vpmaddubsw` multiplies unsigned weight bytes by signed activation bytes into
-//! 16 pairs of i16 (no saturation: |15·127·2| < 2¹⁵; for signed Q8_0 weights the sign is moved
-//! onto the activation first, |127·127·2| < 2¹⁵), `vpmaddwd` by ones sums them into 8 × i32,
-//! which is converted and accumulated with the block's f32 scale by one FMA. One horizontal
-//! sum per row.
+//! A tile is 8 rows × `T` tokens (`T` = 1..=4). Per block of 32 weights and token:
+//! - **U4**: 4 loads of 32 bytes give, after a mask and a shift, 8 registers of 8 rows × 4
+//!   nibbles; each meets a 4-byte broadcast of the token's activations. VNNI: 8 `vpdpbusd`.
+//!   AVX2: 8 `vpmaddubsw` summed in i16 (each ≤ 2·15·127, eight of them < 2¹⁵), then one
+//!   `vpmaddwd` by ones.
+//! - **I8**: 8 loads of 32 signed bytes. VNNI: the sign bit flipped (`w + 128` as unsigned),
+//!   8 `vpdpbusd`, and `128·Σx` taken off. AVX2: `|w|` × the activations with `w`'s sign
+//!   (`vpsignb`), `vpmaddubsw` + `vpmaddwd` per load (pairs reach 2·127·127: no i16 sums).
+//!
+//! Then per block: i32 → f32, × (row scales · token scale), + row minimums · (token scale ·
+//! Σq), in two independent FMA chains.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{Q8Act, QK};
-use crate::quant::{GgmlType, f16_at, q4k_scale_min};
+use super::packed::{Acts, Format, PackedMat};
+use super::{Q8Ref, QK, Tier};
+use crate::par::SharedMut;
+use crate::quant::GgmlType;
 
-/// Whether AVX2 and FMA are present (checked once).
-pub(super) fn available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+fn detect() -> Option<Tier> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return None;
+    }
+    if std::env::var_os("SHOAL_LLM_KERNEL").is_some_and(|v| v == "avx2") {
+        return Some(Tier::Avx2);
+    }
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        return Some(Tier::Avx512Vnni);
+    }
+    if is_x86_feature_detected!("avxvnni") {
+        return Some(Tier::AvxVnni);
+    }
+    Some(Tier::Avx2)
+}
+
+/// The best x86 tier (AVX2 + FMA at least), detected once. `SHOAL_LLM_KERNEL=avx2` caps it
+/// at AVX2 (for comparisons).
+pub(super) fn tier() -> Option<Tier> {
+    static T: OnceLock<Option<Tier>> = OnceLock::new();
+    *T.get_or_init(detect)
+}
+
+/// Every x86 tier this CPU runs.
+pub(super) fn tiers() -> Vec<Tier> {
+    let mut v = Vec::new();
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            v.push(Tier::Avx512Vnni);
+        }
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(Tier::AvxVnni);
+        }
+        v.push(Tier::Avx2);
+    }
+    v
+}
+
+/// Raw pointers of one tile: a group's blocks and `T` tokens' activations.
+struct Tile {
+    /// The group's first block of quantized values.
+    q: *const u8,
+    /// The group's first block of row scales (8 per block).
+    d: *const f32,
+    /// Row minimums (U4 only; 8 per block).
+    m: *const f32,
+    /// Blocks per row.
+    nb: usize,
+    /// First token's quantized activations (`k = 32·nb` per token).
+    x: *const i8,
+    /// First token's block scales, `d·Σq` and `Σq` (`nb` per token).
+    ad: *const f32,
+    ads: *const f32,
+    ais: *const i32,
+    /// First token's 8 outputs; tokens `ld` apart.
+    out: *mut f32,
+    ld: usize,
+}
+
+macro_rules! u4_tile {
+    ($name:ident, $feat:literal, $dp:ident) => {
+        /// # Safety
+        /// The CPU has the features; `a` points at `nb` whole blocks of one group (values,
+        /// scales, minimums), `T` tokens of activations and `T` outputs of 8.
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const T: usize>(a: &Tile) {
+            unsafe {
+                let mask = _mm256_set1_epi8(0x0F);
+                let mut acc = [_mm256_setzero_ps(); T];
+                let mut accm = [_mm256_setzero_ps(); T];
+                let k = a.nb * QK;
+                for b in 0..a.nb {
+                    let wq = a.q.add(b * 128);
+                    let mut s = [_mm256_setzero_si256(); T];
+                    $dp!(T, s, wq, mask, a.x, k, b);
+                    let d = _mm256_loadu_ps(a.d.add(b * 8));
+                    let m = _mm256_loadu_ps(a.m.add(b * 8));
+                    for t in 0..T {
+                        let dx = _mm256_set1_ps(*a.ad.add(t * a.nb + b));
+                        let ds = _mm256_set1_ps(*a.ads.add(t * a.nb + b));
+                        acc[t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, dx), acc[t]);
+                        accm[t] = _mm256_fmadd_ps(m, ds, accm[t]);
+                    }
+                }
+                for t in 0..T {
+                    _mm256_storeu_ps(a.out.add(t * a.ld), _mm256_add_ps(acc[t], accm[t]));
+                }
+            }
+        }
+    };
+}
+
+/// 4-byte broadcast of activations `x[t·k + 32b + off ..]`.
+macro_rules! bcast {
+    ($x:expr, $k:expr, $t:expr, $b:expr, $off:expr) => {
+        _mm256_set1_epi32(
+            $x.add($t * $k + $b * QK + $off)
+                .cast::<i32>()
+                .read_unaligned(),
+        )
+    };
+}
+
+macro_rules! u4_dp_vnni512 {
+    ($T:ident, $s:ident, $wq:ident, $mask:ident, $x:expr, $k:ident, $b:ident) => {
+        for j in 0..4 {
+            let v = _mm256_loadu_si256($wq.add(32 * j).cast());
+            let lo = _mm256_and_si256(v, $mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), $mask);
+            for t in 0..$T {
+                $s[t] = _mm256_dpbusd_epi32($s[t], lo, bcast!($x, $k, t, $b, 4 * j));
+                $s[t] = _mm256_dpbusd_epi32($s[t], hi, bcast!($x, $k, t, $b, 16 + 4 * j));
+            }
+        }
+    };
+}
+
+macro_rules! u4_dp_avxvnni {
+    ($T:ident, $s:ident, $wq:ident, $mask:ident, $x:expr, $k:ident, $b:ident) => {
+        for j in 0..4 {
+            let v = _mm256_loadu_si256($wq.add(32 * j).cast());
+            let lo = _mm256_and_si256(v, $mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), $mask);
+            for t in 0..$T {
+                $s[t] = _mm256_dpbusd_avx_epi32($s[t], lo, bcast!($x, $k, t, $b, 4 * j));
+                $s[t] = _mm256_dpbusd_avx_epi32($s[t], hi, bcast!($x, $k, t, $b, 16 + 4 * j));
+            }
+        }
+    };
+}
+
+macro_rules! u4_dp_avx2 {
+    ($T:ident, $s:ident, $wq:ident, $mask:ident, $x:expr, $k:ident, $b:ident) => {
+        let mut s16 = [_mm256_setzero_si256(); $T];
+        for j in 0..4 {
+            let v = _mm256_loadu_si256($wq.add(32 * j).cast());
+            let lo = _mm256_and_si256(v, $mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), $mask);
+            for t in 0..$T {
+                let p = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, bcast!($x, $k, t, $b, 4 * j)),
+                    _mm256_maddubs_epi16(hi, bcast!($x, $k, t, $b, 16 + 4 * j)),
+                );
+                s16[t] = _mm256_add_epi16(s16[t], p);
+            }
+        }
+        for t in 0..$T {
+            $s[t] = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));
+        }
+    };
+}
+
+u4_tile!(u4_vnni512, "avx2,fma,avx512vnni,avx512vl", u4_dp_vnni512);
+u4_tile!(u4_avxvnni, "avx2,fma,avxvnni", u4_dp_avxvnni);
+u4_tile!(u4_avx2, "avx2,fma", u4_dp_avx2);
+
+macro_rules! i8_tile {
+    ($name:ident, $feat:literal, $dp:ident) => {
+        /// # Safety
+        /// As for the U4 tiles (no minimums).
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const T: usize>(a: &Tile) {
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); T];
+                let k = a.nb * QK;
+                for b in 0..a.nb {
+                    let wq = a.q.add(b * 256);
+                    let mut s = [_mm256_setzero_si256(); T];
+                    $dp!(T, s, wq, a, k, b);
+                    let d = _mm256_loadu_ps(a.d.add(b * 8));
+                    for t in 0..T {
+                        let dx = _mm256_set1_ps(*a.ad.add(t * a.nb + b));
+                        acc[t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, dx), acc[t]);
+                    }
+                }
+                for t in 0..T {
+                    _mm256_storeu_ps(a.out.add(t * a.ld), acc[t]);
+                }
+            }
+        }
+    };
+}
+
+macro_rules! i8_dp_vnni {
+    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident, $op:ident) => {
+        let flip = _mm256_set1_epi8(-128);
+        for j in 0..8 {
+            let w = _mm256_xor_si256(_mm256_loadu_si256($wq.add(32 * j).cast()), flip);
+            for t in 0..$T {
+                $s[t] = $op($s[t], w, bcast!($a.x, $k, t, $b, 4 * j));
+            }
+        }
+        // Σ (w + 128)·x = Σ w·x + 128·Σx.
+        for t in 0..$T {
+            let is = *$a.ais.add(t * $a.nb + $b);
+            $s[t] = _mm256_sub_epi32($s[t], _mm256_set1_epi32(128 * is));
+        }
+    };
+}
+
+macro_rules! i8_dp_vnni512 {
+    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
+        i8_dp_vnni!($T, $s, $wq, $a, $k, $b, _mm256_dpbusd_epi32)
+    };
+}
+
+macro_rules! i8_dp_avxvnni {
+    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
+        i8_dp_vnni!($T, $s, $wq, $a, $k, $b, _mm256_dpbusd_avx_epi32)
+    };
+}
+
+macro_rules! i8_dp_avx2 {
+    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
+        let ones = _mm256_set1_epi16(1);
+        for j in 0..8 {
+            let w = _mm256_loadu_si256($wq.add(32 * j).cast());
+            let aw = _mm256_sign_epi8(w, w);
+            for t in 0..$T {
+                let sx = _mm256_sign_epi8(bcast!($a.x, $k, t, $b, 4 * j), w);
+                $s[t] =
+                    _mm256_add_epi32($s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            }
+        }
+    };
+}
+
+i8_tile!(i8_vnni512, "avx2,fma,avx512vnni,avx512vl", i8_dp_vnni512);
+i8_tile!(i8_avxvnni, "avx2,fma,avxvnni", i8_dp_avxvnni);
+i8_tile!(i8_avx2, "avx2,fma", i8_dp_avx2);
+
+type TileFn = unsafe fn(&Tile);
+
+fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
+    macro_rules! four {
+        ($f:ident) => {
+            [$f::<1>, $f::<2>, $f::<3>, $f::<4>]
+        };
+    }
+    match (format, tier) {
+        (Format::U4, Tier::Avx512Vnni) => four!(u4_vnni512),
+        (Format::U4, Tier::AvxVnni) => four!(u4_avxvnni),
+        (Format::U4, _) => four!(u4_avx2),
+        (_, Tier::Avx512Vnni) => four!(i8_vnni512),
+        (_, Tier::AvxVnni) => four!(i8_avxvnni),
+        _ => four!(i8_avx2),
+    }
+}
+
+/// # Safety
+/// As [`super::gemm_shared`] (which checked the output's bounds).
+///
+/// See [`super::gemm`]: `m.r == 8`, a U4 or I8 matrix, `tier` an x86 tier this CPU has
+/// (the caller checked bounds; `tier` comes from [`tiers`]).
+pub(super) unsafe fn gemm(
+    tier: Tier,
+    m: &PackedMat,
+    acts: &Acts,
+    g0: usize,
+    g1: usize,
+    out: SharedMut,
+    ld: usize,
+) {
+    assert!(tiers().contains(&tier) && m.r == 8 && !matches!(m.format, Format::Raw(_)));
+    let nb = m.cols / QK;
+    let bpb = m.block_bytes();
+    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * 8);
+    assert!(m.format != Format::U4 || m.m.len() >= m.groups() * nb * 8);
+    assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
+    assert!(acts.ds.len() >= acts.n * nb && acts.isum.len() >= acts.n * nb);
+    let fns = tile_fns(tier, m.format);
+    let mut spill = [0f32; 4 * 8];
+    for g in g0..g1 {
+        let live = 8.min(m.rows - g * 8);
+        let mut t0 = 0;
+        while t0 < acts.n {
+            let tn = 4.min(acts.n - t0);
+            // A partial group (the matrix's last) writes into `spill`, then its live rows.
+            let (dst, dld) = if live == 8 {
+                // Bounds checked by `at`; rows of group g (the caller's contract).
+                (out.at(t0 * ld + g * 8, (tn - 1) * ld + 8), ld)
+            } else {
+                (spill.as_mut_ptr(), 8)
+            };
+            let tile = Tile {
+                // SAFETY (pointer offsets): group g's blocks and tokens t0.. are inside the
+                // buffers whose lengths are asserted above.
+                q: unsafe { m.q.as_ptr().add(g * nb * bpb) },
+                d: unsafe { m.d.as_ptr().add(g * nb * 8) },
+                m: if m.format == Format::U4 {
+                    unsafe { m.m.as_ptr().add(g * nb * 8) }
+                } else {
+                    std::ptr::null()
+                },
+                nb,
+                x: unsafe { acts.q.as_ptr().add(t0 * m.cols) },
+                ad: unsafe { acts.d.as_ptr().add(t0 * nb) },
+                ads: unsafe { acts.ds.as_ptr().add(t0 * nb) },
+                ais: unsafe { acts.isum.as_ptr().add(t0 * nb) },
+                out: dst,
+                ld: dld,
+            };
+            // SAFETY: the tier's features are present (asserted), and every pointer covers
+            // what the tile reads and writes (above).
+            unsafe { fns[tn - 1](&tile) };
+            if live < 8 {
+                for t in 0..tn {
+                    // SAFETY: rows of group g (the caller's contract); bounds checked.
+                    unsafe {
+                        out.write_slice((t0 + t) * ld + g * 8, &spill[t * 8..t * 8 + live]);
+                    }
+                }
+            }
+            t0 += tn;
+        }
+    }
+}
+
+/// A per-row kernel for the types that are not repacked, or `None` where the scalar one is
+/// used.
+///
+/// # Safety
+/// AVX2 and FMA must be available ([`tier`] is `Some`).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot(ty: GgmlType, row: &[u8], x: &[f32], _xq: &Q8Ref<'_>) -> Option<f32> {
+    match ty {
+        GgmlType::F32 if row.len() == 4 * x.len() => {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let n = x.len() / 16 * 16;
+            // SAFETY: i + 16 ≤ n ≤ x.len(), and row holds 4·x.len() bytes.
+            unsafe {
+                for i in (0..n).step_by(16) {
+                    for (h, a) in acc.iter_mut().enumerate() {
+                        let w = _mm256_loadu_ps(row.as_ptr().add(4 * (i + 8 * h)).cast());
+                        let v = _mm256_loadu_ps(x.as_ptr().add(i + 8 * h));
+                        *a = _mm256_fmadd_ps(w, v, *a);
+                    }
+                }
+            }
+            let mut s = hsum(_mm256_add_ps(acc[0], acc[1]));
+            for i in n..x.len() {
+                let b = &row[4 * i..4 * i + 4];
+                s += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x[i];
+            }
+            Some(s)
+        }
+        _ => None,
+    }
 }
 
 #[inline]
@@ -28,119 +382,4 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// 16 bytes of nibbles → 32 bytes: low nibbles (weights 0–15) then high (16–31).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees 16 readable bytes at `p`.
-    let t = unsafe { _mm_loadu_si128(p.cast()) };
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-}
-
-/// Σ over 32 pairs of unsigned `w` bytes × signed `a` bytes, as 8 i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul_u8_i8(w: __m256i, a: __m256i) -> __m256i {
-    let p16 = _mm256_maddubs_epi16(w, a);
-    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
-}
-
-/// The kernel for `ty`, or `None` where the scalar one is used.
-///
-/// # Safety
-/// AVX2 and FMA must be available ([`available`]); `row` holds whole blocks and `xq` at least
-/// as many activation blocks.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dot(ty: GgmlType, row: &[u8], _x: &[f32], xq: &Q8Act) -> Option<f32> {
-    let nb = row.len() / ty.block_bytes();
-    let need = match ty {
-        GgmlType::Q4K => nb * 8,
-        _ => nb,
-    };
-    if xq.d.len() < need || xq.q.len() < need * QK {
-        return None;
-    }
-    let a = xq.q.as_ptr();
-    // SAFETY (all arms): block `b` of `row` spans `b*bb..(b+1)*bb` < row.len(); activation
-    // block `b` spans `b*32..(b+1)*32` <= xq.q.len() (checked above).
-    unsafe {
-        match ty {
-            GgmlType::Q8_0 => {
-                let mut acc = _mm256_setzero_ps();
-                for (b, blk) in row.chunks_exact(34).enumerate() {
-                    let w = _mm256_loadu_si256(blk.as_ptr().add(2).cast());
-                    let x = _mm256_loadu_si256(a.add(b * QK).cast());
-                    let aw = _mm256_sign_epi8(w, w);
-                    let sx = _mm256_sign_epi8(x, w);
-                    let s = _mm256_cvtepi32_ps(mul_u8_i8(aw, sx));
-                    let d = _mm256_set1_ps(f16_at(blk, 0) * xq.d[b]);
-                    acc = _mm256_fmadd_ps(d, s, acc);
-                }
-                Some(hsum(acc))
-            }
-            GgmlType::Q4_1 => {
-                let mut acc = _mm256_setzero_ps();
-                let mut mins = 0f32;
-                for (b, blk) in row.chunks_exact(20).enumerate() {
-                    let w = nibbles(blk.as_ptr().add(4));
-                    let x = _mm256_loadu_si256(a.add(b * QK).cast());
-                    let s = _mm256_cvtepi32_ps(mul_u8_i8(w, x));
-                    let dx = xq.d[b];
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * dx), s, acc);
-                    mins += f16_at(blk, 2) * dx * xq.isum[b] as f32;
-                }
-                Some(hsum(acc) + mins)
-            }
-            GgmlType::Q4_0 => {
-                let mut acc = _mm256_setzero_ps();
-                let mut off = 0f32;
-                for (b, blk) in row.chunks_exact(18).enumerate() {
-                    let w = nibbles(blk.as_ptr().add(2));
-                    let x = _mm256_loadu_si256(a.add(b * QK).cast());
-                    let s = _mm256_cvtepi32_ps(mul_u8_i8(w, x));
-                    let d = f16_at(blk, 0) * xq.d[b];
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
-                    off += d * (8 * xq.isum[b]) as f32;
-                }
-                Some(hsum(acc) - off)
-            }
-            GgmlType::Q4K => {
-                let mut acc = _mm256_setzero_ps();
-                let mut mins = 0f32;
-                let mask = _mm256_set1_epi8(0x0F);
-                for (sb, blk) in row.chunks_exact(144).enumerate() {
-                    let d = f16_at(blk, 0);
-                    let dmin = f16_at(blk, 2);
-                    let scales = &blk[4..16];
-                    for g in 0..4 {
-                        let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * g).cast());
-                        let lo = _mm256_and_si256(q, mask);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
-                        let ab = sb * 8 + 2 * g;
-                        let x0 = _mm256_loadu_si256(a.add(ab * QK).cast());
-                        let x1 = _mm256_loadu_si256(a.add((ab + 1) * QK).cast());
-                        let (s1, m1) = q4k_scale_min(2 * g, scales);
-                        let (s2, m2) = q4k_scale_min(2 * g + 1, scales);
-                        let p0 = _mm256_cvtepi32_ps(mul_u8_i8(lo, x0));
-                        let p1 = _mm256_cvtepi32_ps(mul_u8_i8(hi, x1));
-                        acc =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d * f32::from(s1) * xq.d[ab]), p0, acc);
-                        acc = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d * f32::from(s2) * xq.d[ab + 1]),
-                            p1,
-                            acc,
-                        );
-                        mins += dmin
-                            * (f32::from(m1) * xq.d[ab] * xq.isum[ab] as f32
-                                + f32::from(m2) * xq.d[ab + 1] * xq.isum[ab + 1] as f32);
-                    }
-                }
-                Some(hsum(acc) - mins)
-            }
-            _ => None,
-        }
-    }
 }

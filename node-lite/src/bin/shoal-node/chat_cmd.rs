@@ -46,7 +46,7 @@ impl ChatModelArgs {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let (bytes, id) = load_bytes(&loc)?;
-        let e = Engine::from_gguf(bytes, threads.max(1))
+        let e = Engine::from_gguf(&bytes, threads.max(1))
             .with_context(|| format!("loading the chat model from {loc}"))?;
         Ok((e, id))
     }
@@ -159,15 +159,14 @@ pub fn import(from: &str, out: &Path) -> Result<()> {
         _ => slug(g.get_str("general.name").unwrap_or("model")),
     };
     // Every check the engine makes (tensor shapes, tokenizer, template), before writing.
-    let engine = Engine::from_gguf(bytes, 1).with_context(|| format!("checking {from}"))?;
+    let engine = Engine::from_gguf(&bytes, 1).with_context(|| format!("checking {from}"))?;
     let c = &engine.model.cfg;
     let config = serde_json::json!({
         "layers": c.n_layers, "dim": c.dim, "ffn": c.ffn, "heads": c.n_heads, "kv_heads": c.n_kv_heads,
         "context": c.context, "vocab": c.vocab, "rope_theta": c.rope_theta, "tokenizer_pre": engine.tokenizer.pre,
         "name": c.name,
     });
-    let (m, chunks) =
-        ChatManifest::describe(&name, engine.model.bytes(), &arch, types, config, from);
+    let (m, chunks) = ChatManifest::describe(&name, &bytes, &arch, types, config, from);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (file, data) in &chunks {
         write_atomic(&out.join(file), data)?;

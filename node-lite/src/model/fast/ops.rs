@@ -3,31 +3,8 @@
 //! LayerNorm. GELU and softmax are compiled again for AVX-512 and AVX2 on x86-64 (picked at
 //! run time, like the GEMM kernels); in wasm with feature `wasm-simd` for `simd128`.
 
-/// `eˣ` for `x ≤ 88` (relative error ≈ 2 ulp; `x < -87.3` gives ≈ 1e-38, not 0).
-#[inline(always)]
-#[allow(clippy::excessive_precision)] // published coefficients, as printed
-pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    // n as an integer, read from t's mantissa (no saturating float→int cast to vectorise).
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes expf polynomial.
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
-    let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
-}
+pub use shoal_math::exp;
+use shoal_math::sum8;
 
 /// `erf(x)`, max absolute error ≈ 4.3e-7 (checked against libm's f64 `erf` in the tests): the
 /// rational approximation XLA and Eigen use for f32, on `x` clamped to ±4 (`erf(4) = 1 − 1.5e-8`).
@@ -59,53 +36,14 @@ fn erf_rational(x: f32) -> f32 {
     x * p / q
 }
 
-/// GELU with the exact (erf) form, in place: `x · ½(1 + erf(x/√2))`.
-/// Compile `$generic` (an `#[inline(always)]` fn of `&mut [f32]`) again for AVX-512 and AVX2
-/// and pick the best at run time (x86-64); elsewhere call it directly.
-macro_rules! multiversion {
-    ($(#[$m:meta])* pub fn $name:ident => $generic:ident) => {
-        $(#[$m])*
-        #[cfg_attr(
-            all(target_arch = "wasm32", feature = "wasm-simd"),
-            target_feature(enable = "simd128")
-        )]
-        pub fn $name(xs: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512(xs: &mut [f32]) {
-                    $generic(xs)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2(xs: &mut [f32]) {
-                    $generic(xs)
-                }
-                if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    #[allow(unsafe_code)]
-                    unsafe { avx512(xs) };
-                    return;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    #[allow(unsafe_code)]
-                    unsafe { avx2(xs) };
-                    return;
-                }
-            }
-            $generic(xs)
-        }
-    };
-}
-
-multiversion! {
+shoal_math::multiversion! {
     /// GELU with the exact (erf) form, in place: `x · ½(1 + erf(x/√2))`.
-    pub fn gelu => gelu_generic
+    pub fn gelu(xs: &mut [f32]) => gelu_generic
 }
 
-multiversion! {
+shoal_math::multiversion! {
     /// Softmax of one row, in place.
-    pub fn softmax => softmax_generic
+    pub fn softmax(row: &mut [f32]) => softmax_generic
 }
 
 #[inline(always)]
@@ -140,20 +78,6 @@ fn softmax_generic(row: &mut [f32]) {
     for v in row.iter_mut() {
         *v *= inv;
     }
-}
-
-/// Sum with 8 independent accumulators (vectorisable, and more accurate than one chain).
-#[inline(always)]
-fn sum8(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `out = LayerNorm(x + residual)` over one row (`residual` may be `None`).
@@ -219,20 +143,6 @@ mod tests {
             worst.0,
             worst.1
         );
-    }
-
-    #[test]
-    fn exp_is_within_3_ulp_of_libm() {
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let want = libm::exp(f64::from(x));
-            let rel = ((f64::from(exp(x)) - want) / want).abs();
-            assert!(rel < 3.0 * f64::from(f32::EPSILON), "exp({x}): rel {rel:e}");
-            x += 0.0137;
-        }
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1e30) >= 0.0 && exp(-1e30) < 1e-37);
-        assert!(exp(f32::NEG_INFINITY) < 1e-37);
     }
 
     #[test]
