@@ -21,7 +21,7 @@ pub mod tokenizer;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Arch, Config};
-pub use model::{Logits, Model, Session};
+pub use model::{Exchange, Logits, Model, Session};
 pub use sample::Sampling;
 pub use template::{ChatTemplate, Message};
 pub use tokenizer::{TextStream, Tokenizer};
@@ -335,6 +335,18 @@ impl Generator {
         session: &mut Session,
         now: &dyn Fn() -> f64,
     ) -> Result<Step, LlmError> {
+        self.step_ranked(engine, session, now, None)
+    }
+
+    /// [`Generator::step`] as one of several instances splitting every forward pass (see
+    /// [`model::Exchange`]): each runs the same steps and samples the same tokens.
+    pub fn step_ranked(
+        &mut self,
+        engine: &Engine,
+        session: &mut Session,
+        now: &dyn Fn() -> f64,
+        mut ex: Option<&mut dyn model::Exchange>,
+    ) -> Result<Step, LlmError> {
         if let Some(f) = self.finish {
             return Ok(Step::Done(f));
         }
@@ -346,7 +358,12 @@ impl Generator {
         let total = self.prompt.len();
         if self.next < total {
             let end = (self.next + self.params.prefill_block.max(1)).min(total);
-            self.logits = model.forward(session, &self.prompt[self.next..end], Logits::Last)?;
+            self.logits = model.forward_ranked(
+                session,
+                &self.prompt[self.next..end],
+                Logits::Last,
+                ex.as_mut().map(|e| &mut **e as &mut dyn model::Exchange),
+            )?;
             self.next = end;
             if end == total {
                 self.prefill_ms = now() - self.t0;
@@ -365,7 +382,7 @@ impl Generator {
                 return Ok(Step::Done(Finish::Length));
             }
             let last = self.tokens[self.tokens.len() - 1];
-            self.logits = model.forward(session, &[last], Logits::Last)?;
+            self.logits = model.forward_ranked(session, &[last], Logits::Last, ex)?;
         }
         let id = sample::sample(
             &self.logits,

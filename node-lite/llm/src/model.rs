@@ -40,6 +40,75 @@ pub enum Logits {
     All,
 }
 
+/// Several instances of one model that each compute a part of every parallel section (row
+/// groups of each matrix, (token, head) pairs of attention) and swap the parts — the browser's
+/// way to use two cores for one conversation: two Web Workers, one wasm instance each (stable
+/// Rust has no wasm threads), the parts crossing through a `SharedArrayBuffer`. Every
+/// instance runs the same forward pass on the same inputs and so samples the same tokens.
+pub trait Exchange {
+    /// This instance's rank and how many instances there are.
+    fn ranks(&self) -> (usize, usize);
+    /// Publish `mine` (this rank's part of the current section, packed) and fill `others`
+    /// with the other ranks' packed parts, in rank order (their sizes follow from the same
+    /// partition, so `others.len()` is their sum). Blocks until every rank has published.
+    fn exchange(&mut self, mine: &[f32], others: &mut [f32]) -> Result<(), LlmError>;
+}
+
+/// One output buffer of a section: `tokens` rows of `ld` values; rank `r` computed the
+/// columns `ranges[r].0..ranges[r].1` of every row.
+type Part<'a> = (&'a mut [f32], usize, usize, Vec<(usize, usize)>);
+
+/// The output buffers of one parallel section and which rank computed what.
+struct Section<'a> {
+    bufs: Vec<Part<'a>>,
+}
+
+impl Section<'_> {
+    fn pack(&self, rank: usize, out: &mut Vec<f32>) {
+        out.clear();
+        for (buf, n, ld, ranges) in &self.bufs {
+            let (lo, hi) = ranges[rank];
+            for t in 0..*n {
+                out.extend_from_slice(&buf[t * ld + lo..t * ld + hi]);
+            }
+        }
+    }
+
+    fn len(&self, rank: usize) -> usize {
+        self.bufs
+            .iter()
+            .map(|(_, n, _, r)| n * (r[rank].1 - r[rank].0))
+            .sum()
+    }
+
+    fn unpack(&mut self, rank: usize, mut data: &[f32]) {
+        for (buf, n, ld, ranges) in &mut self.bufs {
+            let (lo, hi) = ranges[rank];
+            for t in 0..*n {
+                let (a, rest) = data.split_at(hi - lo);
+                buf[t * *ld + lo..t * *ld + hi].copy_from_slice(a);
+                data = rest;
+            }
+        }
+    }
+
+    /// Swap parts so every rank holds every part.
+    fn complete(&mut self, ex: &mut dyn Exchange) -> Result<(), LlmError> {
+        let (rank, n) = ex.ranks();
+        let mut mine = Vec::with_capacity(self.len(rank));
+        self.pack(rank, &mut mine);
+        let sizes: Vec<usize> = (0..n).filter(|&r| r != rank).map(|r| self.len(r)).collect();
+        let mut others = vec![0f32; sizes.iter().sum()];
+        ex.exchange(&mine, &mut others)?;
+        let mut off = 0;
+        for (r, sz) in (0..n).filter(|&r| r != rank).zip(sizes) {
+            self.unpack(r, &others[off..off + sz]);
+            off += sz;
+        }
+        Ok(())
+    }
+}
+
 /// A loaded model: packed weights and the shape.
 pub struct Model {
     /// Shape.
@@ -256,8 +325,15 @@ impl Model {
     }
 
     /// `out[t·rows + r]` for every row of each matrix and token, the matrices' row groups
-    /// split over the team (each thread a contiguous share of every matrix).
-    fn matmul(&self, jobs: &mut [(&PackedMat, &mut [f32])], acts: &Acts) {
+    /// split over the team (each thread a contiguous share of every matrix) — or, with an
+    /// [`Exchange`], this rank's share computed here and the others' swapped in.
+    fn matmul(
+        &self,
+        jobs: &mut [(&PackedMat, &mut [f32])],
+        acts: &Acts,
+        ex: &mut Option<&mut dyn Exchange>,
+    ) -> Result<(), LlmError> {
+        let (rank, ranks) = ex.as_ref().map_or((0, 1), |e| e.ranks());
         let outs: Vec<(&PackedMat, SharedMut)> = jobs
             .iter_mut()
             .map(|(m, o)| {
@@ -268,12 +344,29 @@ impl Model {
         let n = self.team.n();
         self.team.run(&|i| {
             for (m, out) in &outs {
-                let (g0, g1) = split(m.groups(), n, i);
-                // SAFETY: thread i writes only the rows of groups g0..g1, a partition of each
-                // matrix's groups; nothing reads `out` until `run` returns.
-                unsafe { kernels::gemm_shared(self.tier, m, acts, g0, g1, *out, m.rows) };
+                let (r0, r1) = split(m.groups(), ranks, rank);
+                let (g0, g1) = split(r1 - r0, n, i);
+                // SAFETY: thread i writes only the rows of groups g0..g1 of this rank's
+                // share, a partition of it; nothing reads `out` until `run` returns.
+                unsafe { kernels::gemm_shared(self.tier, m, acts, r0 + g0, r0 + g1, *out, m.rows) };
             }
         });
+        drop(outs);
+        if let Some(ex) = ex.as_deref_mut() {
+            let mut sec = Section { bufs: Vec::new() };
+            for (m, o) in jobs.iter_mut() {
+                let ranges = (0..ranks)
+                    .map(|r| {
+                        let (a, b) = split(m.groups(), ranks, r);
+                        let gr = m.group_rows();
+                        ((a * gr).min(m.rows), (b * gr).min(m.rows))
+                    })
+                    .collect();
+                sec.bufs.push((&mut **o, acts.n, m.rows, ranges));
+            }
+            sec.complete(ex)?;
+        }
+        Ok(())
     }
 
     /// Run `tokens` through the model, appending to `s`'s cache; returns the logits asked for.
@@ -282,6 +375,18 @@ impl Model {
         s: &mut Session,
         tokens: &[u32],
         which: Logits,
+    ) -> Result<Vec<f32>, LlmError> {
+        self.forward_ranked(s, tokens, which, None)
+    }
+
+    /// [`Model::forward`] as one of several instances that split the work (see
+    /// [`Exchange`]); `None` = this instance does everything.
+    pub fn forward_ranked(
+        &self,
+        s: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+        mut ex: Option<&mut dyn Exchange>,
     ) -> Result<Vec<f32>, LlmError> {
         let cfg = &self.cfg;
         let n = tokens.len();
@@ -339,7 +444,8 @@ impl Model {
             self.matmul(
                 &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)],
                 &acts,
-            );
+                &mut ex,
+            )?;
             for t in 0..n {
                 if let Some(b) = &l.bq {
                     add(&mut q[t * d..(t + 1) * d], b);
@@ -358,9 +464,9 @@ impl Model {
             // the reference's numerics, and the same answers.
             s.k[li].extend(k.iter().map(|&x| half::f16::from_f32(x).to_f32()));
             s.v[li].extend(v.iter().map(|&x| half::f16::from_f32(x).to_f32()));
-            self.attention(&q, &s.k[li], &s.v[li], s.pos, n, &mut att);
+            self.attention(&q, &s.k[li], &s.v[li], s.pos, n, &mut att, &mut ex)?;
             acts.quantize(&att, d);
-            self.matmul(&mut [(&l.wo, &mut o)], &acts);
+            self.matmul(&mut [(&l.wo, &mut o)], &acts, &mut ex)?;
             add(&mut x, &o);
             for t in 0..n {
                 rmsnorm(
@@ -371,10 +477,10 @@ impl Model {
                 );
             }
             acts.quantize(&h, d);
-            self.matmul(&mut [(&l.gate, &mut g), (&l.up, &mut u)], &acts);
+            self.matmul(&mut [(&l.gate, &mut g), (&l.up, &mut u)], &acts, &mut ex)?;
             silu_mul(&mut g, &u);
             acts.quantize(&g, f);
-            self.matmul(&mut [(&l.down, &mut o)], &acts);
+            self.matmul(&mut [(&l.down, &mut o)], &acts, &mut ex)?;
             add(&mut x, &o);
         }
         s.pos += n;
@@ -395,7 +501,7 @@ impl Model {
         }
         acts.quantize(&xn, d);
         let mut logits = vec![0f32; m * cfg.vocab];
-        self.matmul(&mut [(self.output(), &mut logits)], &acts);
+        self.matmul(&mut [(self.output(), &mut logits)], &acts, &mut ex)?;
         Ok(logits)
     }
 
@@ -416,20 +522,33 @@ impl Model {
     }
 
     /// Causal attention of `n` new tokens (queries `q`, at positions `pos..pos+n`) over the
-    /// cache (`pos + n` keys and values), into `att`; (token, head) pairs split over the team.
-    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, n: usize, att: &mut [f32]) {
+    /// cache (`pos + n` keys and values), into `att`; (token, head) pairs split over the team
+    /// (and over the ranks, with an [`Exchange`]).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        pos: usize,
+        n: usize,
+        att: &mut [f32],
+        ex: &mut Option<&mut dyn Exchange>,
+    ) -> Result<(), LlmError> {
         let cfg = &self.cfg;
         let (d, kv, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
         let group = cfg.n_heads / cfg.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let pairs = n * cfg.n_heads;
+        let (rank, ranks) = ex.as_ref().map_or((0, 1), |e| e.ranks());
+        let (q0, q1) = split(pairs, ranks, rank);
         let out = SharedMut::new(att);
         let threads = self.team.n();
         self.team.run(&|i| {
-            let (p0, p1) = split(pairs, threads, i);
+            let (p0, p1) = split(q1 - q0, threads, i);
             let mut scores = vec![0f32; pos + n];
             let mut acc = vec![0f32; hd];
-            for p in p0..p1 {
+            for p in q0 + p0..q0 + p1 {
                 let (t, head) = (p / cfg.n_heads, p % cfg.n_heads);
                 let off = (head / group) * hd;
                 attend(
@@ -447,5 +566,20 @@ impl Model {
                 unsafe { out.write_slice(t * d + head * hd, &acc) };
             }
         });
+        if let Some(ex) = ex.as_deref_mut() {
+            // Pairs are (token, head) in order, so rank r's pairs are the flat range
+            // [q0·hd, q1·hd) of `att` seen as one row of n·d values.
+            let ranges = (0..ranks)
+                .map(|r| {
+                    let (a, b) = split(pairs, ranks, r);
+                    (a * hd, b * hd)
+                })
+                .collect();
+            let mut sec = Section {
+                bufs: vec![(att, 1, n * d, ranges)],
+            };
+            sec.complete(ex)?;
+        }
+        Ok(())
     }
 }
