@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Loopback server for the browser benchmark: the built app (dist/) at /, and under /bench/ the
 // bench pages, transformers.js (/bench/tjs/), onnxruntime-web's wasm files (/bench/ort/) and the
-// ONNX model directory made by scripts/export_tjs_model.py (/bench/models/). Everything is served
+// ONNX model directory made by scripts/export_tjs_model.py (/bench/models/), wllama's module
+// (/bench/wllama/) and the chat model's GGUF directory (/bench/gguf/). Everything is served
 // cross-origin isolated (COOP + COEP), so onnxruntime-web may use wasm threads.
 //   node e2e/bench/server.mjs --port 0 --dist DIR --models DIR   → prints "listening on URL"
 import { createServer } from "node:http";
@@ -16,13 +17,15 @@ const ROUTES = [
   ["/bench/tjs/", join(HERE, "node_modules/@huggingface/transformers/dist")],
   ["/bench/ort/", join(HERE, "node_modules/onnxruntime-web/dist")],
   ["/bench/models/", resolve(opt("--models", join(process.env.HOME || "", ".cache/shoal/tjs")))],
+  ["/bench/wllama/", join(HERE, "node_modules/@wllama/wllama/esm")],
+  ["/bench/gguf/", resolve(opt("--gguf", join(process.env.HOME || "", ".cache/shoal/gguf")))],
   ["/bench/", join(HERE, "page")],
   ["/", resolve(opt("--dist", join(HERE, "../../dist")))],
 ];
 const TYPES = {
   ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
   ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json", ".svg": "image/svg+xml",
-  ".txt": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8",
+  ".txt": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".gguf": "application/octet-stream",
 };
 
 const server = createServer(async (req, res) => {
