@@ -18,7 +18,21 @@
 //                  {type:"weights", manifestBytes, bytes[]}   (after ready, if share; transferred)
 //                  {type:"selftest", wasm, kernels: [{kernel, cases}]}
 //                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
-//                  {type:"error", id?, message, fatal}
+//                  {type:"error", id?, op?, message, fatal}
+// The assistant (a worker of its own, the same best CPU build; chat_core.rs):
+//   page → worker  {type:"chat-init", model:{kind:"builtin", base} | {kind:"byo", key: sha256}, backend?}
+//                  {type:"chat-import", file: File} | {type:"chat-import", url}   (a user's GGUF: header
+//                    checked before the rest is read, chunked + hashed + cached; becomes the loaded model)
+//                  {type:"chat", id, request:{messages | rag:{question, sources:[{label, text}]},
+//                    max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop}}
+//                  {type:"chat-stop", id?}   (handled at once: the running answer ends at its next step)
+//                  {type:"chat-selftest", backend?}   {type:"chat-probe", id, op, ...}   (tests)
+//   worker → page  {type:"chat-progress", phase:"weights"|"read"|"model", loaded, total, netBytes, rate, file}
+//                  {type:"chat-ready", model:{key, builtin, id, size, sha256, arch, types, name?}, info, wasm, timings, bytes, imported?}
+//                  {type:"chat-start", id, promptTokens}  {type:"chat-prefill", id, done, total}
+//                  {type:"chat-token", id, text, token, index}
+//                  {type:"chat-done", id, finish, result:{text, prompt_tokens, tokens, prefill_tok_s, decode_tok_s}, first_token_ms, cited}
+//                  {type:"chat-selftest", wasm, tier, kernels:[{kernel, worst}]}   {type:"chat-probe", id, result}
 "use strict";
 
 const CACHE_NAME = "shoal-weights-v1";
@@ -109,28 +123,44 @@ async function loadWeights(base, variant) {
   const wasm = wasm_bindgen;
   const dir = new URL(`${base.replace(/\/$/, "")}/${variant}/`, self.location.href);
   const cache = await openCache();
-  const manifestUrl = new URL("manifest.json", dir);
-  const manifestKey = new Request(new URL("manifest.json?cached", dir));
-
-  // The manifest is small: network first (so new weights are seen), cache as offline fallback.
-  let manifestBytes;
-  try {
-    manifestBytes = await download(manifestUrl, () => {});
-  } catch (e) {
-    const hit = cache && (await cache.match(manifestKey));
-    if (!hit) throw new Error(`cannot fetch the weights manifest: ${e.message || e}`);
-    notice("info", "Offline: using the cached weights manifest.");
-    manifestBytes = new Uint8Array(await hit.arrayBuffer());
-  }
+  const manifestBytes = await fetchManifest(dir, cache);
   let listing;
   try {
     listing = JSON.parse(wasm.manifest_files(manifestBytes));
   } catch (e) {
     throw new Error(`weights manifest rejected: ${splitError(e).message}`);
   }
-  const files = listing.files;
-  const total = files.reduce((s, f) => s + f.size, 0);
   const keyOf = (f) => new Request(new URL(`cache/${f.sha256}/${f.file}`, dir));
+  return loadListed({
+    dir, cache, manifestBytes, files: listing.files, keyOf,
+    verify: (name, b) => wasm.verify_file(manifestBytes, name, b),
+    progress: (m) => post({ type: "progress", phase: "weights", ...m }),
+  });
+}
+
+// The manifest is small: network first (so new weights are seen), cache as offline fallback.
+async function fetchManifest(dir, cache) {
+  const manifestUrl = new URL("manifest.json", dir);
+  const manifestKey = new Request(new URL("manifest.json?cached", dir));
+  try {
+    const bytes = await download(manifestUrl, () => {});
+    if (cache) {
+      try { await cache.put(manifestKey, new Response(bytes)); } catch (_) { /* quota: reported with the weights */ }
+    }
+    return bytes;
+  } catch (e) {
+    const hit = cache && (await cache.match(manifestKey));
+    if (!hit) throw new Error(`cannot fetch the weights manifest: ${e.message || e}`);
+    notice("info", "Offline: using the cached weights manifest.");
+    return new Uint8Array(await hit.arrayBuffer());
+  }
+}
+
+// Every file of a manifest listing ([{file, size, sha256}]), from the Cache API (keyOf) or the
+// network (dir), each download verified (verify(name, bytes) throws) before it is cached.
+// Cached files are only size-checked here: the engine verifies everything on every load.
+async function loadListed({ dir, cache, manifestBytes, files, keyOf, verify, progress: report }) {
+  const total = files.reduce((s, f) => s + f.size, 0);
   const t0 = performance.now();
   let loaded = 0, netBytes = 0, cachedBytes = 0, lastPost = 0, quotaWarned = false;
   const progress = (file, force) => {
@@ -138,17 +168,18 @@ async function loadWeights(base, variant) {
     if (!force && now - lastPost < 100) return;
     lastPost = now;
     const secs = Math.max((now - t0) / 1000, 1e-3);
-    post({ type: "progress", phase: "weights", loaded, total, netBytes, rate: netBytes / secs, file });
+    report({ loaded, total, netBytes, rate: netBytes / secs, file });
   };
 
   const bytes = new Array(files.length);
   const fetchVerified = async (i) => {
     const f = files[i];
+    if (!dir) throw new Error(`${f.file}: not in the cache, and this model has no download address`);
     for (let attempt = 1; ; attempt++) {
       let got = 0;
       try {
         const b = await download(new URL(f.file, dir), (n) => { got += n; loaded += n; netBytes += n; progress(f.file); });
-        wasm.verify_file(manifestBytes, f.file, b);
+        verify(f.file, b);
         bytes[i] = b;
         break;
       } catch (e) {
@@ -186,9 +217,6 @@ async function loadWeights(base, variant) {
       await cache.delete(keyOf(files[i]));
     }
     await fetchVerified(i);
-  }
-  if (cache) {
-    try { await cache.put(manifestKey, new Response(manifestBytes)); } catch (_) { /* reported above if quota */ }
   }
   progress("", true);
   return { manifestBytes, files, bytes, keyOf, cache, fetchVerified, stats: () => ({ total, netBytes, cachedBytes, downloadMs: performance.now() - t0 }) };
@@ -277,6 +305,265 @@ async function embed(msg) {
   post({ type: "embedded", id: msg.id, vectors: flat, dim: msg.texts.length ? flat.length / msg.texts.length : 384 }, [flat.buffer]);
 }
 
+// ------------------------------------------------------------------ the assistant (chat)
+// A worker that gets chat-* messages runs the chat model (chat_core.rs) in its own wasm
+// instance: the page keeps one such worker beside the embedding pool.
+const CHAT_BUILTIN_KEY = "builtin";
+const HEADER_FIRST_READ = 1 << 20; // first bytes of a user's GGUF read for the header check
+const MAX_CHAT_BYTES = 2 ** 33; // 8 GiB, as node-lite's chat weights
+let chat = null; // {engine, model, info}
+let chatRun = null; // the generation in progress: {id, stop}
+const chatCancelled = new Set(); // chat ids stopped before they started (bounded below)
+
+// Yield to the event loop (a stop message is handled between two steps) without setTimeout's
+// 4 ms clamp.
+const yieldChannel = new MessageChannel();
+const yieldWaiters = [];
+yieldChannel.port1.onmessage = () => { const f = yieldWaiters.shift(); if (f) f(); };
+const yieldNow = () => new Promise((resolve) => { yieldWaiters.push(resolve); yieldChannel.port2.postMessage(0); });
+
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const byoDir = (key) => new URL(`chat-models/${key}/`, self.location.href);
+
+// A model id from a file name, as llama.cpp's server (and shoal-node import-gguf) name models:
+// "SmolLM2-135M-Instruct.Q4_1.gguf" → "smollm2-135m-instruct".
+function modelId(fileName) {
+  let base = String(fileName).split("/").pop().replace(/\.gguf$/i, "");
+  const m = base.match(/^(.*)[.-]([^.-]+)$/);
+  if (m && (/^q\d/i.test(m[2]) || /^(f16|f32|bf16)$/i.test(m[2]))) base = m[1];
+  return base.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "") || "model";
+}
+
+const chatProgress = (phase, m) => post({ type: "chat-progress", phase, ...m });
+
+async function loadChatFiles(model) {
+  const wasm = wasm_bindgen;
+  const cache = await openCache();
+  let dir, manifestBytes;
+  if (model.kind === "builtin") {
+    dir = new URL(`${model.base.replace(/\/$/, "")}/`, self.location.href);
+    manifestBytes = await fetchManifest(dir, cache);
+  } else {
+    // A model the user brought: only this browser has it (manifest and chunks in the cache).
+    const hit = cache && (await cache.match(new Request(new URL("manifest.json", byoDir(model.key)))));
+    if (!hit) throw new Error("this model is no longer in the browser's storage; add the .gguf file again");
+    manifestBytes = new Uint8Array(await hit.arrayBuffer());
+  }
+  let listing;
+  try {
+    listing = JSON.parse(wasm.chat_manifest_files(manifestBytes));
+  } catch (e) {
+    throw new Error(`chat manifest rejected: ${splitError(e).message}`);
+  }
+  const base = model.kind === "builtin" ? dir : byoDir(model.key);
+  const keyOf = (f) => new Request(new URL(`cache/${f.sha256}/${f.file}`, base));
+  const w = await loadListed({
+    dir: model.kind === "builtin" ? dir : null, cache, manifestBytes, files: listing.files, keyOf,
+    verify: (name, b) => wasm.chat_verify_file(manifestBytes, name, b),
+    progress: (m) => chatProgress("weights", m),
+  });
+  return { ...w, listing };
+}
+
+function modelFacts(listing, model, extra = {}) {
+  return {
+    key: model.kind === "builtin" ? CHAT_BUILTIN_KEY : model.key, builtin: model.kind === "builtin",
+    id: listing.model, size: listing.total, sha256: listing.sha256, arch: listing.arch, types: listing.types, ...extra,
+  };
+}
+
+async function chatInit(msg) {
+  const t0 = performance.now();
+  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend || "cpu"));
+  const tWasm = performance.now();
+  if (chat) { chat.engine.free(); chat = null; }
+  const model = msg.model || { kind: "builtin" };
+  const w = await loadChatFiles(model);
+  const tWeights = performance.now();
+  // Every chunk and the whole file are verified in Rust on every load, cached or not. A cached
+  // chunk of the built-in model that fails is dropped and fetched again; one of a model the user
+  // brought cannot be fetched again, so the load is refused naming it.
+  for (let round = 0; ; round++) {
+    try {
+      chatProgress("model", { loaded: 0, total: 0, file: w.listing.model });
+      const engine = wasm_bindgen.ChatEngine.create(w.manifestBytes, w.bytes);
+      const t1 = performance.now();
+      chat = { engine, model: modelFacts(w.listing, model), info: JSON.parse(engine.info()) };
+      post({
+        type: "chat-ready", model: chat.model, info: chat.info, wasm: wasmName,
+        timings: { totalMs: t1 - t0, wasmMs: tWasm - t0, weightsMs: tWeights - tWasm, modelMs: t1 - tWeights },
+        bytes: w.stats(),
+      });
+      return;
+    } catch (e) {
+      const { file, message } = splitError(e);
+      const i = w.files.findIndex((f) => f.file === file);
+      if (i < 0 || model.kind !== "builtin" || round >= MAX_ATTEMPTS) {
+        throw new Error(model.kind === "builtin" ? message : `the stored copy of this model is damaged (${message}); delete it and add the .gguf again`);
+      }
+      notice("warn", `Cached ${file} failed verification (${message}); fetching it again.`);
+      if (w.cache) await w.cache.delete(w.keyOf(w.files[i]));
+      await w.fetchVerified(i);
+    }
+  }
+}
+
+// The start of a user's GGUF, checked before the rest is read: `readPrefix(n)` → the first n
+// bytes (or fewer at the end), `total` its size (MAX_CHAT_BYTES when unknown). Throws with the
+// reason (unsupported architecture, tensor type, tokenizer; not a GGUF; truncated) by name.
+async function checkHeader(readPrefix, total) {
+  for (let n = HEADER_FIRST_READ; ; n *= 2) {
+    const prefix = await readPrefix(n);
+    const h = JSON.parse(wasm_bindgen.gguf_header(prefix, total));
+    if (h.complete) return { header: h, read: prefix.length };
+    if (prefix.length < n) throw new Error("the file ends inside its header (truncated)");
+  }
+}
+
+async function importFile(file, progress) {
+  const total = file.size;
+  let header;
+  try {
+    ({ header } = await checkHeader(async (n) => new Uint8Array(await file.slice(0, Math.min(n, total)).arrayBuffer()), total));
+  } catch (e) {
+    throw new Error(`${file.name} refused: ${splitError(e).message}`);
+  }
+  const bytes = new Uint8Array(total);
+  const STEP = 8 << 20;
+  for (let o = 0; o < total; o += STEP) {
+    bytes.set(new Uint8Array(await file.slice(o, Math.min(total, o + STEP)).arrayBuffer()), o);
+    progress(Math.min(total, o + STEP), total);
+  }
+  return { bytes, header, name: file.name, source: `file:${file.name}` };
+}
+
+async function importUrl(url, progress) {
+  const u = new URL(url, self.location.href);
+  if (u.origin !== self.location.origin) {
+    throw new Error(`${u.origin} is another origin: this page fetches only from its own (strict CSP; nothing leaves it). Download the file and pick it instead.`);
+  }
+  const res = await fetch(u, { cache: "no-store", credentials: "same-origin" });
+  if (!res.ok) throw new Error(`${u.pathname}: HTTP ${res.status}`);
+  const declared = Number(res.headers.get("content-length")) || 0;
+  if (declared > MAX_CHAT_BYTES) throw new Error(`${u.pathname}: ${mb(declared)} is over the 8 GiB limit`);
+  const total = declared || MAX_CHAT_BYTES;
+  const reader = res.body.getReader();
+  const parts = [];
+  let n = 0, header = null, nextCheck = HEADER_FIRST_READ;
+  const joined = () => {
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) { out.set(p, o); o += p.length; }
+    return out;
+  };
+  const name = decodeURIComponent(u.pathname.split("/").pop() || "model.gguf");
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (value) { parts.push(value); n += value.length; progress(n, declared); }
+    if (n > MAX_CHAT_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name}: more than 8 GiB`); }
+    if (!header && (n >= nextCheck || done)) {
+      try {
+        const h = JSON.parse(wasm_bindgen.gguf_header(joined(), done ? n : total));
+        if (h.complete) header = h; else nextCheck = n * 2;
+      } catch (e) {
+        // Refused on the header: the rest is not downloaded.
+        reader.cancel().catch(() => {});
+        throw new Error(`${name} refused after ${mb(n)}${declared ? ` of ${mb(declared)}` : ""}: ${splitError(e).message}`);
+      }
+    }
+    if (done) break;
+  }
+  if (!header) throw new Error(`${name} refused: the file ends inside its header (truncated)`);
+  if (declared && n !== declared) throw new Error(`${name}: got ${n} bytes, the server announced ${declared} (truncated download)`);
+  return { bytes: joined(), header, name, source: u.href };
+}
+
+// A GGUF the user brings (file or same-origin URL): header checked first, then the whole file
+// checked and described as verified chunks (chat_core: ChatManifest::describe), the engine
+// built, and the chunks + manifest cached under chat-models/<sha256>/ for later visits.
+async function chatImport(msg) {
+  const t0 = performance.now();
+  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend || "cpu"));
+  const progress = (loaded, total) => chatProgress("read", { loaded, total, netBytes: msg.url ? loaded : 0, rate: 0, file: "" });
+  const src = msg.file ? await importFile(msg.file, progress) : await importUrl(msg.url, progress);
+  chatProgress("model", { loaded: 0, total: 0, file: src.name });
+  // The model in use so far gives way (the page loads it again if this one is refused).
+  if (chat) { chat.engine.free(); chat = null; }
+  let engine;
+  try {
+    engine = wasm_bindgen.ChatEngine.fromGguf(src.bytes, modelId(src.name), src.source);
+  } catch (e) {
+    throw new Error(`${src.name} refused: ${splitError(e).message}`);
+  }
+  const manifestBytes = new TextEncoder().encode(engine.manifest());
+  const listing = JSON.parse(wasm_bindgen.chat_manifest_files(manifestBytes));
+  const model = { kind: "byo", key: listing.sha256 };
+  const dir = byoDir(model.key);
+  const cache = await openCache();
+  let stored = !!cache;
+  if (cache) {
+    try {
+      let o = 0;
+      for (const f of listing.files) {
+        const key = new Request(new URL(`cache/${f.sha256}/${f.file}`, dir));
+        await cache.put(key, new Response(src.bytes.subarray(o, o + f.size), { headers: { "content-type": "application/octet-stream" } }));
+        o += f.size;
+      }
+      await cache.put(new Request(new URL("manifest.json", dir)), new Response(manifestBytes));
+    } catch (e) {
+      stored = false;
+      notice("warn", isQuotaError(e)
+        ? `Not enough browser storage to keep ${src.name} (${mb(src.bytes.length)}): it works now but must be added again next visit.`
+        : `Could not store ${src.name} (${e.name || e}); it must be added again next visit.`);
+    }
+  }
+  chat = { engine, model: modelFacts(listing, model, { name: src.name, source: src.source, stored }), info: JSON.parse(engine.info()) };
+  const t1 = performance.now();
+  post({ type: "chat-ready", model: chat.model, info: chat.info, wasm: wasmName, imported: true, timings: { totalMs: t1 - t0 }, bytes: { total: src.bytes.length } });
+}
+
+async function chatGenerate(msg) {
+  if (chatCancelled.delete(msg.id)) {
+    post({ type: "chat-done", id: msg.id, finish: "cancelled", result: { text: "", prompt_tokens: [], tokens: [], prefill_tok_s: 0, decode_tok_s: 0 }, first_token_ms: 0, cited: [] });
+    return;
+  }
+  if (!chat) throw new Error("the chat model is not loaded");
+  const run = { id: msg.id, stop: false };
+  chatRun = run;
+  try {
+    const started = JSON.parse(chat.engine.start(JSON.stringify(msg.request || {})));
+    post({ type: "chat-start", id: msg.id, promptTokens: started.prompt_tokens });
+    for (;;) {
+      if (run.stop) chat.engine.cancel();
+      const ev = JSON.parse(chat.engine.step());
+      if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
+      else if (ev.type === "prefill") post({ type: "chat-prefill", id: msg.id, done: ev.done, total: ev.total });
+      else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited }); return; }
+      await yieldNow();
+    }
+  } finally {
+    chatRun = null;
+  }
+}
+
+async function chatSelftest(msg) {
+  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend || "cpu"));
+  const r = JSON.parse(wasm_bindgen.chat_self_test());
+  post({ type: "chat-selftest", wasm: wasmName, tier: r.tier, kernels: r.kernels });
+}
+
+// Test probes of the loaded engine (the golden test against llama.cpp).
+function chatProbe(msg) {
+  if (!chat) throw new Error("the chat model is not loaded");
+  const e = chat.engine;
+  let result;
+  if (msg.op === "prompt_tokens") result = Array.from(e.promptTokens(JSON.stringify(msg.messages)));
+  else if (msg.op === "teacher_force") result = Array.from(e.teacherForce(Uint32Array.from(msg.prompt), Uint32Array.from(msg.forced)));
+  else if (msg.op === "first_logits") result = e.firstLogits(Uint32Array.from(msg.prompt));
+  else if (msg.op === "reset") { e.reset(); result = true; } else throw new Error(`unknown probe ${msg.op}`);
+  post({ type: "chat-probe", id: msg.id, result }, result instanceof Float32Array ? [result.buffer] : []);
+}
+
 self.onmessage = (ev) => {
   const msg = ev.data || {};
   if (msg.type === "cancel") {
@@ -284,13 +571,29 @@ self.onmessage = (ev) => {
     while (cancelled.size > 1024) cancelled.delete(cancelled.values().next().value);
     return;
   }
+  if (msg.type === "chat-stop") {
+    // Handled at once: the generation in progress ends at its next step; a queued one is skipped.
+    if (chatRun && (msg.id == null || chatRun.id === msg.id)) chatRun.stop = true;
+    if (msg.id != null && !(chatRun && chatRun.id === msg.id)) {
+      chatCancelled.add(msg.id);
+      while (chatCancelled.size > 1024) chatCancelled.delete(chatCancelled.values().next().value);
+    }
+    return;
+  }
   queue = queue.then(async () => {
     try {
       if (msg.type === "init") await init(msg);
       else if (msg.type === "embed") await embed(msg);
       else if (msg.type === "selftest") await selftest(msg);
+      else if (msg.type === "chat-init") await chatInit(msg);
+      else if (msg.type === "chat-import") await chatImport(msg);
+      else if (msg.type === "chat") await chatGenerate(msg);
+      else if (msg.type === "chat-selftest") await chatSelftest(msg);
+      else if (msg.type === "chat-probe") chatProbe(msg);
     } catch (e) {
-      post({ type: "error", id: msg.id, message: splitError(e).message, fatal: msg.type === "init" });
+      // A trap inside wasm leaves the instance unusable: the page restarts this worker.
+      const trapped = e instanceof WebAssembly.RuntimeError;
+      post({ type: "error", id: msg.id, op: msg.type, message: splitError(e).message, fatal: msg.type === "init" || trapped, chatLoaded: !!chat });
     }
   });
 };

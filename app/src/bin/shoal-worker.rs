@@ -6,6 +6,10 @@
 #[path = "../worker_core.rs"]
 mod worker_core;
 
+#[cfg(target_arch = "wasm32")]
+#[path = "../chat_core.rs"]
+mod chat_core;
+
 fn main() {
     #[cfg(target_arch = "wasm32")]
     console_error_panic_hook::set_once();
