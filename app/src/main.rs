@@ -1,8 +1,11 @@
 //! `shoal-app`: the page. A Leptos (CSR) UI over `window.shoal` (app/web/shoal.js), which owns
 //! the model worker, the document store (IndexedDB) and search. No model code is linked here:
-//! MiniLM runs in the `shoal-worker` wasm inside dedicated Web Workers (a pool, `web/pool.js`);
+//! MiniLM runs in the `shoal-worker` wasm inside dedicated Web Workers (a pool, `web/pool.js`),
+//! the assistant's chat model in one more such worker (`web/chat.js`, `chat_core.rs`);
 //! this wasm carries the job engine that shards work across them (`pool_job`).
 
+#[cfg(target_arch = "wasm32")]
+mod assistant_view;
 #[cfg(target_arch = "wasm32")]
 mod circle;
 #[cfg(target_arch = "wasm32")]

@@ -219,7 +219,7 @@ pub fn App() -> impl IntoView {
                 <span class="logo" aria-hidden="true">"◗"</span>
                 <div>
                     <h1>"Shoal"</h1>
-                    <p class="tag">"Private semantic search. The model runs in this tab — your documents never leave this device."</p>
+                    <p class="tag">"A private assistant and semantic search. The models run in this tab — your messages and documents never leave this device."</p>
                 </div>
             </div>
             <Settings state=state report=report />
@@ -238,6 +238,10 @@ pub fn App() -> impl IntoView {
             children=move |n| view! { <div class=format!("notice {}", n.level)>{n.message}</div> }
         />
         <main class="grid">
+            <section class="card wide" aria-labelledby="assistant-h">
+                <h2 id="assistant-h">"Assistant"</h2>
+                <crate::assistant_view::AssistantPanel />
+            </section>
             <section class="card" aria-labelledby="search-h">
                 <h2 id="search-h">"Search"</h2>
                 <SearchPanel state=state />
@@ -257,7 +261,7 @@ pub fn App() -> impl IntoView {
             </section>
         </main>
         <footer class="foot">
-            "all-MiniLM-L6-v2 · weights verified (SHA-256 + BLAKE2b) and cached in this browser · no third-party requests"
+            "SmolLM2-135M-Instruct · all-MiniLM-L6-v2 · weights verified (SHA-256 + BLAKE2b) and cached in this browser · no third-party requests"
         </footer>
     }
 }

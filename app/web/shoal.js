@@ -14,8 +14,13 @@
 //   shoal.poolReady()          → Promise: every pool worker has its model
 //   shoal.embedFloat(texts)    → Promise<Float32Array[]>;  shoal.app() → Promise<page wasm module>
 //   shoal.setCircle(c)         → circle.js: documents go through the circle when members are up
+//   shoal.chat({messages, max_tokens, temperature, top_p, seed, onToken, signal})
+//                              → Promise<{text, prompt_tokens, tokens, prefill_tok_s, decode_tok_s, finish}>
+//   shoal.stopChat()           → stops the running answer (chat.js: the assistant's own worker)
+//   shoal.chatInfo()           → the loaded chat model: {name, arch, context, kernel, wasm, loadMs}
 import { Pool, defaultPoolSize } from "./pool.js";
 import "./circle.js"; // window.shoalCircle, before the UI boots
+import shoalChat from "./chat.js"; // window.shoalChat: the assistant (Assistant card)
 
 const MODEL_BASE = "models/all-minilm-l6-v2";
 const DB_NAME = "shoal";
@@ -298,6 +303,11 @@ const shoal = {
     return readyPromise;
   },
   subscribe(fn) { listeners.add(fn); fn(snapshot()); return () => listeners.delete(fn); },
+  // The assistant: an answer from the chat model (OpenAI message shape), streamed to onToken.
+  chat: (opts) => shoalChat.chat(opts),
+  stopChat: () => shoalChat.stopAll(),
+  // The loaded chat model: {name, arch, context, kernel, wasm, loadMs, …} (null before it loads).
+  chatInfo: () => shoalChat.state().info,
   // Test hooks: kill pool worker i as a crash would.
   _test: { terminateWorker: (i) => pool.terminateWorker(i) },
 };
