@@ -189,7 +189,7 @@ function onWorker(m) {
       emit();
       break;
     case "chat-ready": {
-      const info = { ...m.info, wasm: m.wasm, loadMs: m.timings?.totalMs ?? 0, bytes: m.bytes };
+      const info = { ...m.info, wasm: m.wasm, loadMs: m.timings?.totalMs ?? 0, timings: m.timings, bytes: m.bytes };
       if (m.imported) registerImported(m.model);
       const model = state.models.find((x) => x.key === m.model.key) || state.model;
       if (model.key === BUILTIN.key) model.size = m.model.size;

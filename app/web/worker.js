@@ -311,6 +311,13 @@ async function embed(msg) {
 const CHAT_BUILTIN_KEY = "builtin";
 const HEADER_FIRST_READ = 1 << 20; // first bytes of a user's GGUF read for the header check
 const MAX_CHAT_BYTES = 2 ** 33; // 8 GiB, as node-lite's chat weights
+// What fits a tab: wasm32 memory is 4 GiB, and loading holds the file, its verified copy and the
+// repacked engine at once (≈ 3× the file), so 1 GB (Llama 3.2 1B, TinyLlama, Qwen2.5 0.5B at
+// Q4_K_M) is the limit here; bigger files are refused after the header, before the rest is read.
+const BROWSER_MAX_BYTES = 1e9;
+const tooBig = (n) => {
+  if (n > BROWSER_MAX_BYTES) throw new Error(`${mb(n)} does not fit in a browser tab (wasm memory is 4 GiB; at most ${mb(BROWSER_MAX_BYTES)} here — use shoal-node chat for bigger models)`);
+};
 let chat = null; // {engine, model, info}
 let chatRun = null; // the generation in progress: {id, stop}
 const chatCancelled = new Set(); // chat ids stopped before they started (bounded below)
@@ -425,6 +432,7 @@ async function importFile(file, progress) {
   let header;
   try {
     ({ header } = await checkHeader(async (n) => new Uint8Array(await file.slice(0, Math.min(n, total)).arrayBuffer()), total));
+    tooBig(total);
   } catch (e) {
     throw new Error(`${file.name} refused: ${splitError(e).message}`);
   }
@@ -460,11 +468,11 @@ async function importUrl(url, progress) {
   for (;;) {
     const { done, value } = await reader.read();
     if (value) { parts.push(value); n += value.length; progress(n, declared); }
-    if (n > MAX_CHAT_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name}: more than 8 GiB`); }
+    if (n > BROWSER_MAX_BYTES) { reader.cancel().catch(() => {}); tooBig(n); }
     if (!header && (n >= nextCheck || done)) {
       try {
         const h = JSON.parse(wasm_bindgen.gguf_header(joined(), done ? n : total));
-        if (h.complete) header = h; else nextCheck = n * 2;
+        if (h.complete) { header = h; if (declared) tooBig(declared); } else nextCheck = n * 2;
       } catch (e) {
         // Refused on the header: the rest is not downloaded.
         reader.cancel().catch(() => {});

@@ -6,11 +6,11 @@
 // first, and the answer cites or quotes it; a GGUF brought by file (the SmolLM2 file itself, renamed) is checked, chunked, cached
 // and answers like the built-in model, also after a reload, and a damaged stored chunk is
 // refused by name; corrupt files (truncated, patched architecture, unsupported tensor type,
-// flipped magic) are refused by name before the rest is read, and so is one by URL; the
-// phone layout (375 px) does not overflow; no request leaves the origin.
+// flipped magic) and one too big for a tab are refused by name before the rest is read, and
+// so is one by URL; the phone layout (375 px) does not overflow; no request leaves the origin.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { readFileSync, writeFileSync, mkdtempSync, rmSync, truncateSync } from "node:fs";
 import { tmpdir, homedir } from "node:os";
 import { join } from "node:path";
 import { launch, newContext, openApp, waitReady, foreign, RESULTS, BASE } from "../lib.mjs";
@@ -246,6 +246,8 @@ test("bring your own GGUF: refused by name when corrupt, before the rest is read
     [variant("patched-arch.gguf", (b) => patchArch(b, "mamba")), /patched-arch\.gguf refused: .*architecture "mamba"/],
     [variant("q5k.gguf", (b) => patchTensorType(b, "output_norm.weight", 13)), /q5k\.gguf refused: .*output_norm\.weight: type Q5_K is not supported/],
     [variant("flipped.gguf", (b) => { b[0] ^= 0xff; b[1] ^= 0x55; return b; }), /flipped\.gguf refused: not a GGUF file/],
+    // A valid header on a 1.1 GB (sparse) file: too big for a tab's wasm memory.
+    [(() => { const p = variant("big.gguf"); truncateSync(p, 1.1e9); return p; })(), /big\.gguf refused: 1100\.0 MB does not fit in a browser tab/],
   ];
   for (const [path, want] of cases) {
     await page.getByTestId("gguf-file").setInputFiles(path);
