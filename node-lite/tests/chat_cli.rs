@@ -261,18 +261,18 @@ fn truncated_corrupt_and_unsupported_ggufs_are_refused_by_name() {
         "{}",
         text(&o.stderr)
     );
-    // An unsupported tensor type: output_norm.weight's type id (after its 1 dim) → 6, Q5_0.
+    // An unsupported tensor type: output_norm.weight's type id (after its 1 dim) → 13, Q5_K.
     let t = copy_with(&src, |b| {
         let name = b"output_norm.weight";
         let i = find(b, name) + name.len();
         let ty = i + 4 + 8; // n_dims u32, one u64 dim
-        b[ty..ty + 4].copy_from_slice(&6u32.to_le_bytes());
+        b[ty..ty + 4].copy_from_slice(&13u32.to_le_bytes());
     });
     let o = shoal(&["chat", "--model", t.path().to_str().unwrap(), "hi"], b"");
     assert!(!o.status.success());
     let e = text(&o.stderr);
     assert!(
-        e.contains("output_norm.weight") && e.contains("Q5_0"),
+        e.contains("output_norm.weight") && e.contains("Q5_K"),
         "{e}"
     );
     // A verified import with one chunk flipped: refused, naming the chunk.

@@ -501,10 +501,10 @@ mod tests {
         let mut f = tiny(&[], 0, 8);
         f[4] = 9;
         assert!(matches!(Gguf::parse(&f, None), Err(GgufError::Version(9))));
-        // Q5_0 (type 6) is not supported: refused with its name.
-        let f = tiny(&[], 6, 32);
+        // Q5_K (type 13) is not supported: refused with its name.
+        let f = tiny(&[], 13, 256);
         let e = Gguf::parse(&f, None).unwrap_err().to_string();
-        assert!(e.contains("Q5_0") && e.contains("not supported"), "{e}");
+        assert!(e.contains("Q5_K") && e.contains("not supported"), "{e}");
         // A string claiming 2^40 bytes.
         let f = tiny(&[("s", 8, (1u64 << 40).to_le_bytes().to_vec())], 0, 8);
         assert!(matches!(

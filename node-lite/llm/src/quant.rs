@@ -9,6 +9,8 @@
 //! | Q8_0 | 32 | 34 | d, 32 × i8 | d·q |
 //! | Q4_0 | 32 | 18 | d, 16 B nibbles (low = 0–15, high = 16–31) | d·(q − 8) |
 //! | Q4_1 | 32 | 20 | d, m, 16 B nibbles | d·q + m |
+//! | Q5_0 | 32 | 22 | d, 4 B of 5th bits, 16 B nibbles | d·(q − 16) |
+//! | Q5_1 | 32 | 24 | d, m, 4 B of 5th bits, 16 B nibbles | d·q + m |
 //! | Q4_K | 256 | 144 | d, dmin, 12 B of 6-bit (scale, min) × 8, 128 B nibbles | d·sc·q − dmin·mn |
 //! | Q6_K | 256 | 210 | 128 B low nibbles, 64 B high 2 bits, 16 × i8 scales, d | d·sc·(q − 32) |
 
@@ -28,6 +30,11 @@ pub enum GgmlType {
     Q4_0,
     /// 4-bit with scale and minimum per 32.
     Q4_1,
+    /// 5-bit symmetric, one scale per 32 (K-quant files fall back to it for rows that are
+    /// not whole 256-blocks, e.g. SmolLM2's width 576).
+    Q5_0,
+    /// 5-bit with scale and minimum per 32.
+    Q5_1,
     /// 4-bit k-quant: super-blocks of 256 with 6-bit sub-block scales and minimums.
     Q4K,
     /// 6-bit k-quant: super-blocks of 256 with 8-bit scales per 16.
@@ -73,12 +80,14 @@ pub fn ggml_type_name(id: u32) -> String {
 
 impl GgmlType {
     /// Every supported type.
-    pub const ALL: [GgmlType; 7] = [
+    pub const ALL: [GgmlType; 9] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q4K,
         GgmlType::Q6K,
     ];
@@ -90,6 +99,8 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4K,
             14 => GgmlType::Q6K,
@@ -104,6 +115,8 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
             GgmlType::Q4K => 12,
             GgmlType::Q6K => 14,
@@ -118,6 +131,8 @@ impl GgmlType {
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q6K => "Q6_K",
         }
@@ -127,7 +142,9 @@ impl GgmlType {
     pub fn block_elems(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => 32,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                32
+            }
             GgmlType::Q4K | GgmlType::Q6K => 256,
         }
     }
@@ -140,6 +157,8 @@ impl GgmlType {
             GgmlType::Q8_0 => 34,
             GgmlType::Q4_0 => 18,
             GgmlType::Q4_1 => 20,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
             GgmlType::Q4K => 144,
             GgmlType::Q6K => 210,
         }
@@ -154,6 +173,22 @@ impl GgmlType {
 #[inline]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+/// The 32 unsigned 5-bit values of a Q5_0 or Q5_1 block (ggml: low nibbles in `qs`, weights
+/// 0–15 from the low halves and 16–31 from the high halves; the fifth bit of weight `j` is
+/// bit `j` of the little-endian `qh`).
+#[inline]
+pub(crate) fn q5_values(ty: GgmlType, blk: &[u8]) -> [u8; 32] {
+    let off = if ty == GgmlType::Q5_1 { 4 } else { 2 };
+    let qh = u32::from_le_bytes([blk[off], blk[off + 1], blk[off + 2], blk[off + 3]]);
+    let qs = &blk[off + 4..off + 20];
+    let mut v = [0u8; 32];
+    for j in 0..16 {
+        v[j] = (qs[j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+        v[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    v
 }
 
 /// The 6-bit (scale, min) pair `j` of a Q4_K block's 12 scale bytes (ggml's `get_scale_min_k4`).
@@ -200,6 +235,20 @@ pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) {
                     let q = blk[4 + j];
                     y[j] = d * f32::from(q & 0xF) + m;
                     y[j + 16] = d * f32::from(q >> 4) + m;
+                }
+            }
+            GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                let q = q5_values(ty, blk);
+                let d = f16_at(blk, 0);
+                if ty == GgmlType::Q5_1 {
+                    let m = f16_at(blk, 2);
+                    for (o, &v) in y.iter_mut().zip(&q) {
+                        *o = d * f32::from(v) + m;
+                    }
+                } else {
+                    for (o, &v) in y.iter_mut().zip(&q) {
+                        *o = d * (f32::from(v) - 16.0);
+                    }
                 }
             }
             GgmlType::Q4K => {
@@ -292,6 +341,44 @@ pub fn quantize_row(ty: GgmlType, x: &[f32]) -> Vec<u8> {
                 let q = |v: f32| (((v - mn) * id + 0.5) as i32).clamp(0, 15) as u8;
                 for j in 0..16 {
                     out.push(q(b[j]) | (q(b[j + 16]) << 4));
+                }
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            for b in x.chunks_exact(32) {
+                let (d, m, q): (f32, f32, Vec<u8>) = if ty == GgmlType::Q5_0 {
+                    let mx = b
+                        .iter()
+                        .fold(0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+                    let d = mx / -16.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let q = b
+                        .iter()
+                        .map(|&v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+                        .collect();
+                    (d, 0.0, q)
+                } else {
+                    let mn = b.iter().fold(f32::MAX, |a, &v| a.min(v));
+                    let mx = b.iter().fold(f32::MIN, |a, &v| a.max(v));
+                    let d = (mx - mn) / 31.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let q = b
+                        .iter()
+                        .map(|&v| (((v - mn) * id + 0.5) as i32).clamp(0, 31) as u8)
+                        .collect();
+                    (d, mn, q)
+                };
+                out.extend_from_slice(&h(d));
+                if ty == GgmlType::Q5_1 {
+                    out.extend_from_slice(&h(m));
+                }
+                let mut qh = 0u32;
+                for (j, &v) in q.iter().enumerate() {
+                    qh |= u32::from(v >> 4) << j;
+                }
+                out.extend_from_slice(&qh.to_le_bytes());
+                for j in 0..16 {
+                    out.push((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
                 }
             }
         }
@@ -420,6 +507,8 @@ mod tests {
             (GgmlType::Q8_0, 0.01),
             (GgmlType::Q4_0, 0.15),
             (GgmlType::Q4_1, 0.08),
+            (GgmlType::Q5_0, 0.07),
+            (GgmlType::Q5_1, 0.04),
             (GgmlType::Q4K, 0.12),
             (GgmlType::Q6K, 0.04),
         ] {
@@ -442,7 +531,7 @@ mod tests {
             assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
             assert_eq!(ggml_type_name(ty.id()), ty.name());
         }
-        assert_eq!(GgmlType::from_id(6), None);
+        assert_eq!(GgmlType::from_id(11), None);
         assert_eq!(ggml_type_name(13), "Q5_K");
     }
 }

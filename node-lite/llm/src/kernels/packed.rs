@@ -8,32 +8,69 @@
 //! | format | from | per group and block | weight |
 //! | --- | --- | --- | --- |
 //! | [`Format::U4`] | Q4_0, Q4_1, Q4_K | `16·R` bytes of nibbles, `R` f32 `d`, `R` f32 `m` | `d·q + m`, `q ∈ 0..16` |
-//! | [`Format::I8`] | Q8_0 | `32·R` signed bytes, `R` f32 `d` | `d·q` |
-//! | [`Format::Raw`] | Q6_K, F16, F32 | the GGUF rows unchanged | per-row kernels |
+//! | [`Format::I8`] | Q8_0, Q5_0 | `32·R` signed bytes, `R` f32 `d` | `d·q` |
+//! | [`Format::I8Min`] | Q5_1 | `32·R` bytes (`0..32`), `R` f32 `d`, `R` f32 `m` | `d·q + m` |
+//! | [`Format::I8Half`] | Q6_K | `32·R` signed bytes, `2·R` f32 `d` (one per 16) | `d_h·q` |
+//! | [`Format::Raw`] | F16, F32 | the GGUF rows unchanged | per-row kernels |
 //!
 //! Byte order inside a group and block: chunk `j` (`4·R` bytes) holds, for row `r`, bytes
 //! `4r..4r+4` = four consecutive weights. In `U4`, chunk `j ∈ 0..4` carries weights
-//! `4j..4j+4` in its low nibbles and `16+4j..16+4j+4` in its high nibbles; in `I8`, chunk
-//! `j ∈ 0..8` carries weights `4j..4j+4`. So a 4-byte broadcast of the activations meets
-//! `R` rows × 4 weights (`vpdpbusd`, `i32x4.relaxed_dot_i8x16_i7x16_add`).
+//! `4j..4j+4` in its low nibbles and `16+4j..16+4j+4` in its high nibbles; in the I8 formats,
+//! chunk `j ∈ 0..8` carries weights `4j..4j+4` (so chunks 0–3 are the first 16, 4–7 the
+//! second). A 4-byte broadcast of the activations meets `R` rows × 4 weights (`vpdpbusd`,
+//! `i32x4.relaxed_dot_i8x16_i7x16_add`).
 //!
-//! Q4_0 becomes `m = −8d`, Q4_K's super-blocks become per-32 `d·sc` and `−dmin·mn`; each is
-//! exact in f32, so the packed product equals the GGUF's up to summation order.
+//! Q4_0 becomes `m = −8d`, Q5_0 `q − 16`, Q6_K `q − 32` with its per-16 `d·sc`, Q4_K's
+//! super-blocks per-32 `d·sc` and `−dmin·mn`; each is exact in f32, so the packed product
+//! equals the GGUF's up to summation order.
 
-use crate::quant::{GgmlType, dequantize_row, f16_at, q4k_scale_min};
+use crate::quant::{GgmlType, dequantize_row, f16_at, q4k_scale_min, q5_values};
 
 use super::{Q8Ref, QK};
 use crate::par::SharedMut;
 
 /// How a packed matrix stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// Unsigned 4-bit values with an f32 scale and minimum per block of 32.
     U4,
     /// Signed 8-bit values with an f32 scale per block of 32.
     I8,
+    /// 8-bit values with an f32 scale and minimum per block of 32.
+    I8Min,
+    /// Signed 8-bit values with an f32 scale per 16.
+    I8Half,
     /// The GGUF rows as they are.
     Raw(GgmlType),
+}
+
+impl Format {
+    /// The format GGUF type `ty` is packed into.
+    pub fn of(ty: GgmlType) -> Format {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => Format::U4,
+            GgmlType::Q8_0 | GgmlType::Q5_0 => Format::I8,
+            GgmlType::Q5_1 => Format::I8Min,
+            GgmlType::Q6K => Format::I8Half,
+            other => Format::Raw(other),
+        }
+    }
+
+    /// Whether blocks carry a minimum (`m`).
+    pub fn has_min(self) -> bool {
+        matches!(self, Format::U4 | Format::I8Min)
+    }
+
+    /// Scales per row and block of 32.
+    pub fn scales(self) -> usize {
+        if self == Format::I8Half { 2 } else { 1 }
+    }
+
+    /// One of the 8-bit formats.
+    pub fn is_i8(self) -> bool {
+        matches!(self, Format::I8 | Format::I8Min | Format::I8Half)
+    }
 }
 
 /// A weight matrix (`rows` outputs × `cols` inputs) in the layout the kernels want.
@@ -45,12 +82,14 @@ pub struct PackedMat {
     pub cols: usize,
     /// Storage format.
     pub format: Format,
-    /// Rows per interleaved group (`U4`, `I8`).
+    /// Rows per interleaved group (packed formats).
     pub r: usize,
     /// The GGUF type it came from.
     pub source: GgmlType,
     pub(crate) q: Vec<u8>,
+    /// Scales: for group-block `gb` and half `h`, rows at `(gb·scales + h)·r ..`.
     pub(crate) d: Vec<f32>,
+    /// Minimums (formats with one): rows at `gb·r ..`.
     pub(crate) m: Vec<f32>,
 }
 
@@ -72,11 +111,7 @@ impl PackedMat {
     pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize, r: usize) -> Self {
         let rb = ty.row_bytes(cols);
         debug_assert_eq!(data.len(), rows * rb);
-        let format = match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => Format::U4,
-            GgmlType::Q8_0 => Format::I8,
-            other => Format::Raw(other),
-        };
+        let format = Format::of(ty);
         let mut p = PackedMat {
             rows,
             cols,
@@ -94,9 +129,10 @@ impl PackedMat {
         let nb = cols / QK;
         let groups = rows.div_ceil(r);
         let bpb = p.block_bytes();
+        let spb = format.scales();
         p.q = vec![0u8; groups * nb * bpb];
-        p.d = vec![0f32; groups * nb * r];
-        if format == Format::U4 {
+        p.d = vec![0f32; groups * nb * spb * r];
+        if format.has_min() {
             p.m = vec![0f32; groups * nb * r];
         }
         let mut vals = [0u8; QK];
@@ -106,25 +142,24 @@ impl PackedMat {
             for b in 0..nb {
                 let (d, m) = block_values(ty, src, b, &mut vals);
                 let gb = g * nb + b;
-                p.d[gb * r + lane] = d;
-                if format == Format::U4 {
+                for (h, &dh) in d.iter().take(spb).enumerate() {
+                    p.d[(gb * spb + h) * r + lane] = dh;
+                }
+                if format.has_min() {
                     p.m[gb * r + lane] = m;
                 }
                 let dst = &mut p.q[gb * bpb..(gb + 1) * bpb];
-                match format {
-                    Format::U4 => {
-                        for j in 0..4 {
-                            for i in 0..4 {
-                                dst[j * 4 * r + lane * 4 + i] =
-                                    vals[4 * j + i] | (vals[16 + 4 * j + i] << 4);
-                            }
+                if format == Format::U4 {
+                    for j in 0..4 {
+                        for i in 0..4 {
+                            dst[j * 4 * r + lane * 4 + i] =
+                                vals[4 * j + i] | (vals[16 + 4 * j + i] << 4);
                         }
                     }
-                    _ => {
-                        for j in 0..8 {
-                            for i in 0..4 {
-                                dst[j * 4 * r + lane * 4 + i] = vals[4 * j + i];
-                            }
+                } else {
+                    for j in 0..8 {
+                        for i in 0..4 {
+                            dst[j * 4 * r + lane * 4 + i] = vals[4 * j + i];
                         }
                     }
                 }
@@ -137,8 +172,8 @@ impl PackedMat {
     pub fn block_bytes(&self) -> usize {
         match self.format {
             Format::U4 => 16 * self.r,
-            Format::I8 => 32 * self.r,
             Format::Raw(_) => 0,
+            _ => 32 * self.r,
         }
     }
 
@@ -171,32 +206,46 @@ impl PackedMat {
 
     /// Dequantize row `row` into `out` (`cols` long): the embedding lookup.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        match self.format {
-            Format::Raw(ty) => dequantize_row(ty, self.raw_row(row), out),
-            Format::U4 | Format::I8 => {
-                let (r, nb, bpb) = (self.r, self.cols / QK, self.block_bytes());
-                let (g, lane) = (row / r, row % r);
-                for b in 0..nb {
-                    let gb = g * nb + b;
-                    let q = &self.q[gb * bpb..(gb + 1) * bpb];
-                    let d = self.d[gb * r + lane];
-                    let y = &mut out[b * QK..(b + 1) * QK];
-                    if self.format == Format::U4 {
-                        let m = self.m[gb * r + lane];
-                        for j in 0..4 {
-                            for i in 0..4 {
-                                let v = q[j * 4 * r + lane * 4 + i];
-                                y[4 * j + i] = d * f32::from(v & 0xF) + m;
-                                y[16 + 4 * j + i] = d * f32::from(v >> 4) + m;
-                            }
-                        }
-                    } else {
-                        for j in 0..8 {
-                            for i in 0..4 {
-                                let v = q[j * 4 * r + lane * 4 + i] as i8;
-                                y[4 * j + i] = d * f32::from(v);
-                            }
-                        }
+        if let Format::Raw(ty) = self.format {
+            dequantize_row(ty, self.raw_row(row), out);
+            return;
+        }
+        let (r, nb, bpb, spb) = (
+            self.r,
+            self.cols / QK,
+            self.block_bytes(),
+            self.format.scales(),
+        );
+        let (g, lane) = (row / r, row % r);
+        for b in 0..nb {
+            let gb = g * nb + b;
+            let q = &self.q[gb * bpb..(gb + 1) * bpb];
+            let d = |h: usize| self.d[(gb * spb + h) * r + lane];
+            let m = if self.format.has_min() {
+                self.m[gb * r + lane]
+            } else {
+                0.0
+            };
+            let y = &mut out[b * QK..(b + 1) * QK];
+            if self.format == Format::U4 {
+                for j in 0..4 {
+                    for i in 0..4 {
+                        let v = q[j * 4 * r + lane * 4 + i];
+                        y[4 * j + i] = d(0) * f32::from(v & 0xF) + m;
+                        y[16 + 4 * j + i] = d(0) * f32::from(v >> 4) + m;
+                    }
+                }
+            } else {
+                for j in 0..8 {
+                    for i in 0..4 {
+                        let v = q[j * 4 * r + lane * 4 + i];
+                        let k = 4 * j + i;
+                        let dh = d(k / 16 % spb);
+                        y[k] = if self.format == Format::I8Min {
+                            dh * f32::from(v) + m
+                        } else {
+                            dh * f32::from(v as i8)
+                        };
                     }
                 }
             }
@@ -204,9 +253,11 @@ impl PackedMat {
     }
 }
 
-/// The 32 integer values of block `b` of a GGUF row (nibbles as `0..16`, Q8_0 bytes as they
-/// are) and the block's `(d, m)` with `w = d·q + m`.
-fn block_values(ty: GgmlType, row: &[u8], b: usize, vals: &mut [u8; QK]) -> (f32, f32) {
+/// The 32 integer values of block `b` of a GGUF row (nibbles as `0..16`; 8-bit formats as the
+/// byte the kernels read: signed for Q8_0, Q5_0 − 16 and Q6_K − 32, unsigned `0..32` for Q5_1),
+/// the block's scales (one, or one per 16 for Q6_K) and its minimum, with
+/// `w = d·q + m`.
+fn block_values(ty: GgmlType, row: &[u8], b: usize, vals: &mut [u8; QK]) -> ([f32; 2], f32) {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
             let bb = ty.block_bytes();
@@ -222,7 +273,22 @@ fn block_values(ty: GgmlType, row: &[u8], b: usize, vals: &mut [u8; QK]) -> (f32
             } else {
                 -8.0 * d
             };
-            (d, m)
+            ([d, 0.0], m)
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let bb = ty.block_bytes();
+            let blk = &row[b * bb..(b + 1) * bb];
+            let q = q5_values(ty, blk);
+            let d = f16_at(blk, 0);
+            if ty == GgmlType::Q5_1 {
+                vals.copy_from_slice(&q);
+                ([d, 0.0], f16_at(blk, 2))
+            } else {
+                for (v, &x) in vals.iter_mut().zip(&q) {
+                    *v = (i16::from(x) - 16) as i8 as u8;
+                }
+                ([d, 0.0], 0.0)
+            }
         }
         GgmlType::Q4K => {
             let (sb, j) = (b / 8, b % 8);
@@ -234,14 +300,41 @@ fn block_values(ty: GgmlType, row: &[u8], b: usize, vals: &mut [u8; QK]) -> (f32
             for (v, &q) in vals.iter_mut().zip(g) {
                 *v = (q >> shift) & 0xF;
             }
-            (d * f32::from(sc), -(dmin * f32::from(mn)))
+            ([d * f32::from(sc), 0.0], -(dmin * f32::from(mn)))
+        }
+        GgmlType::Q6K => {
+            // Block b of 8 in a super-block: half n (128 weights), quarter k within it.
+            let (sb, bi) = (b / 8, b % 8);
+            let blk = &row[sb * 210..(sb + 1) * 210];
+            let (n, k) = (bi / 4, bi % 4);
+            let ql = &blk[64 * n..64 * n + 64];
+            let qh = &blk[128 + 32 * n..128 + 32 * n + 32];
+            let sc = &blk[192 + 8 * n..192 + 8 * n + 8];
+            let d = f16_at(blk, 208);
+            for l in 0..32 {
+                let low = match k {
+                    0 => ql[l] & 0xF,
+                    1 => ql[l + 32] & 0xF,
+                    2 => ql[l] >> 4,
+                    _ => ql[l + 32] >> 4,
+                };
+                let high = (qh[l] >> (2 * k)) & 3;
+                vals[l] = ((i16::from(low | (high << 4))) - 32) as i8 as u8;
+            }
+            (
+                [
+                    d * f32::from(sc[2 * k] as i8),
+                    d * f32::from(sc[2 * k + 1] as i8),
+                ],
+                0.0,
+            )
         }
         GgmlType::Q8_0 => {
             let blk = &row[b * 34..(b + 1) * 34];
             vals.copy_from_slice(&blk[2..34]);
-            (f16_at(blk, 0), 0.0)
+            ([f16_at(blk, 0), 0.0], 0.0)
         }
-        _ => (0.0, 0.0),
+        _ => ([0.0; 2], 0.0),
     }
 }
 
@@ -311,7 +404,7 @@ pub(crate) unsafe fn gemm_scalar(
     ld: usize,
 ) {
     let nb = m.cols / QK;
-    let (r, bpb) = (m.r, m.block_bytes());
+    let (r, bpb, spb) = (m.r, m.block_bytes(), m.format.scales());
     for g in g0..g1 {
         let live = r.min(m.rows - g * r);
         for t in 0..acts.n {
@@ -322,26 +415,33 @@ pub(crate) unsafe fn gemm_scalar(
                     let gb = g * nb + b;
                     let q = &m.q[gb * bpb..(gb + 1) * bpb];
                     let x = &xq[b * QK..(b + 1) * QK];
-                    let mut s = 0i32;
+                    let mut s = [0i32; 2];
                     if m.format == Format::U4 {
                         for j in 0..4 {
                             for i in 0..4 {
                                 let v = q[j * 4 * r + lane * 4 + i];
-                                s += i32::from(v & 0xF) * i32::from(x[4 * j + i]);
-                                s += i32::from(v >> 4) * i32::from(x[16 + 4 * j + i]);
+                                s[0] += i32::from(v & 0xF) * i32::from(x[4 * j + i]);
+                                s[0] += i32::from(v >> 4) * i32::from(x[16 + 4 * j + i]);
                             }
                         }
                     } else {
                         for j in 0..8 {
                             for i in 0..4 {
-                                let v = q[j * 4 * r + lane * 4 + i] as i8;
-                                s += i32::from(v) * i32::from(x[4 * j + i]);
+                                let byte = q[j * 4 * r + lane * 4 + i];
+                                let v = if m.format == Format::I8Min {
+                                    i32::from(byte)
+                                } else {
+                                    i32::from(byte as i8)
+                                };
+                                s[(j / 4) % spb] += v * i32::from(x[4 * j + i]);
                             }
                         }
                     }
                     let ab = t * nb + b;
-                    acc += m.d[gb * r + lane] * acts.d[ab] * s as f32;
-                    if m.format == Format::U4 {
+                    for (h, &sh) in s.iter().enumerate().take(spb) {
+                        acc += m.d[(gb * spb + h) * r + lane] * acts.d[ab] * sh as f32;
+                    }
+                    if m.format.has_min() {
                         acc += m.m[gb * r + lane] * acts.ds[ab];
                     }
                 }

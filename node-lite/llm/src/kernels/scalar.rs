@@ -51,6 +51,26 @@ pub fn dot(ty: GgmlType, row: &[u8], x: &[f32], xq: &Q8Ref<'_>) -> f32 {
             }
             acc
         }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let bb = ty.block_bytes();
+            let mut acc = 0f32;
+            for (b, blk) in row.chunks_exact(bb).enumerate() {
+                let q = &xq.q[b * QK..(b + 1) * QK];
+                let w = crate::quant::q5_values(ty, blk);
+                let s: i32 = w
+                    .iter()
+                    .zip(q)
+                    .map(|(&w, &a)| i32::from(w) * i32::from(a))
+                    .sum();
+                let d = f16_at(blk, 0) * xq.d[b];
+                if ty == GgmlType::Q5_1 {
+                    acc += d * s as f32 + f16_at(blk, 2) * xq.d[b] * xq.isum[b] as f32;
+                } else {
+                    acc += d * (s - 16 * xq.isum[b]) as f32;
+                }
+            }
+            acc
+        }
         GgmlType::Q4K => {
             let mut acc = 0f32;
             for (sb, blk) in row.chunks_exact(144).enumerate() {

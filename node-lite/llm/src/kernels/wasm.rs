@@ -7,7 +7,8 @@
 //!   nibbles; each meets a 4-byte splat of the activations in one
 //!   `i32x4.relaxed_dot_i8x16_i7x16_add_s` (the nibbles, `0..16`, are valid 7-bit operands,
 //!   so the result is exact on every engine).
-//! - **simd128** (and I8 on both builds): nibbles or signed bytes widened to i16 (rows 0–1
+//! - **simd128** (and the 8-bit formats on both builds: Q8_0, Q5_0, Q5_1 with its minimum,
+//!   Q6_K with a scale per 16): nibbles or bytes widened to i16 (rows 0–1
 //!   and rows 2–3), activations splatted as `[x0..x3, x0..x3]` in i16; `i32x4.dot_i16x8_s`
 //!   leaves two partial sums per row, added pairwise at the block's end.
 
@@ -134,34 +135,48 @@ unsafe fn u4_relaxed<const T: usize>(a: &Tile) {
 }
 
 /// # Safety
-/// As [`u4_128`], for an I8 group.
+/// As [`u4_128`], for an 8-bit group; `MIN`: the group has minimums; `HALF`: two scales
+/// per block (chunks 0–3 and 4–7).
 #[allow(clippy::needless_range_loop)] // t indexes several tile arrays at once
 #[target_feature(enable = "simd128")]
-unsafe fn i8_128<const T: usize>(a: &Tile) {
+unsafe fn i8_128<const T: usize, const MIN: bool, const HALF: bool>(a: &Tile) {
     unsafe {
+        let spb = if HALF { 2 } else { 1 };
         let k = a.nb * QK;
         let mut acc = [f32x4_splat(0.0); T];
+        let mut accm = [f32x4_splat(0.0); T];
         for b in 0..a.nb {
             let wq = a.q.add(b * 128);
-            let mut sa = [i32x4_splat(0); T];
-            let mut sb = [i32x4_splat(0); T];
+            let mut sa = [[i32x4_splat(0); 2]; T];
+            let mut sb = [[i32x4_splat(0); 2]; T];
             for j in 0..8 {
                 let v = v128_load(wq.add(16 * j).cast());
                 let (w01, w23) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
+                let h = if HALF { j / 4 } else { 0 };
                 for t in 0..T {
                     let xp = a.x.add(t * k + b * QK + 4 * j);
                     let x = i16x8_extend_low_i8x16(v128_load32_splat(xp.cast()));
-                    sa[t] = i32x4_add(sa[t], i32x4_dot_i16x8(w01, x));
-                    sb[t] = i32x4_add(sb[t], i32x4_dot_i16x8(w23, x));
+                    sa[t][h] = i32x4_add(sa[t][h], i32x4_dot_i16x8(w01, x));
+                    sb[t][h] = i32x4_add(sb[t][h], i32x4_dot_i16x8(w23, x));
                 }
             }
-            let d = v128_load(a.d.add(b * 4).cast());
+            let d0 = v128_load(a.d.add(b * spb * 4).cast());
             for t in 0..T {
-                acc[t] = scale(acc[t], pairs(sa[t], sb[t]), d, *a.ad.add(t * a.nb + b));
+                let dx = *a.ad.add(t * a.nb + b);
+                acc[t] = scale(acc[t], pairs(sa[t][0], sb[t][0]), d0, dx);
+                if HALF {
+                    let d1 = v128_load(a.d.add((b * 2 + 1) * 4).cast());
+                    acc[t] = scale(acc[t], pairs(sa[t][1], sb[t][1]), d1, dx);
+                }
+                if MIN {
+                    let m = v128_load(a.m.add(b * 4).cast());
+                    accm[t] =
+                        f32x4_add(accm[t], f32x4_mul(m, f32x4_splat(*a.ads.add(t * a.nb + b))));
+                }
             }
         }
         for t in 0..T {
-            v128_store(a.out.add(t * a.ld).cast(), acc[t]);
+            v128_store(a.out.add(t * a.ld).cast(), f32x4_add(acc[t], accm[t]));
         }
     }
 }
@@ -178,7 +193,24 @@ fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
         #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
         (Format::U4, Tier::WasmRelaxed) => four!(u4_relaxed),
         (Format::U4, _) => four!(u4_128),
-        _ => four!(i8_128),
+        (Format::I8Min, _) => [
+            i8_128::<1, true, false>,
+            i8_128::<2, true, false>,
+            i8_128::<3, true, false>,
+            i8_128::<4, true, false>,
+        ],
+        (Format::I8Half, _) => [
+            i8_128::<1, false, true>,
+            i8_128::<2, false, true>,
+            i8_128::<3, false, true>,
+            i8_128::<4, false, true>,
+        ],
+        _ => [
+            i8_128::<1, false, false>,
+            i8_128::<2, false, false>,
+            i8_128::<3, false, false>,
+            i8_128::<4, false, false>,
+        ],
     }
 }
 
@@ -198,8 +230,9 @@ pub(super) unsafe fn gemm(
     assert!(m.r == 4 && !matches!(m.format, Format::Raw(_)));
     let nb = m.cols / QK;
     let bpb = m.block_bytes();
-    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * 4);
-    assert!(m.format != Format::U4 || m.m.len() >= m.groups() * nb * 4);
+    let spb = m.format.scales();
+    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * spb * 4);
+    assert!(!m.format.has_min() || m.m.len() >= m.groups() * nb * 4);
     assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
     assert!(acts.ds.len() >= acts.n * nb);
     let fns = tile_fns(tier, m.format);
@@ -219,8 +252,8 @@ pub(super) unsafe fn gemm(
             let tile = unsafe {
                 Tile {
                     q: m.q.as_ptr().add(g * nb * bpb),
-                    d: m.d.as_ptr().add(g * nb * 4),
-                    m: if m.format == Format::U4 {
+                    d: m.d.as_ptr().add(g * nb * spb * 4),
+                    m: if m.format.has_min() {
                         m.m.as_ptr().add(g * nb * 4)
                     } else {
                         core::ptr::null()

@@ -6,9 +6,10 @@
 //!   nibbles; each meets a 4-byte broadcast of the token's activations. VNNI: 8 `vpdpbusd`.
 //!   AVX2: 8 `vpmaddubsw` summed in i16 (each ≤ 2·15·127, eight of them < 2¹⁵), then one
 //!   `vpmaddwd` by ones.
-//! - **I8**: 8 loads of 32 signed bytes. VNNI: the sign bit flipped (`w + 128` as unsigned),
-//!   8 `vpdpbusd`, and `128·Σx` taken off. AVX2: `|w|` × the activations with `w`'s sign
-//!   (`vpsignb`), `vpmaddubsw` + `vpmaddwd` per load (pairs reach 2·127·127: no i16 sums).
+//! - **I8** (Q8_0, Q5_0; with minimums: Q5_1; with a scale per 16: Q6_K): 8 loads of 32
+//!   bytes; `|w|` × the activations given `w`'s sign (`vpsignb`) = `w·x` with the unsigned
+//!   operand `vpdpbusd`/`vpmaddubsw` want; VNNI: 8 `vpdpbusd`; AVX2: `vpmaddubsw` + `vpmaddwd`
+//!   per load (pairs reach 2·128·127: no i16 sums). Q6_K's two halves keep two accumulators.
 //!
 //! Then per block: i32 → f32, × (row scales · token scale), + row minimums · (token scale ·
 //! Σq), in two independent FMA chains.
@@ -71,10 +72,9 @@ struct Tile {
     nb: usize,
     /// First token's quantized activations (`k = 32·nb` per token).
     x: *const i8,
-    /// First token's block scales, `d·Σq` and `Σq` (`nb` per token).
+    /// First token's block scales and `d·Σq` (`nb` per token).
     ad: *const f32,
     ads: *const f32,
-    ais: *const i32,
     /// First token's 8 outputs; tokens `ld` apart.
     out: *mut f32,
     ld: usize,
@@ -181,78 +181,87 @@ u4_tile!(u4_avx2, "avx2,fma", u4_dp_avx2);
 macro_rules! i8_tile {
     ($name:ident, $feat:literal, $dp:ident) => {
         /// # Safety
-        /// As for the U4 tiles (no minimums).
+        /// As for the U4 tiles; `MIN`: the group has minimums; `HALF`: two scales per block
+        /// (chunks 0–3 and 4–7).
         #[target_feature(enable = $feat)]
-        unsafe fn $name<const T: usize>(a: &Tile) {
+        unsafe fn $name<const T: usize, const MIN: bool, const HALF: bool>(a: &Tile) {
             unsafe {
+                let spb = if HALF { 2 } else { 1 };
                 let mut acc = [_mm256_setzero_ps(); T];
+                let mut accm = [_mm256_setzero_ps(); T];
                 let k = a.nb * QK;
                 for b in 0..a.nb {
                     let wq = a.q.add(b * 256);
-                    let mut s = [_mm256_setzero_si256(); T];
-                    $dp!(T, s, wq, a, k, b);
-                    let d = _mm256_loadu_ps(a.d.add(b * 8));
+                    let mut s = [[_mm256_setzero_si256(); 2]; T];
+                    for j in 0..8 {
+                        let w = _mm256_loadu_si256(wq.add(32 * j).cast());
+                        // |w| × (x with w's sign) = w·x, with an unsigned first operand.
+                        let aw = _mm256_sign_epi8(w, w);
+                        let h = if HALF { j / 4 } else { 0 };
+                        for t in 0..T {
+                            let sx = _mm256_sign_epi8(bcast!(a.x, k, t, b, 4 * j), w);
+                            s[t][h] = $dp!(s[t][h], aw, sx);
+                        }
+                    }
+                    let d0 = _mm256_loadu_ps(a.d.add(b * spb * 8));
+                    let d1 = if HALF {
+                        _mm256_loadu_ps(a.d.add((b * 2 + 1) * 8))
+                    } else {
+                        d0
+                    };
                     for t in 0..T {
                         let dx = _mm256_set1_ps(*a.ad.add(t * a.nb + b));
-                        acc[t] =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, dx), acc[t]);
+                        acc[t] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(s[t][0]),
+                            _mm256_mul_ps(d0, dx),
+                            acc[t],
+                        );
+                        if HALF {
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(s[t][1]),
+                                _mm256_mul_ps(d1, dx),
+                                acc[t],
+                            );
+                        }
+                        if MIN {
+                            let m = _mm256_loadu_ps(a.m.add(b * 8));
+                            let ds = _mm256_set1_ps(*a.ads.add(t * a.nb + b));
+                            accm[t] = _mm256_fmadd_ps(m, ds, accm[t]);
+                        }
                     }
                 }
                 for t in 0..T {
-                    _mm256_storeu_ps(a.out.add(t * a.ld), acc[t]);
+                    _mm256_storeu_ps(a.out.add(t * a.ld), _mm256_add_ps(acc[t], accm[t]));
                 }
             }
         }
     };
 }
 
-macro_rules! i8_dp_vnni {
-    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident, $op:ident) => {
-        let flip = _mm256_set1_epi8(-128);
-        for j in 0..8 {
-            let w = _mm256_xor_si256(_mm256_loadu_si256($wq.add(32 * j).cast()), flip);
-            for t in 0..$T {
-                $s[t] = $op($s[t], w, bcast!($a.x, $k, t, $b, 4 * j));
-            }
-        }
-        // Σ (w + 128)·x = Σ w·x + 128·Σx.
-        for t in 0..$T {
-            let is = *$a.ais.add(t * $a.nb + $b);
-            $s[t] = _mm256_sub_epi32($s[t], _mm256_set1_epi32(128 * is));
-        }
+macro_rules! dp_vnni512 {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm256_dpbusd_epi32($acc, $u, $s)
     };
 }
 
-macro_rules! i8_dp_vnni512 {
-    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
-        i8_dp_vnni!($T, $s, $wq, $a, $k, $b, _mm256_dpbusd_epi32)
+macro_rules! dp_avxvnni {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm256_dpbusd_avx_epi32($acc, $u, $s)
     };
 }
 
-macro_rules! i8_dp_avxvnni {
-    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
-        i8_dp_vnni!($T, $s, $wq, $a, $k, $b, _mm256_dpbusd_avx_epi32)
+macro_rules! dp_avx2 {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm256_add_epi32(
+            $acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16($u, $s), _mm256_set1_epi16(1)),
+        )
     };
 }
 
-macro_rules! i8_dp_avx2 {
-    ($T:ident, $s:ident, $wq:ident, $a:ident, $k:ident, $b:ident) => {
-        let ones = _mm256_set1_epi16(1);
-        for j in 0..8 {
-            let w = _mm256_loadu_si256($wq.add(32 * j).cast());
-            let aw = _mm256_sign_epi8(w, w);
-            for t in 0..$T {
-                let sx = _mm256_sign_epi8(bcast!($a.x, $k, t, $b, 4 * j), w);
-                $s[t] =
-                    _mm256_add_epi32($s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
-            }
-        }
-    };
-}
-
-i8_tile!(i8_vnni512, "avx2,fma,avx512vnni,avx512vl", i8_dp_vnni512);
-i8_tile!(i8_avxvnni, "avx2,fma,avxvnni", i8_dp_avxvnni);
-i8_tile!(i8_avx2, "avx2,fma", i8_dp_avx2);
+i8_tile!(i8_vnni512, "avx2,fma,avx512vnni,avx512vl", dp_vnni512);
+i8_tile!(i8_avxvnni, "avx2,fma,avxvnni", dp_avxvnni);
+i8_tile!(i8_avx2, "avx2,fma", dp_avx2);
 
 type TileFn = unsafe fn(&Tile);
 
@@ -261,14 +270,31 @@ fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
         ($f:ident) => {
             [$f::<1>, $f::<2>, $f::<3>, $f::<4>]
         };
+        ($f:ident, $min:literal, $half:literal) => {
+            [
+                $f::<1, $min, $half>,
+                $f::<2, $min, $half>,
+                $f::<3, $min, $half>,
+                $f::<4, $min, $half>,
+            ]
+        };
+    }
+    macro_rules! i8_variants {
+        ($f:ident) => {
+            match format {
+                Format::I8Min => four!($f, true, false),
+                Format::I8Half => four!($f, false, true),
+                _ => four!($f, false, false),
+            }
+        };
     }
     match (format, tier) {
         (Format::U4, Tier::Avx512Vnni) => four!(u4_vnni512),
         (Format::U4, Tier::AvxVnni) => four!(u4_avxvnni),
         (Format::U4, _) => four!(u4_avx2),
-        (_, Tier::Avx512Vnni) => four!(i8_vnni512),
-        (_, Tier::AvxVnni) => four!(i8_avxvnni),
-        _ => four!(i8_avx2),
+        (_, Tier::Avx512Vnni) => i8_variants!(i8_vnni512),
+        (_, Tier::AvxVnni) => i8_variants!(i8_avxvnni),
+        _ => i8_variants!(i8_avx2),
     }
 }
 
@@ -289,10 +315,11 @@ pub(super) unsafe fn gemm(
     assert!(tiers().contains(&tier) && m.r == 8 && !matches!(m.format, Format::Raw(_)));
     let nb = m.cols / QK;
     let bpb = m.block_bytes();
-    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * 8);
-    assert!(m.format != Format::U4 || m.m.len() >= m.groups() * nb * 8);
+    let spb = m.format.scales();
+    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * spb * 8);
+    assert!(!m.format.has_min() || m.m.len() >= m.groups() * nb * 8);
     assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
-    assert!(acts.ds.len() >= acts.n * nb && acts.isum.len() >= acts.n * nb);
+    assert!(acts.ds.len() >= acts.n * nb);
     let fns = tile_fns(tier, m.format);
     let mut spill = [0f32; 4 * 8];
     for g in g0..g1 {
@@ -311,8 +338,8 @@ pub(super) unsafe fn gemm(
                 // SAFETY (pointer offsets): group g's blocks and tokens t0.. are inside the
                 // buffers whose lengths are asserted above.
                 q: unsafe { m.q.as_ptr().add(g * nb * bpb) },
-                d: unsafe { m.d.as_ptr().add(g * nb * 8) },
-                m: if m.format == Format::U4 {
+                d: unsafe { m.d.as_ptr().add(g * nb * spb * 8) },
+                m: if m.format.has_min() {
                     unsafe { m.m.as_ptr().add(g * nb * 8) }
                 } else {
                     std::ptr::null()
@@ -321,7 +348,6 @@ pub(super) unsafe fn gemm(
                 x: unsafe { acts.q.as_ptr().add(t0 * m.cols) },
                 ad: unsafe { acts.d.as_ptr().add(t0 * nb) },
                 ads: unsafe { acts.ds.as_ptr().add(t0 * nb) },
-                ais: unsafe { acts.isum.as_ptr().add(t0 * nb) },
                 out: dst,
                 ld: dld,
             };
