@@ -7,6 +7,7 @@
 //! access; callers pass bytes in and time (`now`) as a function.
 
 pub mod config;
+pub mod decode;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod tokenizer;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Arch, Config};
+pub use decode::{Decoder, Step, Work};
 pub use model::{Exchange, Logits, Model, Session};
 pub use sample::Sampling;
 pub use template::{ChatTemplate, Message};
@@ -56,6 +58,20 @@ pub enum LlmError {
     /// Bad arguments (sampling ranges, empty input).
     #[error("invalid input: {0}")]
     Input(String),
+    /// Another instance sharing the forward pass ([`model::Exchange`]) failed or stopped
+    /// answering.
+    #[error("a peer instance failed: {0}")]
+    Peer(String),
+}
+
+/// Refuse what the engine cannot run, from the header alone (metadata; no tensor data needed):
+/// the architecture and shape ([`Config::from_gguf`]) and the tokenizer
+/// ([`Tokenizer::from_gguf`]); tensor types were checked by [`gguf::Gguf::parse`]. The CLI's
+/// import and the page's file check call this before the rest of a file is read.
+pub fn check_supported(g: &gguf::Gguf) -> Result<Config, LlmError> {
+    let cfg = Config::from_gguf(g)?;
+    Tokenizer::from_gguf(g)?;
+    Ok(cfg)
 }
 
 /// What to generate.
@@ -263,68 +279,19 @@ impl Engine {
             .min(prompt.len() - 1); // always run at least the last prompt token
         session.truncate(common, self.model.cfg.kv_dim());
         Ok(Generator {
-            params: params.clone(),
-            prompt: prompt.to_vec(),
-            next: common,
-            reused: common,
-            rng: sample::Rng::new(params.sampling.seed),
-            recent: prompt.to_vec(),
-            tokens: Vec::new(),
-            stream: TextStream::default(),
-            text: String::new(),
+            dec: Decoder::new(params, prompt, common, now()),
             logits: Vec::new(),
-            finish: None,
-            cancelled: false,
-            t0: now(),
-            prefill_ms: 0.0,
-            t_first: 0.0,
         })
     }
-}
-
-/// What one [`Generator::step`] did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// A block of the prompt went through the model.
-    Prefilled {
-        /// Prompt tokens in the cache now.
-        done: usize,
-        /// Prompt length.
-        total: usize,
-    },
-    /// A token was generated (the stop token is not reported here; see [`Generation`]).
-    Token {
-        /// Token id.
-        id: u32,
-        /// Newly complete text (may be empty while a character is split across tokens).
-        text: String,
-        /// Position in the answer (0-based).
-        index: usize,
-    },
-    /// Generation ended; call [`Generator::finish`].
-    Done(Finish),
 }
 
 /// A generation in progress (see [`Engine::start`]). Owns no model state: the KV cache
 /// lives in the [`Session`] passed to every step.
 #[derive(Debug, Clone)]
 pub struct Generator {
-    params: GenParams,
-    prompt: Vec<u32>,
-    /// Next prompt position to prefill.
-    next: usize,
-    reused: usize,
-    rng: sample::Rng,
-    recent: Vec<u32>,
-    tokens: Vec<u32>,
-    stream: TextStream,
-    text: String,
+    dec: Decoder,
+    /// The last forward pass's logits (the next token's).
     logits: Vec<f32>,
-    finish: Option<Finish>,
-    cancelled: bool,
-    t0: f64,
-    prefill_ms: f64,
-    t_first: f64,
 }
 
 impl Generator {
@@ -345,127 +312,47 @@ impl Generator {
         engine: &Engine,
         session: &mut Session,
         now: &dyn Fn() -> f64,
-        mut ex: Option<&mut dyn model::Exchange>,
+        ex: Option<&mut dyn model::Exchange>,
     ) -> Result<Step, LlmError> {
-        if let Some(f) = self.finish {
-            return Ok(Step::Done(f));
-        }
-        if self.cancelled {
-            self.finish = Some(Finish::Cancelled);
-            return Ok(Step::Done(Finish::Cancelled));
-        }
         let model = &engine.model;
-        let total = self.prompt.len();
-        if self.next < total {
-            let end = (self.next + self.params.prefill_block.max(1)).min(total);
-            self.logits = model.forward_ranked(
-                session,
-                &self.prompt[self.next..end],
-                Logits::Last,
-                ex.as_mut().map(|e| &mut **e as &mut dyn model::Exchange),
-            )?;
-            self.next = end;
-            if end == total {
-                self.prefill_ms = now() - self.t0;
+        match self.dec.next_work(session.pos, model.cfg.context) {
+            Work::Done(f) => Ok(Step::Done(f)),
+            Work::Prefill { range, .. } => {
+                self.logits = model.forward_ranked(
+                    session,
+                    &self.dec.prompt_tokens()[range.clone()],
+                    Logits::Last,
+                    ex,
+                )?;
+                Ok(self.dec.prefilled(range, Some(now())))
             }
-            return Ok(Step::Prefilled { done: end, total });
-        }
-        if self.tokens.len() >= self.params.max_tokens {
-            self.finish = Some(Finish::Length);
-            return Ok(Step::Done(Finish::Length));
-        }
-        if !self.tokens.is_empty() {
-            // The previous token goes through the model now (not right after it was
-            // sampled), so a caller that stops after a token never pays for one more pass.
-            if session.pos + 1 > model.cfg.context {
-                self.finish = Some(Finish::Length);
-                return Ok(Step::Done(Finish::Length));
-            }
-            let last = self.tokens[self.tokens.len() - 1];
-            self.logits = model.forward_ranked(session, &[last], Logits::Last, ex)?;
-        }
-        let id = sample::sample(
-            &self.logits,
-            &self.params.sampling,
-            &self.recent,
-            &mut self.rng,
-        );
-        self.tokens.push(id);
-        self.recent.push(id);
-        if self.tokens.len() == 1 {
-            self.t_first = now();
-        }
-        if engine.tokenizer.stop.contains(&id) {
-            self.finish = Some(Finish::Stop);
-            return Ok(Step::Done(Finish::Stop));
-        }
-        let piece = self.stream.push(&engine.tokenizer, id)?;
-        self.text.push_str(&piece);
-        let mut shown = piece.as_str();
-        for s in self.params.stop.iter().filter(|s| !s.is_empty()) {
-            if let Some(i) = self.text.find(s.as_str()) {
-                let cut = self.text.len() - i;
-                shown = &piece[..piece.len().saturating_sub(cut.min(piece.len()))];
-                self.text.truncate(i);
-                self.finish = Some(Finish::Stop);
-                break;
+            Work::Token(last) => {
+                if let Some(last) = last {
+                    self.logits = model.forward_ranked(session, &[last], Logits::Last, ex)?;
+                }
+                let id = self.dec.sample(&self.logits);
+                self.dec.accept(&engine.tokenizer, id, now())
             }
         }
-        Ok(Step::Token {
-            id,
-            text: shown.to_string(),
-            index: self.tokens.len() - 1,
-        })
     }
 
     /// Stop at the next step (that step returns [`Step::Done`] with [`Finish::Cancelled`]).
     pub fn cancel(&mut self) {
-        if self.finish.is_none() {
-            self.cancelled = true;
-        }
+        self.dec.cancel();
     }
 
     /// Prompt tokens through the model so far, and the prompt's length.
     pub fn prefill_progress(&self) -> (usize, usize) {
-        (self.next, self.prompt.len())
+        self.dec.prefill_progress()
     }
 
     /// Tokens generated so far.
     pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+        self.dec.tokens()
     }
 
     /// The result (also for a generation cancelled part-way).
     pub fn finish(self, now: &dyn Fn() -> f64) -> Generation {
-        let end = now();
-        let prefill_ms = if self.next >= self.prompt.len() && self.prefill_ms > 0.0 {
-            self.prefill_ms
-        } else {
-            end - self.t0
-        };
-        let run = self.next.saturating_sub(self.reused);
-        let decoded = self.tokens.len().saturating_sub(1);
-        let decode_ms = end - self.t_first;
-        Generation {
-            prompt_tokens: self.prompt,
-            finish: self.finish.unwrap_or(Finish::Cancelled),
-            first_token_ms: if self.tokens.is_empty() {
-                0.0
-            } else {
-                self.t_first - self.t0
-            },
-            tokens: self.tokens,
-            text: self.text,
-            prefill_tok_s: if prefill_ms > 0.0 {
-                run as f64 * 1000.0 / prefill_ms
-            } else {
-                0.0
-            },
-            decode_tok_s: if decode_ms > 0.0 && decoded > 0 {
-                decoded as f64 * 1000.0 / decode_ms
-            } else {
-                0.0
-            },
-        }
+        self.dec.finish(now())
     }
 }

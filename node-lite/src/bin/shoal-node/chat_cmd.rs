@@ -131,11 +131,7 @@ fn download(url: &str, check: impl Fn(&Gguf) -> Result<()>) -> Result<Vec<u8>> {
 
 /// Refuse what the engine cannot run, from the header alone.
 fn check_supported(g: &Gguf) -> Result<()> {
-    shoal_llm::Config::from_gguf(g)?;
-    let tm = g.get_str("tokenizer.ggml.model").unwrap_or("");
-    if tm != "gpt2" {
-        bail!("unsupported model: tokenizer model {tm:?} (supported: gpt2 byte-level BPE)");
-    }
+    shoal_llm::check_supported(g)?;
     Ok(())
 }
 
