@@ -49,9 +49,15 @@ pub trait Exchange {
     /// This instance's rank and how many instances there are.
     fn ranks(&self) -> (usize, usize);
     /// Publish `mine` (this rank's part of the current section, packed) and fill `others`
-    /// with the other ranks' packed parts, in rank order (their sizes follow from the same
-    /// partition, so `others.len()` is their sum). Blocks until every rank has published.
-    fn exchange(&mut self, mine: &[f32], others: &mut [f32]) -> Result<(), LlmError>;
+    /// with the other ranks' packed parts, in rank order. `parts[r]` is rank `r`'s part's
+    /// length (every rank computes the same list), so `mine.len() = parts[rank]` and
+    /// `others.len()` is the sum of the rest. Blocks until every rank has published.
+    fn exchange(
+        &mut self,
+        parts: &[usize],
+        mine: &[f32],
+        others: &mut [f32],
+    ) -> Result<(), LlmError>;
 }
 
 /// One output buffer of a section: `tokens` rows of `ld` values; rank `r` computed the
@@ -95,15 +101,15 @@ impl Section<'_> {
     /// Swap parts so every rank holds every part.
     fn complete(&mut self, ex: &mut dyn Exchange) -> Result<(), LlmError> {
         let (rank, n) = ex.ranks();
-        let mut mine = Vec::with_capacity(self.len(rank));
+        let parts: Vec<usize> = (0..n).map(|r| self.len(r)).collect();
+        let mut mine = Vec::with_capacity(parts[rank]);
         self.pack(rank, &mut mine);
-        let sizes: Vec<usize> = (0..n).filter(|&r| r != rank).map(|r| self.len(r)).collect();
-        let mut others = vec![0f32; sizes.iter().sum()];
-        ex.exchange(&mine, &mut others)?;
+        let mut others = vec![0f32; parts.iter().sum::<usize>() - parts[rank]];
+        ex.exchange(&parts, &mine, &mut others)?;
         let mut off = 0;
-        for (r, sz) in (0..n).filter(|&r| r != rank).zip(sizes) {
-            self.unpack(r, &others[off..off + sz]);
-            off += sz;
+        for r in (0..n).filter(|&r| r != rank) {
+            self.unpack(r, &others[off..off + parts[r]]);
+            off += parts[r];
         }
         Ok(())
     }
@@ -380,8 +386,27 @@ impl Model {
     }
 
     /// [`Model::forward`] as one of several instances that split the work (see
-    /// [`Exchange`]); `None` = this instance does everything.
+    /// [`Exchange`]); `None` = this instance does everything. A failure part-way (a peer that
+    /// stopped answering) leaves the session as it was before the call.
     pub fn forward_ranked(
+        &self,
+        s: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+        ex: Option<&mut dyn Exchange>,
+    ) -> Result<Vec<f32>, LlmError> {
+        let r = self.forward_block(s, tokens, which, ex);
+        if r.is_err() {
+            // Layers before the failing one appended this block's keys and values.
+            let keep = s.pos * self.cfg.kv_dim();
+            for c in s.k.iter_mut().chain(s.v.iter_mut()) {
+                c.truncate(keep);
+            }
+        }
+        r
+    }
+
+    fn forward_block(
         &self,
         s: &mut Session,
         tokens: &[u32],

@@ -36,8 +36,15 @@ impl Exchange for Mailbox {
         (self.rank, self.n)
     }
 
-    fn exchange(&mut self, mine: &[f32], others: &mut [f32]) -> Result<(), LlmError> {
+    fn exchange(
+        &mut self,
+        parts: &[usize],
+        mine: &[f32],
+        others: &mut [f32],
+    ) -> Result<(), LlmError> {
         self.calls += 1;
+        assert_eq!(parts.len(), self.n);
+        assert_eq!(parts[self.rank], mine.len());
         self.slots.lock().unwrap()[self.rank] = mine.to_vec();
         self.barrier.wait();
         {
@@ -45,6 +52,11 @@ impl Exchange for Mailbox {
             let mut off = 0;
             for r in (0..self.n).filter(|&r| r != self.rank) {
                 let part = &slots[r];
+                assert_eq!(
+                    part.len(),
+                    parts[r],
+                    "rank {r}'s part has the agreed length"
+                );
                 others[off..off + part.len()].copy_from_slice(part);
                 off += part.len();
             }
@@ -170,5 +182,82 @@ fn split_forward_passes_equal_one_instance_bit_for_bit() {
     assert!(
         got[0] == want && got[1] == want,
         "logits of every position, bit for bit"
+    );
+}
+
+/// A peer that stops answering part-way through a block: the exchange fails on its `fail_at`th
+/// call (before that it plays rank 1 by computing nothing useful — zeros).
+struct Failing {
+    calls: usize,
+    fail_at: usize,
+}
+
+impl Exchange for Failing {
+    fn ranks(&self) -> (usize, usize) {
+        (0, 2)
+    }
+
+    fn exchange(
+        &mut self,
+        _parts: &[usize],
+        _mine: &[f32],
+        others: &mut [f32],
+    ) -> Result<(), LlmError> {
+        self.calls += 1;
+        if self.calls >= self.fail_at {
+            return Err(LlmError::Peer("the other worker stopped".into()));
+        }
+        others.fill(0.0);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_peer_failing_mid_block_leaves_the_session_as_it_was() {
+    let bytes = gguf();
+    let e = Engine::from_gguf(&bytes, 1).unwrap();
+    let prompt = e
+        .prompt_tokens(&[Message {
+            role: "user".into(),
+            content: "Name a colour.".into(),
+        }])
+        .unwrap();
+    let (head, tail) = prompt.split_at(prompt.len() / 2);
+    // Reference: the whole prompt through one instance, in two blocks.
+    let mut s = e.model.session();
+    e.model
+        .forward(&mut s, head, shoal_llm::Logits::Last)
+        .unwrap();
+    let want = e
+        .model
+        .forward(&mut s, tail, shoal_llm::Logits::Last)
+        .unwrap();
+    // The same, with a failed ranked pass of the second block in between (layer 3 or so).
+    let mut s = e.model.session();
+    e.model
+        .forward(&mut s, head, shoal_llm::Logits::Last)
+        .unwrap();
+    let (pos, cached) = (s.pos, s.tokens.clone());
+    let mut bad = Failing {
+        calls: 0,
+        fail_at: 12,
+    };
+    let err = e
+        .model
+        .forward_ranked(&mut s, tail, shoal_llm::Logits::Last, Some(&mut bad))
+        .unwrap_err();
+    assert!(matches!(err, LlmError::Peer(_)), "{err}");
+    assert_eq!(
+        (s.pos, &s.tokens),
+        (pos, &cached),
+        "nothing of the block was kept"
+    );
+    let got = e
+        .model
+        .forward(&mut s, tail, shoal_llm::Logits::Last)
+        .unwrap();
+    assert!(
+        got == want,
+        "the block again, alone: the same logits bit for bit"
     );
 }

@@ -14,22 +14,9 @@
 
 use core::arch::wasm32::*;
 
-use super::packed::{Acts, Format, PackedMat};
+use super::packed::{Acts, Format, PackedMat, Tile, TileFn, gemm_tiles};
 use super::{QK, Tier};
 use crate::par::SharedMut;
-
-/// Raw pointers of one tile (as in the x86 kernels, 4 rows).
-struct Tile {
-    q: *const u8,
-    d: *const f32,
-    m: *const f32,
-    nb: usize,
-    x: *const i8,
-    ad: *const f32,
-    ads: *const f32,
-    out: *mut f32,
-    ld: usize,
-}
 
 /// `[A0+A1, A2+A3, B0+B1, B2+B3]`: the rows' sums from two pair-sum registers.
 #[inline]
@@ -181,8 +168,6 @@ unsafe fn i8_128<const T: usize, const MIN: bool, const HALF: bool>(a: &Tile) {
     }
 }
 
-type TileFn = unsafe fn(&Tile);
-
 fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
     macro_rules! four {
         ($f:ident) => {
@@ -227,57 +212,7 @@ pub(super) unsafe fn gemm(
     out: SharedMut,
     ld: usize,
 ) {
-    assert!(m.r == 4 && !matches!(m.format, Format::Raw(_)));
-    let nb = m.cols / QK;
-    let bpb = m.block_bytes();
-    let spb = m.format.scales();
-    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * spb * 4);
-    assert!(!m.format.has_min() || m.m.len() >= m.groups() * nb * 4);
-    assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
-    assert!(acts.ds.len() >= acts.n * nb);
-    let fns = tile_fns(tier, m.format);
-    let mut spill = [0f32; 4 * 4];
-    for g in g0..g1 {
-        let live = 4.min(m.rows - g * 4);
-        let mut t0 = 0;
-        while t0 < acts.n {
-            let tn = 4.min(acts.n - t0);
-            let (dst, dld) = if live == 4 {
-                // Bounds checked by `at`; rows of group g (the caller's contract).
-                (out.at(t0 * ld + g * 4, (tn - 1) * ld + 4), ld)
-            } else {
-                (spill.as_mut_ptr(), 4)
-            };
-            // SAFETY (pointer offsets): inside the buffers whose lengths are asserted above.
-            let tile = unsafe {
-                Tile {
-                    q: m.q.as_ptr().add(g * nb * bpb),
-                    d: m.d.as_ptr().add(g * nb * spb * 4),
-                    m: if m.format.has_min() {
-                        m.m.as_ptr().add(g * nb * 4)
-                    } else {
-                        core::ptr::null()
-                    },
-                    nb,
-                    x: acts.q.as_ptr().add(t0 * m.cols),
-                    ad: acts.d.as_ptr().add(t0 * nb),
-                    ads: acts.ds.as_ptr().add(t0 * nb),
-                    out: dst,
-                    ld: dld,
-                }
-            };
-            // SAFETY: the module was built with the tile's features (it would not validate
-            // otherwise), and every pointer covers what the tile reads and writes.
-            unsafe { fns[tn - 1](&tile) };
-            if live < 4 {
-                for t in 0..tn {
-                    // SAFETY: rows of group g (the caller's contract); bounds checked.
-                    unsafe {
-                        out.write_slice((t0 + t) * ld + g * 4, &spill[t * 4..t * 4 + live]);
-                    }
-                }
-            }
-            t0 += tn;
-        }
-    }
+    // SAFETY: the module was built with the tiles' features (it would not validate
+    // otherwise); the rest is the caller's contract.
+    unsafe { gemm_tiles::<4>(&tile_fns(tier, m.format), m, acts, g0, g1, out, ld) }
 }

@@ -17,7 +17,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::packed::{Acts, Format, PackedMat};
+use super::packed::{Acts, Format, PackedMat, Tile, TileFn, gemm_tiles};
 use super::{Q8Ref, QK, Tier};
 use crate::par::SharedMut;
 use crate::quant::GgmlType;
@@ -58,26 +58,6 @@ pub(super) fn tiers() -> Vec<Tier> {
         v.push(Tier::Avx2);
     }
     v
-}
-
-/// Raw pointers of one tile: a group's blocks and `T` tokens' activations.
-struct Tile {
-    /// The group's first block of quantized values.
-    q: *const u8,
-    /// The group's first block of row scales (8 per block).
-    d: *const f32,
-    /// Row minimums (U4 only; 8 per block).
-    m: *const f32,
-    /// Blocks per row.
-    nb: usize,
-    /// First token's quantized activations (`k = 32·nb` per token).
-    x: *const i8,
-    /// First token's block scales and `d·Σq` (`nb` per token).
-    ad: *const f32,
-    ads: *const f32,
-    /// First token's 8 outputs; tokens `ld` apart.
-    out: *mut f32,
-    ld: usize,
 }
 
 macro_rules! u4_tile {
@@ -263,8 +243,6 @@ i8_tile!(i8_vnni512, "avx2,fma,avx512vnni,avx512vl", dp_vnni512);
 i8_tile!(i8_avxvnni, "avx2,fma,avxvnni", dp_avxvnni);
 i8_tile!(i8_avx2, "avx2,fma", dp_avx2);
 
-type TileFn = unsafe fn(&Tile);
-
 fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
     macro_rules! four {
         ($f:ident) => {
@@ -312,59 +290,9 @@ pub(super) unsafe fn gemm(
     out: SharedMut,
     ld: usize,
 ) {
-    assert!(tiers().contains(&tier) && m.r == 8 && !matches!(m.format, Format::Raw(_)));
-    let nb = m.cols / QK;
-    let bpb = m.block_bytes();
-    let spb = m.format.scales();
-    assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * spb * 8);
-    assert!(!m.format.has_min() || m.m.len() >= m.groups() * nb * 8);
-    assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
-    assert!(acts.ds.len() >= acts.n * nb);
-    let fns = tile_fns(tier, m.format);
-    let mut spill = [0f32; 4 * 8];
-    for g in g0..g1 {
-        let live = 8.min(m.rows - g * 8);
-        let mut t0 = 0;
-        while t0 < acts.n {
-            let tn = 4.min(acts.n - t0);
-            // A partial group (the matrix's last) writes into `spill`, then its live rows.
-            let (dst, dld) = if live == 8 {
-                // Bounds checked by `at`; rows of group g (the caller's contract).
-                (out.at(t0 * ld + g * 8, (tn - 1) * ld + 8), ld)
-            } else {
-                (spill.as_mut_ptr(), 8)
-            };
-            let tile = Tile {
-                // SAFETY (pointer offsets): group g's blocks and tokens t0.. are inside the
-                // buffers whose lengths are asserted above.
-                q: unsafe { m.q.as_ptr().add(g * nb * bpb) },
-                d: unsafe { m.d.as_ptr().add(g * nb * spb * 8) },
-                m: if m.format.has_min() {
-                    unsafe { m.m.as_ptr().add(g * nb * 8) }
-                } else {
-                    std::ptr::null()
-                },
-                nb,
-                x: unsafe { acts.q.as_ptr().add(t0 * m.cols) },
-                ad: unsafe { acts.d.as_ptr().add(t0 * nb) },
-                ads: unsafe { acts.ds.as_ptr().add(t0 * nb) },
-                out: dst,
-                ld: dld,
-            };
-            // SAFETY: the tier's features are present (asserted), and every pointer covers
-            // what the tile reads and writes (above).
-            unsafe { fns[tn - 1](&tile) };
-            if live < 8 {
-                for t in 0..tn {
-                    // SAFETY: rows of group g (the caller's contract); bounds checked.
-                    unsafe {
-                        out.write_slice((t0 + t) * ld + g * 8, &spill[t * 8..t * 8 + live]);
-                    }
-                }
-            }
-            t0 += tn;
-        }
-    }
+    assert!(tiers().contains(&tier));
+    // SAFETY: the tier's features are present (asserted); the rest is the caller's contract.
+    unsafe { gemm_tiles::<8>(&tile_fns(tier, m.format), m, acts, g0, g1, out, ld) }
 }
 
 /// A per-row kernel for the types that are not repacked, or `None` where the scalar one is
