@@ -364,6 +364,14 @@ async fn serves_the_app_with_mime_types_and_csp() {
             .contains("x-content-type-options: nosniff"),
         "{idx}"
     );
+    // Cross-origin isolated (the assistant's chat workers share memory).
+    for h in [
+        "cross-origin-opener-policy: same-origin",
+        "cross-origin-embedder-policy: require-corp",
+        "cross-origin-resource-policy: same-origin",
+    ] {
+        assert!(idx.to_lowercase().contains(h), "{h} missing: {idx}");
+    }
     let w = http_get(relay.addr, "/app_bg.wasm").await;
     assert!(w.contains("application/wasm"), "{w}");
     let j = http_get(relay.addr, "/app.js").await;
