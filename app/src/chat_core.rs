@@ -21,15 +21,17 @@
 //!   the golden test against llama.cpp in Chromium.
 
 use js_sys::{Array, Uint8Array};
-use node_lite::weights::WeightsError;
 use node_lite::weights::chat::{ChatManifest, MAX_CHAT_BYTES};
 use serde::Deserialize;
 use shoal_llm::gguf::{Gguf, GgufError};
 use shoal_llm::rag::{Source, cited, rag_messages};
 use shoal_llm::{
-    Engine, Finish, GenParams, Generation, Generator, Logits, Message, Sampling, Session, Step,
+    Engine, Exchange, Finish, GenParams, Generation, Generator, LlmError, Logits, Message,
+    Sampling, Session, Step,
 };
 use wasm_bindgen::prelude::*;
+
+use crate::worker_core::weights_error;
 
 /// Most bytes of message text one request may carry (the CLI's limit: the context holds far
 /// less, so anything bigger is refused before it is tokenized).
@@ -39,16 +41,6 @@ const MAX_SOURCES: usize = 16;
 
 /// An error for JS as `file\u{1f}message` (the file at fault, if any), like `worker_core.rs`,
 /// so the worker can drop exactly that cached chunk and fetch it again.
-fn weights_error(e: WeightsError) -> JsError {
-    let file = match &e {
-        WeightsError::SizeMismatch { file, .. } | WeightsError::HashMismatch { file } => {
-            file.as_str()
-        }
-        _ => "",
-    };
-    JsError::new(&format!("{file}\u{1f}{e}"))
-}
-
 fn plain(e: impl std::fmt::Display) -> JsError {
     JsError::new(&format!("\u{1f}{e}"))
 }
@@ -93,15 +85,6 @@ pub fn chat_verify_file(manifest_json: &[u8], name: &str, bytes: &[u8]) -> Resul
     entry.verify(bytes).map_err(weights_error)
 }
 
-/// Refuse what the engine cannot run from the header alone: architecture and shape
-/// ([`shoal_llm::Config::from_gguf`]) and tokenizer ([`shoal_llm::Tokenizer::from_gguf`]);
-/// tensor types were checked by [`Gguf::parse`].
-fn check_supported(g: &Gguf) -> Result<shoal_llm::Config, shoal_llm::LlmError> {
-    let cfg = shoal_llm::Config::from_gguf(g)?;
-    shoal_llm::Tokenizer::from_gguf(g)?;
-    Ok(cfg)
-}
-
 fn describe_header(g: &Gguf, cfg: &shoal_llm::Config) -> serde_json::Value {
     let mut types = std::collections::BTreeMap::<String, u64>::new();
     for t in g.tensors.values() {
@@ -132,7 +115,7 @@ pub fn gguf_header(prefix: &[u8], file_len: f64) -> Result<String, JsError> {
     }
     match Gguf::parse(prefix, Some(len)) {
         Ok(g) => {
-            let cfg = check_supported(&g).map_err(plain)?;
+            let cfg = shoal_llm::check_supported(&g).map_err(plain)?;
             Ok(describe_header(&g, &cfg).to_string())
         }
         Err(GgufError::Truncated { .. }) if (prefix.len() as u64) < len => {
@@ -277,6 +260,51 @@ impl ChatRequest {
     }
 }
 
+/// This worker's place among chat workers that split every forward pass (rank 0 of 1: alone).
+/// The parts cross through `exchange(parts: Uint32Array, mine: Float32Array, others:
+/// Float32Array)`, a JS function (worker.js) over a `SharedArrayBuffer` the workers share; the
+/// two float arrays are views of this instance's memory, valid for the call only.
+struct JsPeers {
+    rank: usize,
+    ranks: usize,
+    exchange: js_sys::Function,
+}
+
+impl Exchange for JsPeers {
+    fn ranks(&self) -> (usize, usize) {
+        (self.rank, self.ranks)
+    }
+
+    fn exchange(
+        &mut self,
+        parts: &[usize],
+        mine: &[f32],
+        others: &mut [f32],
+    ) -> Result<(), LlmError> {
+        let sizes: Vec<u32> = parts.iter().map(|&p| p as u32).collect();
+        let sizes = js_sys::Uint32Array::from(sizes.as_slice());
+        // SAFETY: both views are used only by the call below, which allocates nothing in this
+        // instance's memory (so it cannot grow and detach them); `others` is borrowed
+        // exclusively for the call.
+        let (m, o) = unsafe {
+            (
+                js_sys::Float32Array::view(mine),
+                js_sys::Float32Array::view_mut_raw(others.as_mut_ptr(), others.len()),
+            )
+        };
+        self.exchange
+            .call3(&JsValue::NULL, &sizes, &m, &o)
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = e
+                    .dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .unwrap_or_else(|| format!("{e:?}"));
+                LlmError::Peer(msg)
+            })
+    }
+}
+
 /// The generation in progress.
 struct Running {
     generator: Generator,
@@ -291,6 +319,7 @@ pub struct ChatEngine {
     session: Session,
     running: Option<Running>,
     manifest: String,
+    peers: Option<JsPeers>,
 }
 
 impl ChatEngine {
@@ -301,6 +330,7 @@ impl ChatEngine {
             session,
             running: None,
             manifest: serde_json::to_string(&manifest).unwrap_or_default(),
+            peers: None,
         }
     }
 }
@@ -334,7 +364,7 @@ impl ChatEngine {
             )));
         }
         let g = Gguf::parse(&bytes, None).map_err(plain)?;
-        let cfg = check_supported(&g).map_err(plain)?;
+        let cfg = shoal_llm::check_supported(&g).map_err(plain)?;
         let mut types = std::collections::BTreeMap::new();
         for t in g.tensors.values() {
             *types.entry(t.ty.name().to_string()).or_insert(0u64) += 1;
@@ -398,7 +428,11 @@ impl ChatEngine {
         let Some(run) = self.running.as_mut() else {
             return Err(plain("no generation in progress"));
         };
-        let step = match run.generator.step(&self.engine, &mut self.session, &now_ms) {
+        let peers = self.peers.as_mut().map(|p| p as &mut dyn Exchange);
+        let step = match run
+            .generator
+            .step_ranked(&self.engine, &mut self.session, &now_ms, peers)
+        {
             Ok(s) => s,
             Err(e) => {
                 self.running = None;
@@ -431,6 +465,33 @@ impl ChatEngine {
         if let Some(r) = self.running.as_mut() {
             r.generator.cancel();
         }
+    }
+
+    /// Split every forward pass with other chat workers: this one is `rank` of `ranks`, and
+    /// `exchange(parts, mine, others)` swaps the parts (see `JsPeers`). Every worker of the
+    /// group must load the same model and run the same requests and steps. `ranks ≤ 1` (or no
+    /// function) makes this worker compute alone again.
+    #[wasm_bindgen(js_name = setPeers)]
+    pub fn set_peers(
+        &mut self,
+        rank: usize,
+        ranks: usize,
+        exchange: Option<js_sys::Function>,
+    ) -> Result<(), JsError> {
+        self.peers = match exchange {
+            Some(f) if ranks > 1 => {
+                if rank >= ranks {
+                    return Err(plain(format!("rank {rank} of {ranks}")));
+                }
+                Some(JsPeers {
+                    rank,
+                    ranks,
+                    exchange: f,
+                })
+            }
+            _ => None,
+        };
+        Ok(())
     }
 
     /// Forget the cached conversation (the next request prefills from the start).

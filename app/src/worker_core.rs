@@ -26,7 +26,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 /// Error for JS whose message is the file at fault, if any, as `file\u{1f}message`, so the
 /// worker can discard exactly that cached file and fetch it again.
-fn weights_error(e: WeightsError) -> JsError {
+pub(crate) fn weights_error(e: WeightsError) -> JsError {
     let file = match &e {
         WeightsError::SizeMismatch { file, .. } | WeightsError::HashMismatch { file } => {
             file.as_str()

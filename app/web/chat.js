@@ -17,6 +17,12 @@
 //
 // The model loads on first use (its first message, or picking it): 98 MB for SmolLM2, cached
 // by the worker (Cache API) and verified chunk by chunk on every load.
+//
+// Both cores for one answer (opt-in, `?chat_workers=2`, cross-origin isolated pages): a second
+// chat worker (a follower) loads the same model and computes half of every forward pass, the
+// halves swapped through a SharedArrayBuffer (worker.js makePeers; shoal-llm Exchange).
+// Followers get the same chat-init and chat messages; if one fails, the page drops back to one
+// worker (the answer in progress fails with the reason; the next runs alone).
 "use strict";
 
 const BUILTIN = { key: "builtin", id: "smollm2-135m-instruct", name: "SmolLM2-135M-Instruct", builtin: true, base: "models/smollm2-135m-instruct", size: 0 };
@@ -142,6 +148,8 @@ async function builtinSize() {
 
 // ---------------------------------------------------------------- the worker
 let worker = null;
+let followers = []; // [{worker, ready}] — see chatWorkers()
+let peerSab = null;
 let loaded = null; // {key, promise}
 let pendingLoad = null; // {resolve, reject}
 const requests = new Map(); // id → request
@@ -154,17 +162,80 @@ function cpuBackend() {
   return b === "cpu-simd" || b === "cpu-scalar" ? b : "cpu";
 }
 
+// How many chat workers split an answer: 1, or `?chat_workers=2` where the page may share
+// memory between workers (cross-origin isolated). Not the default: measured on a 2-core
+// machine, the second worker did not speed up SmolLM2-135M's decode (≈150 hand-offs per token
+// cost what the halved work saves; docs/benchmarks.md) and costs a second copy of the model.
+function chatWorkers() {
+  const want = Math.floor(Number(params.get("chat_workers") || 1));
+  const isolated = self.crossOriginIsolated && typeof SharedArrayBuffer === "function";
+  if (!isolated || !(want >= 2)) return 1;
+  return 2;
+}
+// Bytes of the SharedArrayBuffer worker.js expects for `ranks` workers (64 control words,
+// then two slots of 2^18 floats per rank).
+const peerBytes = (ranks) => 64 * 4 + ranks * 2 * (1 << 18) * 4;
+
 function spawn() {
   const w = new Worker("./worker.js", { name: "shoal-chat" });
   w.onmessage = (ev) => { if (worker === w) onWorker(ev.data || {}); };
   w.onerror = (ev) => { ev.preventDefault?.(); if (worker === w) died(`the chat worker failed: ${ev.message || "unknown error"}`); };
   worker = w;
+  const n = chatWorkers();
+  if (n > 1) {
+    peerSab = new SharedArrayBuffer(peerBytes(n));
+    w.postMessage({ type: "chat-peers", rank: 0, ranks: n, sab: peerSab });
+    for (let rank = 1; rank < n; rank++) {
+      const f = { worker: new Worker("./worker.js", { name: `shoal-chat-${rank}` }), ready: false };
+      f.worker.onmessage = (ev) => onFollower(f, ev.data || {});
+      f.worker.onerror = (ev) => { ev.preventDefault?.(); dropFollowers(`a chat worker failed: ${ev.message || "unknown error"}`); };
+      f.worker.postMessage({ type: "chat-peers", rank, ranks: n, sab: peerSab });
+      followers.push(f);
+    }
+  }
+}
+
+// A follower's messages: it loaded the model (the answer may start when all have), finished
+// its part of an answer, or failed — then the leader computes alone from the next answer on.
+function onFollower(f, m) {
+  if (!followers.includes(f)) return;
+  if (m.type === "chat-ready") { f.ready = true; maybeReady(); return; }
+  if (m.type === "error") dropFollowers(`a chat worker failed: ${m.message}`);
+}
+
+function dropFollowers(reason) {
+  if (!followers.length) return;
+  console.warn(`shoal chat: ${reason}; answering with one worker`);
+  if (peerSab) Atomics.store(new Int32Array(peerSab, 0, 1), 0, 1); // wake and stop the leader's waits
+  for (const f of followers) { try { f.worker.terminate(); } catch (_) { /* gone */ } }
+  followers = [];
+  peerSab = null;
+  worker?.postMessage({ type: "chat-peers", rank: 0, ranks: 1 });
+  if (state.info) set({ info: { ...state.info, workers: 1 } });
+  maybeReady();
+}
+
+// The leader said chat-ready: resolve the load once every follower has the model too.
+let leaderReady = false;
+function maybeReady() {
+  if (!leaderReady || followers.some((f) => !f.ready)) return;
+  if (state.status === "loading") set({ status: "ready", message: "", download: null });
+  if (pendingLoad) { pendingLoad.resolve(true); pendingLoad = null; }
+}
+
+function toAll(msg) {
+  worker.postMessage(msg);
+  for (const f of followers) f.worker.postMessage(msg);
 }
 
 function died(reason) {
   try { worker?.terminate(); } catch (_) { /* gone */ }
+  for (const f of followers) { try { f.worker.terminate(); } catch (_) { /* gone */ } }
+  followers = [];
+  peerSab = null;
   worker = null;
   loaded = null;
+  leaderReady = false;
   if (pendingLoad) { pendingLoad.reject(new Error(reason)); pendingLoad = null; }
   if (running) { const r = running; running = null; requests.delete(r.id); r.reject(new Error(reason)); }
   set({ status: "error", message: reason, generating: false, live: null });
@@ -173,8 +244,12 @@ function died(reason) {
 
 function terminate() {
   try { worker?.terminate(); } catch (_) { /* gone */ }
+  for (const f of followers) { try { f.worker.terminate(); } catch (_) { /* gone */ } }
+  followers = [];
+  peerSab = null;
   worker = null;
   loaded = null;
+  leaderReady = false;
 }
 
 function onWorker(m) {
@@ -195,6 +270,12 @@ function onWorker(m) {
       if (model.key === BUILTIN.key) model.size = m.model.size;
       state.model = model;
       loaded = { key: model.key, promise: loaded?.promise || Promise.resolve(true) };
+      info.workers = 1 + followers.length;
+      leaderReady = true;
+      // A model the leader just imported: the followers load it from the cache it wrote.
+      if (m.imported) for (const f of followers) { f.ready = false; f.worker.postMessage({ type: "chat-init", model: { kind: "byo", key: m.model.key }, backend: cpuBackend() }); }
+      state.info = info;
+      if (followers.some((f) => !f.ready)) { emit(); break; }
       set({ status: "ready", message: "", download: null, info });
       if (pendingLoad) { pendingLoad.resolve(true); pendingLoad = null; }
       break;
@@ -217,6 +298,10 @@ function onWorker(m) {
         if (pendingLoad) { pendingLoad.reject(new Error(m.message)); pendingLoad = null; }
         break;
       }
+      // An answer that failed in the leader while followers shared it: they may be stuck
+      // waiting on it (or it on them), so the next answers run on the leader alone.
+      // A request refused at its start (bad input) ran nowhere: the group stays.
+      if (m.op === "chat" && followers.length && !m.refused) dropFollowers(`the answer failed: ${m.message}`);
       const r = m.id != null && requests.get(m.id);
       if (r) { requests.delete(m.id); r.fail(new Error(m.message)); }
       break;
@@ -235,7 +320,9 @@ function load() {
   loaded = { key, promise };
   set({ status: "loading", message: `Loading ${state.model.name}…`, error: null, info: null });
   const model = state.model.builtin ? { kind: "builtin", base: BUILTIN.base } : { kind: "byo", key };
-  worker.postMessage({ type: "chat-init", model, backend: cpuBackend() });
+  leaderReady = false;
+  for (const f of followers) f.ready = false;
+  toAll({ type: "chat-init", model, backend: cpuBackend() });
   return promise;
 }
 
@@ -249,6 +336,7 @@ function importModel(what) {
   const prev = loaded;
   loaded = { key: "(importing)", promise };
   set({ status: "loading", message: `Checking ${what.file ? what.file.name : what.url}…`, error: null, download: null });
+  leaderReady = false;
   worker.postMessage({ type: "chat-import", ...what, backend: cpuBackend() });
   return promise.then(() => state.model, (e) => {
     if (state.status === "ready" && prev) loaded = prev;
@@ -353,7 +441,7 @@ async function pump() {
   }
   if (r.stopped) { running = null; state.generating = false; state.live = null; emit(); r.reject(abortError()); pump(); return; }
   requests.set(r.id, r);
-  worker.postMessage({ type: "chat", id: r.id, request: r.request });
+  toAll({ type: "chat", id: r.id, request: r.request });
 }
 
 function stopOne(r) {
@@ -524,8 +612,19 @@ const shoalChat = {
   importUrl: (url) => importModel({ url: String(url) }),
   deleteModel,
   chat,
-  // Test hook: the chat worker crashes (as a trap would); the next answer starts a fresh one.
-  _test: { kill: () => { if (worker) died("terminated"); } },
+  // Test hooks: the chat worker crashes (as a trap would); the next answer starts a fresh one.
+  // killFollower: a follower dies, reporting it (as a trap's error message does) or silently
+  // (a killed process: the leader gives up on it after its wait limit).
+  _test: {
+    kill: () => { if (worker) died("terminated"); },
+    killFollower: (silent) => {
+      const f = followers[0];
+      if (!f) return false;
+      f.worker.terminate();
+      if (!silent) onFollower(f, { type: "error", message: "killed by a test" });
+      return true;
+    },
+  },
 };
 window.shoalChat = shoalChat;
 export default shoalChat;

@@ -27,6 +27,12 @@
 //                    max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop}}
 //                  {type:"chat-stop", id?}   (handled at once: the running answer ends at its next step)
 //                  {type:"chat-selftest", backend?}   {type:"chat-probe", id, op, ...}   (tests)
+//                  {type:"chat-peers", rank, ranks, sab}   this worker is rank `rank` of `ranks` chat
+//                  workers that split every forward pass, swapping parts through `sab` (a
+//                  SharedArrayBuffer of CHAT_PEER_BYTES(ranks)); ranks 1 = alone again. Followers
+//                  (rank > 0) get the same chat-init / chat messages as the leader, post only
+//                  chat-ready, chat-done {follower: true} and errors; Stop goes to the leader,
+//                  which passes it on at the same step.
 //   worker → page  {type:"chat-progress", phase:"weights"|"read"|"model", loaded, total, netBytes, rate, file}
 //                  {type:"chat-ready", model:{key, builtin, id, size, sha256, arch, types, name?}, info, wasm, timings, bytes, imported?}
 //                  {type:"chat-start", id, promptTokens}  {type:"chat-prefill", id, done, total}
@@ -394,6 +400,7 @@ async function chatInit(msg) {
     try {
       chatProgress("model", { loaded: 0, total: 0, file: w.listing.model });
       const engine = wasm_bindgen.ChatEngine.create(w.manifestBytes, w.bytes);
+      applyPeers(engine);
       const t1 = performance.now();
       chat = { engine, model: modelFacts(w.listing, model), info: JSON.parse(engine.info()) };
       post({
@@ -500,6 +507,7 @@ async function chatImport(msg) {
   let engine;
   try {
     engine = wasm_bindgen.ChatEngine.fromGguf(src.bytes, modelId(src.name), src.source);
+    applyPeers(engine);
   } catch (e) {
     throw new Error(`${src.name} refused: ${splitError(e).message}`);
   }
@@ -530,23 +538,127 @@ async function chatImport(msg) {
   post({ type: "chat-ready", model: chat.model, info: chat.info, wasm: wasmName, imported: true, timings: { totalMs: t1 - t0 }, bytes: { total: src.bytes.length } });
 }
 
+// ------------------------------------------------------------------ several chat workers, one answer
+// Each computes its share of every forward pass (shoal-llm `Exchange`: row groups of every
+// matrix, (token, head) pairs of attention) and swaps the rest through a SharedArrayBuffer:
+// a control block of Int32 words, then two slots (alternating sequence numbers) per rank of
+// PEER_CAP floats. A slot is rewritten two sequence numbers later, which a rank only reaches
+// after every other rank has published the next one — by then they have read it.
+const PEER_CAP = 1 << 18; // floats per slot (1 MiB): a 64-token prefill block's largest section fits in one round
+const C_DEAD = 0; // set by the page when a worker of the group died: everyone stops waiting
+const C_GATE = 1; // the leader's step counter
+const C_CMD = 2; // 2 words: the leader's command for a step (1 = step, 2 = stop first)
+const C_ACK = 8; // per rank: the followers' step counters
+const C_SEQ = 24; // per rank: the exchange sequence each rank has published
+const CTRL_WORDS = 64; // up to 16 ranks
+const PEER_WAIT_MS = 30_000;
+let peers = null;
+
+function makePeers(rank, ranks, sab) {
+  if (!(sab instanceof SharedArrayBuffer) || ranks < 2 || ranks > 16 || rank >= ranks) throw new Error("bad chat-peers message");
+  const ctrl = new Int32Array(sab, 0, CTRL_WORDS);
+  const slot = (r, p) => new Float32Array(sab, CTRL_WORDS * 4 + (r * 2 + p) * PEER_CAP * 4, PEER_CAP);
+  let seq = 0;
+  let step = 0;
+  // Spin briefly (the other core is usually a few µs behind), then sleep in short waits.
+  const waitAtLeast = (idx, value) => {
+    for (let i = 0; i < 20000; i++) if (Atomics.load(ctrl, idx) >= value) return;
+    const deadline = performance.now() + PEER_WAIT_MS;
+    for (;;) {
+      const v = Atomics.load(ctrl, idx);
+      if (v >= value) return;
+      if (Atomics.load(ctrl, C_DEAD)) throw new Error("another chat worker of this answer stopped");
+      if (performance.now() > deadline) throw new Error(`another chat worker did not answer for ${PEER_WAIT_MS / 1000} s`);
+      Atomics.wait(ctrl, idx, v, 20);
+    }
+  };
+  const publish = (idx, value) => { Atomics.store(ctrl, idx, value); Atomics.notify(ctrl, idx); };
+  return {
+    rank, ranks,
+    // Called from Rust (chat_core JsPeers) with this rank's packed part and room for the others'.
+    exchange(parts, mine, others) {
+      const rounds = Math.max(1, Math.ceil(Math.max(...parts) / PEER_CAP));
+      for (let k = 0; k < rounds; k++) {
+        seq++;
+        const p = seq & 1;
+        const lo = k * PEER_CAP;
+        const own = Math.max(0, Math.min(PEER_CAP, parts[rank] - lo));
+        if (own) slot(rank, p).set(mine.subarray(lo, lo + own));
+        publish(C_SEQ + rank, seq);
+        let off = 0;
+        for (let r = 0; r < ranks; r++) {
+          if (r === rank) continue;
+          waitAtLeast(C_SEQ + r, seq);
+          const n = Math.max(0, Math.min(PEER_CAP, parts[r] - lo));
+          if (n) others.set(slot(r, p).subarray(0, n), off + lo);
+          off += parts[r];
+        }
+      }
+    },
+    // Before each step the leader says whether to stop first; the followers do the same.
+    lead(stop) {
+      for (let r = 1; r < ranks; r++) waitAtLeast(C_ACK + r, step - 1);
+      Atomics.store(ctrl, C_CMD + (step & 1), stop ? 2 : 1);
+      publish(C_GATE, ++step);
+    },
+    follow() {
+      waitAtLeast(C_GATE, step + 1);
+      const stop = Atomics.load(ctrl, C_CMD + (step & 1)) === 2;
+      publish(C_ACK + rank, ++step);
+      return stop;
+    },
+  };
+}
+
+function setPeers(msg) {
+  peers = msg.ranks > 1 ? makePeers(msg.rank, msg.ranks, msg.sab) : null;
+  if (chat) applyPeers(chat.engine);
+}
+
+function applyPeers(engine) {
+  if (peers) engine.setPeers(peers.rank, peers.ranks, peers.exchange);
+  else engine.setPeers(0, 1, undefined);
+}
+
 async function chatGenerate(msg) {
-  if (chatCancelled.delete(msg.id)) {
+  const follower = peers && peers.rank > 0;
+  const stoppedEarly = !follower && chatCancelled.delete(msg.id);
+  // Alone, an answer stopped before it began is skipped; with followers it still begins (they
+  // run it too) and stops at its first step, so every worker takes the same steps.
+  if (stoppedEarly && !peers) {
     post({ type: "chat-done", id: msg.id, finish: "cancelled", result: { text: "", prompt_tokens: [], tokens: [], prefill_tok_s: 0, decode_tok_s: 0 }, first_token_ms: 0, cited: [] });
     return;
   }
   if (!chat) throw new Error("the chat model is not loaded");
-  const run = { id: msg.id, stop: false };
+  const run = { id: msg.id, stop: stoppedEarly };
   chatRun = run;
   try {
-    const started = JSON.parse(chat.engine.start(JSON.stringify(msg.request || {})));
-    post({ type: "chat-start", id: msg.id, promptTokens: started.prompt_tokens });
+    let started;
+    try {
+      started = JSON.parse(chat.engine.start(JSON.stringify(msg.request || {})));
+    } catch (e) {
+      // A request refused at start (bad input) is refused by every worker alike: the leader
+      // reports it; a follower staying quiet keeps the group (nothing ran yet).
+      if (follower) return;
+      if (e && typeof e === "object") e.refused = true;
+      throw e;
+    }
+    if (!follower) post({ type: "chat-start", id: msg.id, promptTokens: started.prompt_tokens });
     for (;;) {
-      if (run.stop) chat.engine.cancel();
+      if (!peers) {
+        if (run.stop) chat.engine.cancel();
+      } else if (!follower) {
+        if (run.stop) chat.engine.cancel();
+        peers.lead(run.stop);
+      } else if (peers.follow()) {
+        chat.engine.cancel();
+      }
       const ev = JSON.parse(chat.engine.step());
-      if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
+      if (follower) {
+        if (ev.type === "done") { post({ type: "chat-done", id: msg.id, follower: true, finish: ev.finish }); return; }
+      } else if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
       else if (ev.type === "prefill") post({ type: "chat-prefill", id: msg.id, done: ev.done, total: ev.total });
-      else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited }); return; }
+      else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited, workers: peers ? peers.ranks : 1 }); return; }
       await yieldNow();
     }
   } finally {
@@ -598,10 +710,11 @@ self.onmessage = (ev) => {
       else if (msg.type === "chat") await chatGenerate(msg);
       else if (msg.type === "chat-selftest") await chatSelftest(msg);
       else if (msg.type === "chat-probe") chatProbe(msg);
+      else if (msg.type === "chat-peers") setPeers(msg);
     } catch (e) {
       // A trap inside wasm leaves the instance unusable: the page restarts this worker.
       const trapped = e instanceof WebAssembly.RuntimeError;
-      post({ type: "error", id: msg.id, op: msg.type, message: splitError(e).message, fatal: msg.type === "init" || trapped, chatLoaded: !!chat });
+      post({ type: "error", id: msg.id, op: msg.type, message: splitError(e).message, fatal: msg.type === "init" || trapped, chatLoaded: !!chat, refused: !!(e && e.refused) });
     }
   });
 };
