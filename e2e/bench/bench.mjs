@@ -9,6 +9,7 @@ import { readFileSync, readdirSync, statSync, existsSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { browserPss } from "./proc.mjs";
 import { execFileSync } from "node:child_process";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -53,31 +54,6 @@ function cosine(a, b) {
   let d = 0, na = 0, nb = 0;
   for (let i = 0; i < a.length; i++) { d += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
   return d / Math.sqrt(na * nb);
-}
-
-// Proportional set size of every process this script started (the browser's tree), in MB.
-function browserPss() {
-  const root = process.pid;
-  const kids = new Map();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (!kids.has(ppid)) kids.set(ppid, []);
-      kids.get(ppid).push(Number(d));
-    } catch (_) { /* gone */ }
-  }
-  let kb = 0;
-  const walk = (pid) => {
-    if (pid !== root) try {
-      const m = /Pss:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
-      if (m) kb += Number(m[1]);
-    } catch (_) { /* gone */ }
-    for (const k of kids.get(pid) || []) walk(k);
-  };
-  walk(root);
-  return kb / 1024;
 }
 
 // ------------------------------------------------------------------ engines

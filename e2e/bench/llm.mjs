@@ -5,10 +5,11 @@
 // Run through e2e/bench/run --llm. Env: BENCH_URL (server), BENCH_GGUF (file name under
 // /bench/gguf/), BENCH_RUNS (default 2; best run kept), BENCH_ONLY (regexp over row names).
 import { chromium } from "playwright-core";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { browserPss } from "./proc.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, "../..");
@@ -39,30 +40,6 @@ function words(n, salt) {
 const LONG = (salt) => [{ role: "user", content: `${words(400, salt)}\n\nSummarise the text above in one sentence.` }];
 const STORY = (salt) => [{ role: "user", content: `Write a long story about a ${WORDS[salt % WORDS.length]} ${WORDS[(salt + 5) % WORDS.length]}, with many details.` }];
 const SHORT = (salt) => [{ role: "user", content: `${words(40, salt)}\nWhat is this about?` }];
-
-// Proportional set size of every process this script started (the browser's tree), in MB.
-function browserPss() {
-  const kids = new Map();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (!kids.has(ppid)) kids.set(ppid, []);
-      kids.get(ppid).push(Number(d));
-    } catch (_) { /* gone */ }
-  }
-  let kb = 0;
-  const walk = (pid) => {
-    if (pid !== process.pid) try {
-      const m = /Pss:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
-      if (m) kb += Number(m[1]);
-    } catch (_) { /* gone */ }
-    for (const k of kids.get(pid) || []) walk(k);
-  };
-  walk(process.pid);
-  return kb / 1024;
-}
 
 const gz = (file) => {
   const b = readFileSync(file);
