@@ -81,7 +81,7 @@ async function wllamaRow(threads) {
     best.ttft = Math.min(best.ttft, ms);
   }
   rows.push({ name, threads, ...best, load: loadMs, mem: browserPss(),
-    wasm: gz(join(HERE, "node_modules/@wllama/wllama/esm/wllama.wasm")) });
+    wasm: gz(join(HERE, "node_modules/@wllama/wllama/esm/wasm/wllama.wasm")) });
   await ctx.close();
 }
 

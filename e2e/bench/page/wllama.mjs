@@ -11,7 +11,7 @@ window.wl = {
   async load(url, threads) {
     if (w) await w.exit();
     const t0 = performance.now();
-    w = new Wllama({ default: "/bench/wllama/wllama.wasm" }, { suppressNativeLog: true });
+    w = new Wllama({ default: "/bench/wllama/wasm/wllama.wasm" }, { suppressNativeLog: true });
     const blob = await (await fetch(url)).blob();
     await w.loadModel([blob], { n_threads: threads, n_ctx: 1024, n_batch: 512, n_gpu_layers: 0 });
     return performance.now() - t0;
