@@ -18,9 +18,10 @@
 // The model loads on first use (its first message, or picking it): 98 MB for SmolLM2, cached
 // by the worker (Cache API) and verified chunk by chunk on every load.
 //
-// Both cores for one answer (opt-in, `?chat_workers=2`, cross-origin isolated pages): a second
-// chat worker (a follower) loads the same model and computes half of every forward pass, the
-// halves swapped through a SharedArrayBuffer (worker.js makePeers; shoal-llm Exchange).
+// Both cores for one answer: when the page is cross-origin isolated (SharedArrayBuffer) and the
+// device has ≥ 2 cores and more than 4 GB, a second chat worker (a follower) loads the same
+// model and computes half of every forward pass, the halves swapped through a
+// SharedArrayBuffer (worker.js makePeers; shoal-llm Exchange). `?chat_workers=1|2` overrides.
 // Followers get the same chat-init and chat messages; if one fails, the page drops back to one
 // worker (the answer in progress fails with the reason; the next runs alone).
 "use strict";
@@ -162,16 +163,20 @@ function cpuBackend() {
   return b === "cpu-simd" || b === "cpu-scalar" ? b : "cpu";
 }
 
-// How many chat workers split an answer: 1, or `?chat_workers=2` where the page may share
-// memory between workers (cross-origin isolated). Not the default: measured on a 2-core
-// machine, the second worker did not speed up SmolLM2-135M's decode (≈150 hand-offs per token
-// cost what the halved work saves; docs/benchmarks.md) and costs a second copy of the model.
+// How many chat workers split an answer: `?chat_workers=N` (1–2), else 2 where the page may
+// share memory between workers (cross-origin isolated) and the device has ≥ 2 cores and room
+// for a second copy of the model (> 4 GB). Measured on 2 cores: 1.5× the decode and 1.6× the
+// prefill of one worker, for ≈ 0.6 GB more memory (docs/benchmarks.md).
 function chatWorkers() {
-  const want = Math.floor(Number(params.get("chat_workers") || 1));
+  const want = Math.floor(Number(params.get("chat_workers") || 0));
   const isolated = self.crossOriginIsolated && typeof SharedArrayBuffer === "function";
-  if (!isolated || !(want >= 2)) return 1;
-  return 2;
+  if (!isolated) return 1;
+  if (want >= 1) return Math.min(2, want);
+  const cores = navigator.hardwareConcurrency || 1;
+  const memory = navigator.deviceMemory || 8;
+  return cores >= 2 && memory > 4 ? 2 : 1;
 }
+
 // Bytes of the SharedArrayBuffer worker.js expects for `ranks` workers (64 control words,
 // then two slots of 2^18 floats per rank).
 const peerBytes = (ranks) => 64 * 4 + ranks * 2 * (1 << 18) * 4;

@@ -70,7 +70,7 @@ test("the card answers, streaming tokens, while the page keeps painting", { time
   const probe = await page.evaluate(() => { window.__probe.stop = true; return { ...window.__probe, streamedLens: window.__probe.streamedLens.size }; });
   const s = await chatState();
   const m = lastMessage(s);
-  console.log(`# card: ${m.stats.tokens} tokens at ${m.stats.decodeTokS.toFixed(1)} tok/s (${s.info.wasm}, ${s.info.kernel}), model loaded in ${s.info.loadMs.toFixed(0)} ms; ${Date.now() - t0} ms in all; longest frame gap ${probe.maxGap.toFixed(0)} ms`);
+  console.log(`# card: ${m.stats.tokens} tokens at ${m.stats.decodeTokS.toFixed(1)} tok/s (${s.info.wasm}, ${s.info.kernel}, ${s.info.workers} chat worker(s)), model loaded in ${s.info.loadMs.toFixed(0)} ms; ${Date.now() - t0} ms in all; longest frame gap ${probe.maxGap.toFixed(0)} ms`);
   assert.equal(s.status, "ready");
   assert.ok(m.content.trim().length > 10, `an answer: ${JSON.stringify(m.content)}`);
   assert.ok(m.stats.tokens >= 8);
