@@ -49,6 +49,11 @@ class Slot {
     this.generation = 0;
     this.error = null;
     this.failures = 0; // failed starts in a row
+    // Test hook (Pool.holdAfter): after `holdAfter` answered shards, replies are withheld, so
+    // the worker provably owes work when a test kills it. -1 = off; a restarted worker is off.
+    this.holdAfter = -1;
+    this.answered = 0;
+    this.held = 0;
   }
 }
 
@@ -83,6 +88,7 @@ export class Pool {
     const o = this.opts;
     slot.generation++;
     const gen = slot.generation;
+    slot.holdAfter = -1;
     slot.status = "loading";
     slot.error = null;
     const w = new Worker("./worker.js", { name: `shoal-model-${slot.id}` });
@@ -134,6 +140,8 @@ export class Pool {
       case "embedded": {
         const req = slot.requests.get(m.id);
         if (!req) return; // cancelled or from before a restart
+        if (slot.holdAfter >= 0 && slot.answered >= slot.holdAfter) { slot.held++; return; } // test hook
+        slot.answered++;
         slot.requests.delete(m.id);
         req.done(m.vectors);
         break;
@@ -192,6 +200,19 @@ export class Pool {
     if (!this.closed && slot.failures < 3) {
       setTimeout(() => { if (!this.closed && slot.status === "dead") this._spawn(slot); }, RESPAWN_DELAY_MS);
     }
+  }
+
+  // Test hook: worker i answers `n` more shards, then withholds its replies (each a shard it
+  // owes) until it is killed; `held(i)` counts the withheld ones.
+  holdAfter(i, n) {
+    const slot = this.slots[i];
+    if (!slot) return false;
+    Object.assign(slot, { holdAfter: n, answered: 0, held: 0 });
+    return true;
+  }
+
+  held(i) {
+    return this.slots[i]?.held ?? 0;
   }
 
   // Test hook: kill a worker as a crash would (the pool notices at once, as with `onerror`).

@@ -309,7 +309,7 @@ const shoal = {
   // The loaded chat model: {name, arch, context, kernel, wasm, loadMs, …} (null before it loads).
   chatInfo: () => shoalChat.state().info,
   // Test hooks: kill pool worker i as a crash would.
-  _test: { terminateWorker: (i) => pool.terminateWorker(i) },
+  _test: { terminateWorker: (i) => pool.terminateWorker(i), holdAfter: (i, n) => pool.holdAfter(i, n), held: (i) => pool.held(i) },
 };
 window.shoal = shoal;
 dispatchEvent(new Event("shoal-ready"));

@@ -132,7 +132,14 @@ if (!inNamespace()) {
       await until("tab 2 and the native node each hold an unanswered shard", async () => {
         const tabHolds = await tab2.evaluate(() => window.shoalCircle.state().holding);
         return tabHolds > 0 && native.lines.some((l) => l.includes('"event":"holding"')) ? true : undefined;
-      }, 120_000);
+      }, 120_000).catch(async (e) => {
+        // What each side saw, for a failure that happened once in six idle rounds.
+        const seen = await Promise.all([
+          tab1.evaluate(() => ({ job: window.shoalCircle.state().job, peers: window.shoalCircle.state().peers })).catch((x) => x.message),
+          tab2.evaluate(() => ({ holding: window.shoalCircle.state().holding, peers: window.shoalCircle.state().peers })).catch((x) => x.message),
+        ]);
+        throw new Error(`${e.message}; native holding: ${native.lines.some((l) => l.includes('"event":"holding"'))}; tab1: ${JSON.stringify(seen[0]).slice(0, 1500)}; tab2: ${JSON.stringify(seen[1]).slice(0, 800)}`);
+      });
       await tab2.close();
       native.p.kill("SIGKILL");
       const r2 = await job;

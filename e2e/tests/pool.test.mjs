@@ -27,21 +27,19 @@ const TEXTS = Array.from({ length: 96 }, (_, i) => {
 const poolState = (p) => p.evaluate(() => window.shoal.state().pool);
 const counts = (urls) => urls.reduce((m, u) => m.set(u, (m.get(u) || 0) + 1), new Map());
 
-// Kill worker(s) mid-job, deterministically: inside the page, in the same task that sees the
-// condition (so nothing can finish in between), wait until worker `id` has finished a shard,
-// the job is not done and every worker in `kill` holds an unfinished shard; then terminate
-// them. Resolves to the number terminated.
+// Kill worker(s) mid-job, deterministically, whatever the machine's speed or load: worker `id`
+// answers one shard, every other worker in `kill` none, then each withholds its replies (pool
+// test hook), so each provably owes the job a shard; once every one of them does, they are
+// terminated. Resolves to the number terminated.
 async function killMidJob(p, id, kill) {
   return p.evaluate(({ id, kill }) => new Promise((resolve, reject) => {
     const t0 = performance.now();
     const check = () => {
       const j = window.shoal.state().pool?.job;
-      const m = j && j.running && j.members.find((m) => m.id === id);
-      const busy = j && kill.every((k) => (j.members.find((m) => m.id === k)?.inFlight || 0) > 0);
-      if (m && m.shardsDone >= 1 && j.done < j.total && busy) {
+      if (j && j.running && kill.every((k) => window.shoal._test.held(k) > 0)) {
         resolve(kill.filter((k) => window.shoal._test.terminateWorker(k)).length);
       } else if (performance.now() - t0 > 120_000) {
-        reject(new Error(`never mid-job: ${JSON.stringify(j)}`));
+        reject(new Error(`never mid-job: ${JSON.stringify(j)}; held ${kill.map((k) => window.shoal._test.held(k))}`));
       } else {
         setTimeout(check, 2);
       }
@@ -49,6 +47,9 @@ async function killMidJob(p, id, kill) {
     check();
   }), { id, kill });
 }
+
+// Arm the hold before the job starts (see killMidJob).
+const armHold = (p, id, kill) => p.evaluate(({ id, kill }) => kill.forEach((k) => window.shoal._test.holdAfter(k, k === id ? 1 : 0)), { id, kill });
 
 // Wait until worker `id` has finished a shard of the running job (and the job is not done).
 async function midJob(p, id) {
@@ -100,6 +101,7 @@ test("2 workers: throughput on mixed lengths (printed)", { timeout: 300_000 }, a
 test("a worker terminated mid-job: the job completes with identical vectors", { timeout: 300_000 }, async () => {
   const reference = await page.evaluate((t) => window.shoal.embed(t), TEXTS);
   const before = ctx.requests.length;
+  await armHold(page, 1, [1]);
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
   assert.equal(await killMidJob(page, 1, [1]), 1);
   const got = await page.evaluate(() => window.__job);
@@ -116,6 +118,7 @@ test("a worker terminated mid-job: the job completes with identical vectors", { 
 
 test("every worker killed mid-job: the pool (self member) restarts them and finishes", { timeout: 300_000 }, async () => {
   const reference = await page.evaluate((t) => window.shoal.embed(t), TEXTS);
+  await armHold(page, 0, [0, 1]);
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
   assert.equal(await killMidJob(page, 0, [0, 1]), 2);
   const got = await page.evaluate(() => window.__job);
