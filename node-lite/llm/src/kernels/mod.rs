@@ -23,6 +23,15 @@ pub mod scalar;
 mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+// Only where a SIMD backend uses it.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(
+        target_arch = "wasm32",
+        any(target_feature = "simd128", feature = "wasm-simd")
+    )
+))]
+mod tiles;
 
 use crate::par::SharedMut;
 use crate::quant::GgmlType;

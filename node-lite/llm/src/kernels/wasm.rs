@@ -14,7 +14,8 @@
 
 use core::arch::wasm32::*;
 
-use super::packed::{Acts, Format, PackedMat, Tile, TileFn, gemm_tiles};
+use super::packed::{Acts, Format, PackedMat};
+use super::tiles::{Tile, TileFn, gemm_tiles};
 use super::{QK, Tier};
 use crate::par::SharedMut;
 

@@ -17,7 +17,8 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::packed::{Acts, Format, PackedMat, Tile, TileFn, gemm_tiles};
+use super::packed::{Acts, Format, PackedMat};
+use super::tiles::{Tile, TileFn, gemm_tiles};
 use super::{Q8Ref, QK, Tier};
 use crate::par::SharedMut;
 use crate::quant::GgmlType;
