@@ -234,13 +234,7 @@ function toAll(msg) {
 }
 
 function died(reason) {
-  try { worker?.terminate(); } catch (_) { /* gone */ }
-  for (const f of followers) { try { f.worker.terminate(); } catch (_) { /* gone */ } }
-  followers = [];
-  peerSab = null;
-  worker = null;
-  loaded = null;
-  leaderReady = false;
+  terminate();
   if (pendingLoad) { pendingLoad.reject(new Error(reason)); pendingLoad = null; }
   if (running) { const r = running; running = null; requests.delete(r.id); r.reject(new Error(reason)); }
   set({ status: "error", message: reason, generating: false, live: null });

@@ -31,8 +31,8 @@ const counts = (urls) => urls.reduce((m, u) => m.set(u, (m.get(u) || 0) + 1), ne
 // answers one shard, every other worker in `kill` none, then each withholds its replies (pool
 // test hook), so each provably owes the job a shard; once every one of them does, they are
 // terminated. Resolves to the number terminated.
-async function killMidJob(p, id, kill) {
-  return p.evaluate(({ id, kill }) => new Promise((resolve, reject) => {
+async function killMidJob(p, kill) {
+  return p.evaluate(({ kill }) => new Promise((resolve, reject) => {
     const t0 = performance.now();
     const check = () => {
       const j = window.shoal.state().pool?.job;
@@ -45,7 +45,7 @@ async function killMidJob(p, id, kill) {
       }
     };
     check();
-  }), { id, kill });
+  }), { kill });
 }
 
 // Arm the hold before the job starts (see killMidJob).
@@ -103,7 +103,7 @@ test("a worker terminated mid-job: the job completes with identical vectors", { 
   const before = ctx.requests.length;
   await armHold(page, 1, [1]);
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
-  assert.equal(await killMidJob(page, 1, [1]), 1);
+  assert.equal(await killMidJob(page, [1]), 1);
   const got = await page.evaluate(() => window.__job);
   assert.equal(got.length, TEXTS.length);
   got.forEach((v, i) => assert.deepEqual(v, reference[i], `vector ${i} differs after the crash`));
@@ -120,7 +120,7 @@ test("every worker killed mid-job: the pool (self member) restarts them and fini
   const reference = await page.evaluate((t) => window.shoal.embed(t), TEXTS);
   await armHold(page, 0, [0, 1]);
   await page.evaluate((t) => { window.__job = window.shoal.embed(t); window.__job.catch(() => {}); }, TEXTS);
-  assert.equal(await killMidJob(page, 0, [0, 1]), 2);
+  assert.equal(await killMidJob(page, [0, 1]), 2);
   const got = await page.evaluate(() => window.__job);
   got.forEach((v, i) => assert.deepEqual(v, reference[i], `vector ${i} differs`));
   const job = (await poolState(page)).job;
