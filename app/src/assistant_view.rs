@@ -86,6 +86,9 @@ struct ChatInfo {
     arch: String,
     context: f64,
     kernel: String,
+    /// `"webgpu"` for the GPU engine (chat_gpu.rs); empty for the CPU one.
+    device: String,
+    adapter: String,
     wasm: String,
     #[serde(rename = "loadMs")]
     load_ms: f64,
@@ -165,14 +168,20 @@ fn js_error(e: JsValue) -> String {
 /// The status line under the title: what is loaded, or what loading it costs.
 fn model_line(s: &ChatState) -> String {
     match (s.status.as_str(), &s.info) {
-        ("ready", Some(i)) => format!(
-            "{} · {} · CPU, {} kernel · context {} · loaded in {:.1} s",
-            s.model.name,
-            i.arch,
-            i.kernel,
-            i.context,
-            i.load_ms / 1000.0
-        ),
+        ("ready", Some(i)) => {
+            let engine = if i.device == "webgpu" {
+                format!("GPU ({}), {}", i.adapter, i.kernel)
+            } else {
+                format!("CPU, {} kernel", i.kernel)
+            };
+            format!(
+                "{} · {} · {engine} · context {} · loaded in {:.1} s",
+                s.model.name,
+                i.arch,
+                i.context,
+                i.load_ms / 1000.0
+            )
+        }
         ("loading", _) => {
             if s.message.is_empty() {
                 format!("Loading {}…", s.model.name)

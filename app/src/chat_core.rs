@@ -41,12 +41,12 @@ const MAX_SOURCES: usize = 16;
 
 /// An error for JS as `file\u{1f}message` (the file at fault, if any), like `worker_core.rs`,
 /// so the worker can drop exactly that cached chunk and fetch it again.
-fn plain(e: impl std::fmt::Display) -> JsError {
+pub(crate) fn plain(e: impl std::fmt::Display) -> JsError {
     JsError::new(&format!("\u{1f}{e}"))
 }
 
 /// Milliseconds from the worker's `performance.now()` (falls back to `Date.now()`).
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
     perf.and_then(|p| {
         let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
@@ -158,7 +158,7 @@ struct RagSource {
 /// A chat request from the page (`window.shoal.chat`'s options, OpenAI names).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChatRequest {
+pub(crate) struct ChatRequest {
     #[serde(default)]
     messages: Vec<Message>,
     /// Instead of `messages`: answer `question` from numbered `sources`.
@@ -183,6 +183,19 @@ struct ChatRequest {
 const DEFAULT_MAX_TOKENS: usize = 512;
 
 impl ChatRequest {
+    /// A request as the page sends it (JSON) → the conversation, the number of sources it
+    /// cites from, and the generation parameters for a model of `context` positions.
+    pub(crate) fn parse(
+        json: &str,
+        context: usize,
+    ) -> Result<(Vec<Message>, usize, GenParams), JsError> {
+        let invalid = |e: String| plain(format!("invalid chat request: {e}"));
+        let req: ChatRequest = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+        let (messages, sources) = req.conversation().map_err(invalid)?;
+        let params = req.params(context).map_err(invalid)?;
+        Ok((messages, sources, params))
+    }
+
     /// The conversation to template and the number of sources it cites from.
     fn conversation(&self) -> Result<(Vec<Message>, usize), String> {
         let (messages, n_sources) = match &self.rag {
@@ -403,14 +416,8 @@ impl ChatEngine {
     /// `{prompt_tokens}` (their number). A generation still in progress is dropped.
     pub fn start(&mut self, request_json: &str) -> Result<String, JsError> {
         self.running = None;
-        let req: ChatRequest = serde_json::from_str(request_json)
-            .map_err(|e| plain(format!("invalid chat request: {e}")))?;
-        let (messages, sources) = req
-            .conversation()
-            .map_err(|e| plain(format!("invalid chat request: {e}")))?;
-        let params = req
-            .params(self.engine.model.cfg.context)
-            .map_err(|e| plain(format!("invalid chat request: {e}")))?;
+        let (messages, sources, params) =
+            ChatRequest::parse(request_json, self.engine.model.cfg.context)?;
         let prompt = self.engine.prompt_tokens(&messages).map_err(plain)?;
         let generator = self
             .engine
@@ -441,14 +448,9 @@ impl ChatEngine {
                 return Err(plain(e));
             }
         };
-        let ev = match step {
-            Step::Prefilled { done, total } => {
-                serde_json::json!({"type": "prefill", "done": done, "total": total})
-            }
-            Step::Token { id, text, index } => {
-                serde_json::json!({"type": "token", "id": id, "text": text, "index": index})
-            }
-            Step::Done(finish) => {
+        let ev = match step_event(step) {
+            Ok(ev) => ev,
+            Err(finish) => {
                 let Some(run) = self.running.take() else {
                     return Err(plain("no generation in progress"));
                 };
@@ -537,7 +539,20 @@ impl ChatEngine {
     }
 }
 
-fn done_event(g: &Generation, finish: Finish, sources: usize) -> serde_json::Value {
+/// A prefill block's or a token's event for the worker, or the finish reason of the last step.
+pub(crate) fn step_event(step: Step) -> Result<serde_json::Value, Finish> {
+    match step {
+        Step::Prefilled { done, total } => {
+            Ok(serde_json::json!({"type": "prefill", "done": done, "total": total}))
+        }
+        Step::Token { id, text, index } => {
+            Ok(serde_json::json!({"type": "token", "id": id, "text": text, "index": index}))
+        }
+        Step::Done(finish) => Err(finish),
+    }
+}
+
+pub(crate) fn done_event(g: &Generation, finish: Finish, sources: usize) -> serde_json::Value {
     let cited_sources = if sources > 0 {
         cited(&g.text, sources)
     } else {

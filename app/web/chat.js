@@ -163,11 +163,22 @@ function cpuBackend() {
   return b === "cpu-simd" || b === "cpu-scalar" ? b : "cpu";
 }
 
+// The assistant's engine: `?chat_backend=webgpu` runs it on the GPU (burn on WebGPU,
+// shoal-llm-gpu: weights dequantized once onto the device, one token id read back per step),
+// falling back to the CPU where the browser has no adapter; `?chat_precision=f16` halves its
+// memory where the device has f16 shaders. The CPU engine is the default: it is measured
+// (docs/benchmarks.md), the GPU's speed depends on a GPU this project has not measured yet.
+function chatBackend() {
+  return params.get("chat_backend") === "webgpu" ? "webgpu" : cpuBackend();
+}
+const chatPrecision = () => (params.get("chat_precision") === "f16" ? "f16" : undefined);
+
 // How many chat workers split an answer: `?chat_workers=N` (1–2), else 2 where the page may
 // share memory between workers (cross-origin isolated) and the device has ≥ 2 cores and room
 // for a second copy of the model (> 4 GB). Measured on 2 cores: 1.5× the decode and 1.6× the
 // prefill of one worker, for ≈ 0.6 GB more memory (docs/benchmarks.md).
 function chatWorkers() {
+  if (chatBackend() === "webgpu") return 1; // one GPU engine; the CPU workers' split is CPU-only
   const want = Math.floor(Number(params.get("chat_workers") || 0));
   const isolated = self.crossOriginIsolated && typeof SharedArrayBuffer === "function";
   if (!isolated) return 1;
@@ -321,7 +332,7 @@ function load() {
   const model = state.model.builtin ? { kind: "builtin", base: BUILTIN.base } : { kind: "byo", key };
   leaderReady = false;
   for (const f of followers) f.ready = false;
-  toAll({ type: "chat-init", model, backend: cpuBackend() });
+  toAll({ type: "chat-init", model, backend: chatBackend(), precision: chatPrecision() });
   return promise;
 }
 
@@ -336,7 +347,7 @@ function importModel(what) {
   loaded = { key: "(importing)", promise };
   set({ status: "loading", message: `Checking ${what.file ? what.file.name : what.url}…`, error: null, download: null });
   leaderReady = false;
-  worker.postMessage({ type: "chat-import", ...what, backend: cpuBackend() });
+  worker.postMessage({ type: "chat-import", ...what, backend: chatBackend(), precision: chatPrecision() });
   return promise.then(() => state.model, (e) => {
     if (state.status === "ready" && prev) loaded = prev;
     throw e;

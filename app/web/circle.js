@@ -35,6 +35,7 @@ const state = {
   receipts: 0, // receipts countersigned by this tab
   anchored: 0, // of them, promised by the relay's log
   holding: 0, // test hook: shards received and deliberately never answered
+  served: { started: 0, done: 0, failed: 0 }, // shards other members asked this tab to compute
 };
 // Test hook (`shoalCircle._test.hold()`): from now on, shards other members send this tab are
 // received and never answered, so a test can close the tab while it provably owes work.
@@ -198,7 +199,16 @@ async function join(link) {
           set({ holding: state.holding + 1 });
           return new Promise(() => {});
         }
-        const vecs = await shoal.embedFloat(texts);
+        const served = (k) => ({ served: { ...state.served, [k]: state.served[k] + 1 } });
+        set(served("started"));
+        let vecs;
+        try {
+          vecs = await shoal.embedFloat(texts);
+        } catch (e) {
+          set(served("failed"));
+          throw e;
+        }
+        set(served("done"));
         const dim = vecs.length ? vecs[0].length : 0;
         const data = new Float32Array(vecs.length * dim);
         vecs.forEach((v, i) => data.set(v, i * dim));

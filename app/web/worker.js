@@ -19,8 +19,9 @@
 //                  {type:"selftest", wasm, kernels: [{kernel, cases}]}
 //                  {type:"embedded", id, vectors: Float32Array (transferred), dim}
 //                  {type:"error", id?, op?, message, fatal}
-// The assistant (a worker of its own, the same best CPU build; chat_core.rs):
-//   page → worker  {type:"chat-init", model:{kind:"builtin", base} | {kind:"byo", key: sha256}, backend?}
+// The assistant (a worker of its own, the same best CPU build; chat_core.rs — or with
+// backend "webgpu" and an adapter, the WebGPU build and its GPU engine, chat_gpu.rs):
+//   page → worker  {type:"chat-init", model:{kind:"builtin", base} | {kind:"byo", key: sha256}, backend?, precision?}
 //                  {type:"chat-import", file: File} | {type:"chat-import", url}   (a user's GGUF: header
 //                    checked before the rest is read, chunked + hashed + cached; becomes the loaded model)
 //                  {type:"chat", id, request:{messages | rag:{question, sources:[{label, text}]},
@@ -385,9 +386,32 @@ function modelFacts(listing, model, extra = {}) {
   };
 }
 
+// The chat engine for `w`'s verified chunks: on the GPU when asked for and possible (a
+// failure that is not a bad chunk falls back to the CPU engine with a notice), else the CPU.
+async function createChatEngine(w, msg) {
+  if (msg.backend === "webgpu" && typeof wasm_bindgen.GpuChatEngine === "function") {
+    try {
+      return await wasm_bindgen.GpuChatEngine.create(w.manifestBytes, w.bytes, msg.precision || null);
+    } catch (e) {
+      if (splitError(e).file) throw e; // a chunk failed verification: the caller refetches it
+      notice("warn", `The assistant could not start on WebGPU (${splitError(e).message}); it runs on the CPU.`);
+    }
+  }
+  return wasm_bindgen.ChatEngine.create(w.manifestBytes, w.bytes);
+}
+
+// The first chat message picks this worker's build: the WebGPU one (which has both chat
+// engines) when the GPU engine is asked for and the browser has an adapter, else the best CPU one.
+async function ensureChatWasm(msg) {
+  if (wasmName) return;
+  const gpu = msg.backend === "webgpu" && (await webgpuAvailable());
+  if (msg.backend === "webgpu" && !gpu) notice("warn", "WebGPU is not available in this browser; the assistant runs on the CPU.");
+  await loadWasm(gpu, cpuLevel(msg.backend || "cpu"));
+}
+
 async function chatInit(msg) {
   const t0 = performance.now();
-  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend || "cpu"));
+  await ensureChatWasm(msg);
   const tWasm = performance.now();
   if (chat) { chat.engine.free(); chat = null; }
   const model = msg.model || { kind: "builtin" };
@@ -399,7 +423,7 @@ async function chatInit(msg) {
   for (let round = 0; ; round++) {
     try {
       chatProgress("model", { loaded: 0, total: 0, file: w.listing.model });
-      const engine = wasm_bindgen.ChatEngine.create(w.manifestBytes, w.bytes);
+      const engine = await createChatEngine(w, msg);
       applyPeers(engine);
       const t1 = performance.now();
       chat = { engine, model: modelFacts(w.listing, model), info: JSON.parse(engine.info()) };
@@ -498,7 +522,7 @@ async function importUrl(url, progress) {
 // built, and the chunks + manifest cached under chat-models/<sha256>/ for later visits.
 async function chatImport(msg) {
   const t0 = performance.now();
-  if (!wasmName) await loadWasm(false, cpuLevel(msg.backend || "cpu"));
+  await ensureChatWasm(msg);
   const progress = (loaded, total) => chatProgress("read", { loaded, total, netBytes: msg.url ? loaded : 0, rate: 0, file: "" });
   const src = msg.file ? await importFile(msg.file, progress) : await importUrl(msg.url, progress);
   chatProgress("model", { loaded: 0, total: 0, file: src.name });
@@ -531,6 +555,19 @@ async function chatImport(msg) {
       notice("warn", isQuotaError(e)
         ? `Not enough browser storage to keep ${src.name} (${mb(src.bytes.length)}): it works now but must be added again next visit.`
         : `Could not store ${src.name} (${e.name || e}); it must be added again next visit.`);
+    }
+  }
+  // On the GPU when asked for: the same verified chunks (slices of the file) go to the device.
+  if (msg.backend === "webgpu" && typeof wasm_bindgen.GpuChatEngine === "function") {
+    const chunks = [];
+    let o = 0;
+    for (const f of listing.files) { chunks.push(src.bytes.subarray(o, o + f.size)); o += f.size; }
+    try {
+      const gpu = await wasm_bindgen.GpuChatEngine.create(manifestBytes, chunks, msg.precision || null);
+      engine.free();
+      engine = gpu;
+    } catch (e) {
+      notice("warn", `${src.name} could not start on WebGPU (${splitError(e).message}); it runs on the CPU.`);
     }
   }
   chat = { engine, model: modelFacts(listing, model, { name: src.name, source: src.source, stored }), info: JSON.parse(engine.info()) };
@@ -616,6 +653,7 @@ function setPeers(msg) {
 }
 
 function applyPeers(engine) {
+  if (typeof engine.setPeers !== "function") return; // the GPU engine computes alone
   if (peers) engine.setPeers(peers.rank, peers.ranks, peers.exchange);
   else engine.setPeers(0, 1, undefined);
 }
@@ -653,7 +691,7 @@ async function chatGenerate(msg) {
       } else if (peers.follow()) {
         chat.engine.cancel();
       }
-      const ev = JSON.parse(chat.engine.step());
+      const ev = JSON.parse(await chat.engine.step()); // a Promise on the GPU engine
       if (follower) {
         if (ev.type === "done") { post({ type: "chat-done", id: msg.id, follower: true, finish: ev.finish }); return; }
       } else if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
@@ -672,14 +710,15 @@ async function chatSelftest(msg) {
   post({ type: "chat-selftest", wasm: wasmName, tier: r.tier, kernels: r.kernels });
 }
 
-// Test probes of the loaded engine (the golden test against llama.cpp).
-function chatProbe(msg) {
+// Test probes of the loaded engine (the golden test against llama.cpp). The GPU engine's
+// forward passes return Promises.
+async function chatProbe(msg) {
   if (!chat) throw new Error("the chat model is not loaded");
   const e = chat.engine;
   let result;
   if (msg.op === "prompt_tokens") result = Array.from(e.promptTokens(JSON.stringify(msg.messages)));
-  else if (msg.op === "teacher_force") result = Array.from(e.teacherForce(Uint32Array.from(msg.prompt), Uint32Array.from(msg.forced)));
-  else if (msg.op === "first_logits") result = e.firstLogits(Uint32Array.from(msg.prompt));
+  else if (msg.op === "teacher_force") result = Array.from(await e.teacherForce(Uint32Array.from(msg.prompt), Uint32Array.from(msg.forced)));
+  else if (msg.op === "first_logits") result = await e.firstLogits(Uint32Array.from(msg.prompt));
   else if (msg.op === "reset") { e.reset(); result = true; } else throw new Error(`unknown probe ${msg.op}`);
   post({ type: "chat-probe", id: msg.id, result }, result instanceof Float32Array ? [result.buffer] : []);
 }
@@ -709,7 +748,7 @@ self.onmessage = (ev) => {
       else if (msg.type === "chat-import") await chatImport(msg);
       else if (msg.type === "chat") await chatGenerate(msg);
       else if (msg.type === "chat-selftest") await chatSelftest(msg);
-      else if (msg.type === "chat-probe") chatProbe(msg);
+      else if (msg.type === "chat-probe") await chatProbe(msg);
       else if (msg.type === "chat-peers") setPeers(msg);
     } catch (e) {
       // A trap inside wasm leaves the instance unusable: the page restarts this worker.

@@ -136,7 +136,7 @@ if (!inNamespace()) {
         // What each side saw, for a failure that happened once in six idle rounds.
         const seen = await Promise.all([
           tab1.evaluate(() => ({ job: window.shoalCircle.state().job, peers: window.shoalCircle.state().peers })).catch((x) => x.message),
-          tab2.evaluate(() => ({ holding: window.shoalCircle.state().holding, peers: window.shoalCircle.state().peers })).catch((x) => x.message),
+          tab2.evaluate(() => ({ holding: window.shoalCircle.state().holding, served: window.shoalCircle.state().served, status: window.shoalCircle.state().status, peers: window.shoalCircle.state().peers })).catch((x) => x.message),
         ]);
         throw new Error(`${e.message}; native holding: ${native.lines.some((l) => l.includes('"event":"holding"'))}; tab1: ${JSON.stringify(seen[0]).slice(0, 1500)}; tab2: ${JSON.stringify(seen[1]).slice(0, 800)}`);
       });
