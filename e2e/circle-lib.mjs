@@ -3,6 +3,7 @@
 // for WebRTC, tabs, and a deterministic corpus.
 import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { createWriteStream } from "node:fs";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { freePort, until } from "./lib.mjs";
 import { fileURLToPath } from "node:url";
@@ -98,7 +99,11 @@ export class World {
     const p = spawn(NODE, ["join", link, "--relay", relay, "--udp", "127.0.0.1:0", "--name", name, ...extra],
       { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, SHOAL_LOG: "info" } });
     const lines = [];
-    p.stderr.on("data", (b) => { for (const l of String(b).split("\n")) if (l) { lines.push(l); this.logs.push(`[${name}] ${l}`); } });
+    // Whole lines only: a pipe read can end mid-line, and a JSON event split in two (say
+    // `{"event":"hold` + `ing",…}`) would never match what a test waits for.
+    createInterface({ input: p.stderr, crlfDelay: Infinity }).on("line", (l) => {
+      if (l) { lines.push(l); this.logs.push(`[${name}] ${l}`); }
+    });
     this.procs.push(p);
     return { p, lines };
   }
