@@ -86,7 +86,12 @@ impl GpuChatEngine {
             chat,
             session,
             running: None,
-            adapter: dev.adapter,
+            // A browser may withhold the adapter's name (wgpu then reports " (BrowserWebGpu)").
+            adapter: if dev.adapter.starts_with(" (") {
+                "WebGPU".into()
+            } else {
+                dev.adapter
+            },
             manifest: serde_json::to_string(&manifest).unwrap_or_default(),
         })
     }
