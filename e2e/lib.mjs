@@ -49,6 +49,28 @@ export async function openApp(context, query = "") {
   return page;
 }
 
+// Dedicated workers driven by their message protocol (worker.js), one per name:
+// `window.__call(name, msg, want)` in the page posts `msg` (with a fresh id) and resolves with the
+// first message of type `want` for that id, or rejects on an error message; notices go to the
+// console (ctx.logs).
+export async function installWorkerCall(page) {
+  await page.evaluate(() => {
+    window.__w = {};
+    let seq = 1;
+    window.__call = (name, msg, want) => new Promise((resolve, reject) => {
+      const w = window.__w[name] || (window.__w[name] = new Worker("./worker.js", { name }));
+      const id = seq++;
+      w.onmessage = (ev) => {
+        const m = ev.data;
+        if (m.type === "error") reject(new Error(m.message));
+        else if (m.type === "notice") console.warn(`worker notice: ${m.message}`);
+        else if (m.type === want && (m.id === undefined || m.id === id)) resolve(m);
+      };
+      w.postMessage({ ...msg, id });
+    });
+  });
+}
+
 export async function waitReady(page, timeout = 240_000) {
   await page.waitForFunction(() => window.shoal && window.shoal.ready, null, { timeout: 30_000 });
   await page.evaluate(() => window.shoal.ready).catch(async (e) => {

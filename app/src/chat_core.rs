@@ -318,10 +318,11 @@ impl Exchange for JsPeers {
     }
 }
 
-/// The generation in progress.
-struct Running {
-    generator: Generator,
-    sources: usize,
+/// The generation in progress (`G`: the CPU engine's `Generator` or the GPU engine's).
+pub(crate) struct Running<G> {
+    pub(crate) generator: G,
+    /// Sources a grounded answer cites from (0: a plain chat).
+    pub(crate) sources: usize,
 }
 
 /// A chat model in this worker: the engine, one conversation's KV cache (a follow-up turn
@@ -330,7 +331,7 @@ struct Running {
 pub struct ChatEngine {
     engine: Engine,
     session: Session,
-    running: Option<Running>,
+    running: Option<Running<Generator>>,
     manifest: String,
     peers: Option<JsPeers>,
 }
@@ -448,17 +449,7 @@ impl ChatEngine {
                 return Err(plain(e));
             }
         };
-        let ev = match step_event(step) {
-            Ok(ev) => ev,
-            Err(finish) => {
-                let Some(run) = self.running.take() else {
-                    return Err(plain("no generation in progress"));
-                };
-                let g = run.generator.finish(&now_ms);
-                done_event(&g, finish, run.sources)
-            }
-        };
-        Ok(ev.to_string())
+        step_reply(step, &mut self.running, |g| g.finish(&now_ms))
     }
 
     /// Stop the generation in progress: the next [`ChatEngine::step`] ends it (`finish`:
@@ -539,20 +530,31 @@ impl ChatEngine {
     }
 }
 
-/// A prefill block's or a token's event for the worker, or the finish reason of the last step.
-pub(crate) fn step_event(step: Step) -> Result<serde_json::Value, Finish> {
-    match step {
+/// A step's event for the worker (JSON): a prefill block, a token, or — the generation taken
+/// out of `running` and turned into its result by `finish` — the end.
+pub(crate) fn step_reply<G>(
+    step: Step,
+    running: &mut Option<Running<G>>,
+    finish: impl FnOnce(G) -> Generation,
+) -> Result<String, JsError> {
+    let ev = match step {
         Step::Prefilled { done, total } => {
-            Ok(serde_json::json!({"type": "prefill", "done": done, "total": total}))
+            serde_json::json!({"type": "prefill", "done": done, "total": total})
         }
         Step::Token { id, text, index } => {
-            Ok(serde_json::json!({"type": "token", "id": id, "text": text, "index": index}))
+            serde_json::json!({"type": "token", "id": id, "text": text, "index": index})
         }
-        Step::Done(finish) => Err(finish),
-    }
+        Step::Done(f) => {
+            let Some(run) = running.take() else {
+                return Err(plain("no generation in progress"));
+            };
+            done_event(&finish(run.generator), f, run.sources)
+        }
+    };
+    Ok(ev.to_string())
 }
 
-pub(crate) fn done_event(g: &Generation, finish: Finish, sources: usize) -> serde_json::Value {
+fn done_event(g: &Generation, finish: Finish, sources: usize) -> serde_json::Value {
     let cited_sources = if sources > 0 {
         cited(&g.text, sources)
     } else {

@@ -18,7 +18,7 @@ use shoal_llm_gpu::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::chat_core::{ChatRequest, done_event, now_ms, plain, step_event};
+use crate::chat_core::{ChatRequest, Running, now_ms, plain, step_reply};
 use crate::worker_core::weights_error;
 
 thread_local! {
@@ -36,19 +36,13 @@ async fn device() -> Result<GpuDevice, GpuError> {
     Ok(d)
 }
 
-/// The generation in progress.
-struct Running {
-    generator: GpuGenerator,
-    sources: usize,
-}
-
 /// A chat model on this worker's WebGPU device: weights dequantized once and uploaded, one
 /// conversation's KV cache on the device, at most one generation in progress.
 #[wasm_bindgen]
 pub struct GpuChatEngine {
     chat: GpuChat,
     session: GpuSession,
-    running: Option<Running>,
+    running: Option<Running<GpuGenerator>>,
     adapter: String,
     manifest: String,
 }
@@ -152,17 +146,7 @@ impl GpuChatEngine {
                 return Err(plain(e));
             }
         };
-        let ev = match step_event(step) {
-            Ok(ev) => ev,
-            Err(finish) => {
-                let Some(run) = self.running.take() else {
-                    return Err(plain("no generation in progress"));
-                };
-                let g = run.generator.finish(&now_ms);
-                done_event(&g, finish, run.sources)
-            }
-        };
-        Ok(ev.to_string())
+        step_reply(step, &mut self.running, |g| g.finish(&now_ms))
     }
 
     /// Stop the generation in progress at its next step.

@@ -11,7 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { launch, newContext, openApp, foreign, ROOT } from "../lib.mjs";
+import { launch, newContext, openApp, installWorkerCall, foreign, ROOT } from "../lib.mjs";
 
 // Same constants as node-lite/llm/tests/golden.rs.
 const NEAR_TIE = 0.5;
@@ -32,20 +32,7 @@ before(async () => {
   ctx = await newContext(browser);
   page = await openApp(ctx.context, "?workers=1");
   // A dedicated chat worker per name, driven by its message protocol (worker.js).
-  await page.evaluate(() => {
-    window.__w = {};
-    let seq = 1;
-    window.__call = (name, msg, want) => new Promise((resolve, reject) => {
-      const w = window.__w[name] || (window.__w[name] = new Worker("./worker.js", { name }));
-      const id = seq++;
-      w.onmessage = (ev) => {
-        const m = ev.data;
-        if (m.type === "error") reject(new Error(m.message));
-        else if (m.type === want && (m.id === undefined || m.id === id)) resolve(m);
-      };
-      w.postMessage({ ...msg, id });
-    });
-  });
+  await installWorkerCall(page);
 });
 after(async () => {
   if (numbers.length) console.log(numbers.map((l) => `# ${l}`).join("\n"));

@@ -11,7 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { launch, newContext, openApp, foreign, ROOT } from "../lib.mjs";
+import { launch, newContext, openApp, installWorkerCall, foreign, ROOT } from "../lib.mjs";
 
 const NEAR_TIE = 0.5;
 const MIN_COSINE_Q8 = 0.997;
@@ -45,21 +45,7 @@ before(async () => {
   browser = await launch({ webgpu: true });
   ctx = await newContext(browser);
   page = await openApp(ctx.context, "?workers=1&chat_backend=webgpu");
-  await page.evaluate(() => {
-    window.__w = {};
-    let seq = 1;
-    window.__call = (name, msg, want) => new Promise((resolve, reject) => {
-      const w = window.__w[name] || (window.__w[name] = new Worker("./worker.js", { name }));
-      const id = seq++;
-      w.onmessage = (ev) => {
-        const m = ev.data;
-        if (m.type === "error") reject(new Error(m.message));
-        else if (m.type === "notice") console.warn(`worker notice: ${m.message}`);
-        else if (m.type === want && (m.id === undefined || m.id === id)) resolve(m);
-      };
-      w.postMessage({ ...msg, id });
-    });
-  });
+  await installWorkerCall(page);
 });
 after(async () => {
   if (numbers.length) console.log(numbers.map((l) => `# ${l}`).join("\n"));
