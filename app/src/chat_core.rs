@@ -463,7 +463,10 @@ impl ChatEngine {
     /// Split every forward pass with other chat workers: this one is `rank` of `ranks`, and
     /// `exchange(parts, mine, others)` swaps the parts (see `JsPeers`). Every worker of the
     /// group must load the same model and run the same requests and steps. `ranks ≤ 1` (or no
-    /// function) makes this worker compute alone again.
+    /// function) makes this worker compute alone again. Where the model's shape allows, the
+    /// workers split it by attention heads and FFN units (tensor parallelism: two exchanges
+    /// a layer; `Model::set_split`), else by rows of every matrix (five). The cached
+    /// conversation is dropped: its cache belongs to the old split.
     #[wasm_bindgen(js_name = setPeers)]
     pub fn set_peers(
         &mut self,
@@ -484,6 +487,16 @@ impl ChatEngine {
             }
             _ => None,
         };
+        match &self.peers {
+            Some(p) => self.engine.model.set_split(p.rank, p.ranks),
+            None => self.engine.model.set_split(0, 1),
+        };
+        // An answer in progress keeps its cache: on the all-gather split it continues alone;
+        // a tensor-parallel one fails at its next step (`LlmError::CacheLayout`), like any
+        // answer whose peer left. Otherwise the next request starts afresh.
+        if self.running.is_none() {
+            self.session = self.engine.model.session();
+        }
         Ok(())
     }
 

@@ -62,6 +62,17 @@ pub enum LlmError {
     /// answering.
     #[error("a peer instance failed: {0}")]
     Peer(String),
+    /// A conversation's cache was built under another split of the model between instances
+    /// (each tensor-parallel rank caches only its own heads' keys and values).
+    #[error(
+        "this conversation's cache was built for {built}, not {now}: start the conversation again"
+    )]
+    CacheLayout {
+        /// How the cache was built.
+        built: String,
+        /// How this forward pass runs.
+        now: String,
+    },
 }
 
 /// Refuse what the engine cannot run, from the header alone (metadata; no tensor data needed):

@@ -6,6 +6,12 @@
 //! block, a GEMM; decode: one token, a GEMV) and appends their keys and values to the
 //! session's cache. Norms, RoPE, attention and SwiGLU are f32. Matrix products and attention
 //! are split over the model's thread [`Team`] (row groups; (token, head) pairs).
+//!
+//! Several instances can share one forward pass ([`Exchange`]): by default each computes a
+//! share of every matrix's rows and they swap the shares (five all-gathers per layer); after
+//! [`Model::set_split`] each owns whole attention heads and a slice of the FFN (Megatron-style
+//! tensor parallelism: `wo` and `down` split by their *inputs*), so a layer needs two
+//! exchanges, each a sum of partial outputs.
 
 use crate::LlmError;
 use crate::config::{Arch, Config};
@@ -115,6 +121,84 @@ impl Section<'_> {
     }
 }
 
+/// One rank's share of every layer under tensor parallelism (see [`Model::set_split`]).
+#[derive(Debug, Clone)]
+struct Split {
+    rank: usize,
+    ranks: usize,
+    share: Share,
+    /// Per layer: `wo`'s columns for the share's heads, `down`'s for its FFN units.
+    wo: Vec<PackedMat>,
+    down: Vec<PackedMat>,
+}
+
+/// What one rank computes of every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Share {
+    /// Query heads this rank attends with.
+    heads: (usize, usize),
+    /// The KV heads those queries read: their keys and values are computed and cached here.
+    kv_heads: (usize, usize),
+    /// FFN hidden units (whole blocks of 32).
+    ffn: (usize, usize),
+}
+
+/// Every rank's [`Share`], or `None` where the shape does not split (heads not whole blocks
+/// of 32, fewer heads or FFN blocks than ranks). Heads are split evenly; the FFN blocks so
+/// every rank does about the same arithmetic (a rank with more heads, or with a KV head it
+/// shares with a neighbour, gets fewer FFN units).
+fn plan(cfg: &Config, group_rows: usize, ranks: usize) -> Option<Vec<Share>> {
+    let (d, hd, f) = (cfg.dim, cfg.head_dim, cfg.ffn);
+    let qk = kernels::QK;
+    let group = cfg.n_heads / cfg.n_kv_heads.max(1);
+    if ranks < 2
+        || cfg.n_heads < ranks
+        || group == 0
+        || !hd.is_multiple_of(qk)
+        || !hd.is_multiple_of(group_rows)
+        || !qk.is_multiple_of(group_rows)
+        || !f.is_multiple_of(qk)
+        || f / qk < ranks
+    {
+        return None;
+    }
+    // Multiply-adds per token outside the FFN: q rows and wo columns per head, k and v rows
+    // per KV head.
+    let attn: Vec<(Share, usize)> = (0..ranks)
+        .map(|r| {
+            let (h0, h1) = split(cfg.n_heads, ranks, r);
+            let (k0, k1) = (h0 / group, (h1 - 1) / group + 1);
+            let share = Share {
+                heads: (h0, h1),
+                kv_heads: (k0, k1),
+                ffn: (0, 0),
+            };
+            (share, hd * d * (2 * (h1 - h0) + 2 * (k1 - k0)))
+        })
+        .collect();
+    let per_block = 3 * qk * d; // gate, up and down for 32 units
+    let blocks = f / qk;
+    let total = attn.iter().map(|a| a.1).sum::<usize>() + blocks * per_block;
+    let target = total / ranks;
+    let mut out = Vec::with_capacity(ranks);
+    let mut b0 = 0;
+    for (r, &(share, cost)) in attn.iter().enumerate() {
+        let left = ranks - 1 - r; // ranks after this one, each needing a block at least
+        let b1 = if left == 0 {
+            blocks
+        } else {
+            let want = (target.saturating_sub(cost) + per_block / 2) / per_block;
+            (b0 + want.max(1)).min(blocks - left)
+        };
+        out.push(Share {
+            ffn: (b0 * qk, b1 * qk),
+            ..share
+        });
+        b0 = b1;
+    }
+    Some(out)
+}
+
 /// A loaded model: packed weights and the shape.
 pub struct Model {
     /// Shape.
@@ -127,6 +211,8 @@ pub struct Model {
     inv_freq: Vec<f32>,
     tier: Tier,
     team: Team,
+    /// This instance's share under tensor parallelism ([`Model::set_split`]).
+    split: Option<Split>,
 }
 
 impl std::fmt::Debug for Model {
@@ -135,6 +221,7 @@ impl std::fmt::Debug for Model {
             .field("cfg", &self.cfg)
             .field("kernel", &self.tier.name())
             .field("threads", &self.team.n())
+            .field("split", &self.split.as_ref().map(|s| (s.rank, s.ranks)))
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +235,9 @@ pub struct Session {
     pub tokens: Vec<u32>,
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    /// `(rank, ranks)` of the tensor-parallel split the cache was built under (its rank's
+    /// KV heads only); `None`: every head.
+    layout: Option<(usize, usize)>,
 }
 
 impl Session {
@@ -288,7 +378,57 @@ impl Model {
             inv_freq,
             tier,
             team: Team::new(threads),
+            split: None,
         })
+    }
+
+    /// Split every forward pass with peers by heads and FFN units (tensor parallelism) as
+    /// rank `rank` of `ranks`: from now on a [`Model::forward_ranked`] whose [`Exchange`] has
+    /// this rank and count needs two exchanges per layer instead of five. Copies this rank's
+    /// columns of `wo` and `down` (about half of them for two ranks). Returns `false`, and
+    /// leaves the model on the all-gather split, where the shape does not split this way or
+    /// `ranks < 2`. Every rank must make the same call with its own `rank`; a conversation's
+    /// cache belongs to the split it was built under ([`LlmError::CacheLayout`]).
+    pub fn set_split(&mut self, rank: usize, ranks: usize) -> bool {
+        self.split = None;
+        if rank >= ranks {
+            return false;
+        }
+        let l0 = self.layers.first();
+        let rows = l0.map_or(1, |l| {
+            [&l.wq, &l.wk, &l.wv, &l.gate, &l.up]
+                .iter()
+                .map(|m| m.group_rows())
+                .max()
+                .unwrap_or(1)
+        });
+        let Some(plan) = plan(&self.cfg, rows, ranks) else {
+            return false;
+        };
+        let share = plan[rank];
+        let (heads, ffn) = (share.heads, share.ffn);
+        let hd = self.cfg.head_dim;
+        self.split = Some(Split {
+            rank,
+            ranks,
+            share,
+            wo: self
+                .layers
+                .iter()
+                .map(|l| l.wo.slice_cols(heads.0 * hd, heads.1 * hd))
+                .collect(),
+            down: self
+                .layers
+                .iter()
+                .map(|l| l.down.slice_cols(ffn.0, ffn.1))
+                .collect(),
+        });
+        true
+    }
+
+    /// `(rank, ranks)` of the tensor-parallel split in force, if any.
+    pub fn split(&self) -> Option<(usize, usize)> {
+        self.split.as_ref().map(|s| (s.rank, s.ranks))
     }
 
     /// The kernel tier the model runs on.
@@ -327,7 +467,56 @@ impl Model {
             tokens: Vec::new(),
             k: vec![Vec::new(); self.cfg.n_layers],
             v: vec![Vec::new(); self.cfg.n_layers],
+            layout: None,
         }
+    }
+
+    /// Rows `r0..r1` of each matrix (whole row groups, or up to the last row) for every
+    /// token, split over the team; nothing exchanged.
+    fn gemm_rows(&self, jobs: &mut [(&PackedMat, usize, usize, &mut [f32])], acts: &Acts) {
+        let outs: Vec<(&PackedMat, usize, usize, SharedMut)> = jobs
+            .iter_mut()
+            .map(|(m, r0, r1, o)| {
+                let gr = m.group_rows();
+                assert!(o.len() >= acts.n * m.rows && r0.is_multiple_of(gr) && *r1 <= m.rows);
+                (*m, *r0 / gr, r1.div_ceil(gr), SharedMut::new(o))
+            })
+            .collect();
+        let n = self.team.n();
+        self.team.run(&|i| {
+            for (m, a, b, out) in &outs {
+                let (g0, g1) = split(b - a, n, i);
+                // SAFETY: thread i writes only the rows of groups a+g0..a+g1, a partition of
+                // a..b; nothing reads `out` until `run` returns.
+                unsafe { kernels::gemm_shared(self.tier, m, acts, a + g0, a + g1, *out, m.rows) };
+            }
+        });
+    }
+
+    /// Replace `buf` (this rank's partial sums) by the sum of every rank's, added in rank
+    /// order so every rank gets the same bits.
+    fn all_reduce(
+        buf: &mut [f32],
+        others: &mut Vec<f32>,
+        ex: &mut dyn Exchange,
+    ) -> Result<(), LlmError> {
+        let (rank, ranks) = ex.ranks();
+        let len = buf.len();
+        others.clear();
+        others.resize(len * (ranks - 1), 0.0);
+        ex.exchange(&vec![len; ranks], buf, others)?;
+        for (i, v) in buf.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for r in 0..ranks {
+                acc += match r.cmp(&rank) {
+                    std::cmp::Ordering::Less => others[r * len + i],
+                    std::cmp::Ordering::Equal => *v,
+                    std::cmp::Ordering::Greater => others[(r - 1) * len + i],
+                };
+            }
+            *v = acc;
+        }
+        Ok(())
     }
 
     /// `out[t·rows + r]` for every row of each matrix and token, the matrices' row groups
@@ -427,6 +616,25 @@ impl Model {
         if s.k.len() != cfg.n_layers {
             *s = self.session();
         }
+        // Tensor parallelism where this instance was split for exactly these peers; the
+        // all-gather split (or none) otherwise.
+        let tp = self.split.as_ref().filter(|sp| {
+            ex.as_ref()
+                .is_some_and(|e| e.ranks() == (sp.rank, sp.ranks))
+        });
+        let layout = tp.map(|sp| (sp.rank, sp.ranks));
+        if s.pos == 0 {
+            s.layout = layout;
+        } else if s.layout != layout {
+            let name = |l: Option<(usize, usize)>| match l {
+                Some((r, n)) => format!("rank {r} of {n} of a tensor-parallel split"),
+                None => "every head on one instance".to_string(),
+            };
+            return Err(LlmError::CacheLayout {
+                built: name(s.layout),
+                now: name(layout),
+            });
+        }
         let (d, kv, f) = (cfg.dim, cfg.kv_dim(), cfg.ffn);
         let mut x = vec![0f32; n * d];
         for (t, &tok) in tokens.iter().enumerate() {
@@ -456,7 +664,97 @@ impl Model {
         let mut o = vec![0f32; n * d];
         let mut g = vec![0f32; n * f];
         let mut u = vec![0f32; n * f];
+        let mut part = Vec::new(); // this rank's slice of a layer's inputs (tensor-parallel)
+        let mut others = Vec::new(); // the other ranks' partial sums
         for (li, l) in self.layers.iter().enumerate() {
+            if let (Some(sp), Some(ex)) = (tp, ex.as_deref_mut()) {
+                let hd = cfg.head_dim;
+                let ((h0, h1), (k0, k1), (f0, f1)) =
+                    (sp.share.heads, sp.share.kv_heads, sp.share.ffn);
+                for t in 0..n {
+                    rmsnorm(
+                        &x[t * d..(t + 1) * d],
+                        &l.attn_norm,
+                        cfg.norm_eps,
+                        &mut h[t * d..(t + 1) * d],
+                    );
+                }
+                acts.quantize(&h, d);
+                self.gemm_rows(
+                    &mut [
+                        (&l.wq, h0 * hd, h1 * hd, &mut q),
+                        (&l.wk, k0 * hd, k1 * hd, &mut k),
+                        (&l.wv, k0 * hd, k1 * hd, &mut v),
+                    ],
+                    &acts,
+                );
+                for t in 0..n {
+                    let (qs, ks) = (
+                        t * d + h0 * hd..t * d + h1 * hd,
+                        t * kv + k0 * hd..t * kv + k1 * hd,
+                    );
+                    if let Some(b) = &l.bq {
+                        add(&mut q[qs.clone()], &b[h0 * hd..h1 * hd]);
+                    }
+                    if let Some(b) = &l.bk {
+                        add(&mut k[ks.clone()], &b[k0 * hd..k1 * hd]);
+                    }
+                    if let Some(b) = &l.bv {
+                        add(&mut v[ks.clone()], &b[k0 * hd..k1 * hd]);
+                    }
+                    let r = &rot[t * half..(t + 1) * half];
+                    self.rope(&mut q[qs], r);
+                    self.rope(&mut k[ks], r);
+                }
+                // Other ranks' KV heads hold stale values here; only this rank's are read.
+                s.k[li].extend(k.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+                s.v[li].extend(v.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+                self.attend_heads(
+                    &q,
+                    &s.k[li],
+                    &s.v[li],
+                    s.pos,
+                    n,
+                    (h0, h1),
+                    (0, n * (h1 - h0)),
+                    &mut att,
+                );
+                let cw = (h1 - h0) * hd;
+                part.clear();
+                for t in 0..n {
+                    part.extend_from_slice(&att[t * d + h0 * hd..t * d + h1 * hd]);
+                }
+                acts.quantize(&part, cw);
+                let wo = &sp.wo[li];
+                self.gemm_rows(&mut [(wo, 0, d, &mut o)], &acts);
+                Self::all_reduce(&mut o[..n * d], &mut others, ex)?;
+                add(&mut x, &o);
+                for t in 0..n {
+                    rmsnorm(
+                        &x[t * d..(t + 1) * d],
+                        &l.ffn_norm,
+                        cfg.norm_eps,
+                        &mut h[t * d..(t + 1) * d],
+                    );
+                }
+                acts.quantize(&h, d);
+                self.gemm_rows(
+                    &mut [(&l.gate, f0, f1, &mut g), (&l.up, f0, f1, &mut u)],
+                    &acts,
+                );
+                part.clear();
+                for t in 0..n {
+                    let r = t * f + f0..t * f + f1;
+                    silu_mul(&mut g[r.clone()], &u[r.clone()]);
+                    part.extend_from_slice(&g[r]);
+                }
+                acts.quantize(&part, f1 - f0);
+                let down = &sp.down[li];
+                self.gemm_rows(&mut [(down, 0, d, &mut o)], &acts);
+                Self::all_reduce(&mut o[..n * d], &mut others, ex)?;
+                add(&mut x, &o);
+                continue;
+            }
             for t in 0..n {
                 rmsnorm(
                     &x[t * d..(t + 1) * d],
@@ -561,12 +859,57 @@ impl Model {
         ex: &mut Option<&mut dyn Exchange>,
     ) -> Result<(), LlmError> {
         let cfg = &self.cfg;
+        let (d, hd) = (cfg.dim, cfg.head_dim);
+        let pairs = n * cfg.n_heads;
+        let (rank, ranks) = ex.as_ref().map_or((0, 1), |e| e.ranks());
+        self.attend_heads(
+            q,
+            kc,
+            vc,
+            pos,
+            n,
+            (0, cfg.n_heads),
+            split(pairs, ranks, rank),
+            att,
+        );
+        if let Some(ex) = ex.as_deref_mut() {
+            // Pairs are (token, head) in order, so rank r's pairs are the flat range
+            // [q0·hd, q1·hd) of `att` seen as one row of n·d values.
+            let ranges = (0..ranks)
+                .map(|r| {
+                    let (a, b) = split(pairs, ranks, r);
+                    (a * hd, b * hd)
+                })
+                .collect();
+            let mut sec = Section {
+                bufs: vec![(att, 1, n * d, ranges)],
+            };
+            sec.complete(ex)?;
+        }
+        Ok(())
+    }
+
+    /// Attention of the (token, head) pairs `pairs.0..pairs.1` of heads `heads.0..heads.1`
+    /// (pair `p`: token `p / h`, head `heads.0 + p % h` for `h` heads), split over the team.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_heads(
+        &self,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        pos: usize,
+        n: usize,
+        heads: (usize, usize),
+        pairs: (usize, usize),
+        att: &mut [f32],
+    ) {
+        let cfg = &self.cfg;
         let (d, kv, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
         let group = cfg.n_heads / cfg.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let pairs = n * cfg.n_heads;
-        let (rank, ranks) = ex.as_ref().map_or((0, 1), |e| e.ranks());
-        let (q0, q1) = split(pairs, ranks, rank);
+        let nh = heads.1 - heads.0;
+        let (q0, q1) = pairs;
+        debug_assert!(q1 <= n * nh);
         let out = SharedMut::new(att);
         let threads = self.team.n();
         self.team.run(&|i| {
@@ -574,7 +917,7 @@ impl Model {
             let mut scores = vec![0f32; pos + n];
             let mut acc = vec![0f32; hd];
             for p in q0 + p0..q0 + p1 {
-                let (t, head) = (p / cfg.n_heads, p % cfg.n_heads);
+                let (t, head) = (p / nh, heads.0 + p % nh);
                 let off = (head / group) * hd;
                 attend(
                     &q[t * d + head * hd..t * d + (head + 1) * hd],
@@ -591,20 +934,64 @@ impl Model {
                 unsafe { out.write_slice(t * d + head * hd, &acc) };
             }
         });
-        if let Some(ex) = ex.as_deref_mut() {
-            // Pairs are (token, head) in order, so rank r's pairs are the flat range
-            // [q0·hd, q1·hd) of `att` seen as one row of n·d values.
-            let ranges = (0..ranks)
-                .map(|r| {
-                    let (a, b) = split(pairs, ranks, r);
-                    (a * hd, b * hd)
-                })
-                .collect();
-            let mut sec = Section {
-                bufs: vec![(att, 1, n * d, ranges)],
-            };
-            sec.complete(ex)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(n_heads: usize, n_kv_heads: usize, head_dim: usize, ffn: usize) -> Config {
+        Config {
+            arch: Arch::Llama,
+            n_layers: 1,
+            dim: n_heads * head_dim,
+            ffn,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_dim: head_dim,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            context: 64,
+            vocab: 32,
+            name: String::new(),
         }
-        Ok(())
+    }
+
+    #[test]
+    fn plans_partition_heads_and_ffn_units_and_balance_the_work() {
+        // SmolLM2-135M on two ranks: 5 + 4 heads, the KV head in the middle on both, and the
+        // rank with more heads gets fewer FFN units.
+        let p = plan(&shape(9, 3, 64, 1536), 8, 2).unwrap();
+        assert_eq!(p[0].heads, (0, 5));
+        assert_eq!(p[1].heads, (5, 9));
+        assert_eq!((p[0].kv_heads, p[1].kv_heads), ((0, 2), (1, 3)));
+        assert_eq!((p[0].ffn, p[1].ffn), ((0, 736), (736, 1536)));
+        for (cfg, ranks) in [
+            (shape(9, 3, 64, 1536), 3),
+            (shape(14, 2, 64, 4864), 2), // Qwen2.5-0.5B
+            (shape(32, 8, 64, 8192), 4), // Llama 3.2 1B
+            (shape(4, 4, 32, 64), 2),    // one FFN block per rank
+        ] {
+            let p = plan(&cfg, 4, ranks).unwrap();
+            let group = cfg.n_heads / cfg.n_kv_heads;
+            let (mut h, mut f) = (0, 0);
+            for s in &p {
+                assert_eq!((s.heads.0, s.ffn.0), (h, f), "contiguous shares");
+                assert!(s.heads.1 > s.heads.0 && s.ffn.1 > s.ffn.0);
+                assert!(s.ffn.0 % 32 == 0 && s.ffn.1 % 32 == 0);
+                assert_eq!(s.kv_heads.0, s.heads.0 / group);
+                assert_eq!(s.kv_heads.1, (s.heads.1 - 1) / group + 1);
+                (h, f) = (s.heads.1, s.ffn.1);
+            }
+            assert_eq!((h, f), (cfg.n_heads, cfg.ffn), "every head and unit");
+        }
+        // Shapes that do not split: more ranks than heads or FFN blocks, heads not whole
+        // blocks of 32, one rank.
+        assert!(plan(&shape(2, 2, 64, 1536), 8, 3).is_none());
+        assert!(plan(&shape(4, 4, 32, 64), 4, 3).is_none());
+        assert!(plan(&shape(8, 8, 48, 1536), 8, 2).is_none());
+        assert!(plan(&shape(9, 3, 64, 1536), 8, 1).is_none());
     }
 }

@@ -392,6 +392,50 @@ mod tests {
     }
 
     #[test]
+    fn a_column_slice_computes_the_full_product_over_its_columns() {
+        // The slice against its columns' activations equals, bit for bit, the whole matrix
+        // against activations that are zero outside them (zero blocks add exact zeros).
+        for tier in available_tiers() {
+            for ty in GgmlType::ALL {
+                let (rows, cols, n) = (13usize, 768usize, 3usize);
+                let (c0, c1) = if ty.block_elems() > QK {
+                    (256, 512)
+                } else {
+                    (64, 352)
+                };
+                let w = test_data(rows * cols, 17, 1.0);
+                let mut data = Vec::new();
+                for r in 0..rows {
+                    data.extend(crate::quant::quantize_row(ty, &w[r * cols..(r + 1) * cols]));
+                }
+                let m = PackedMat::pack(ty, &data, rows, cols, tier.group_rows());
+                let s = m.slice_cols(c0, c1);
+                assert_eq!((s.rows, s.cols), (rows, c1 - c0));
+                let x = test_data(n * cols, 23, 2.0);
+                let mut padded = vec![0f32; n * cols];
+                let mut part = Vec::new();
+                for t in 0..n {
+                    padded[t * cols + c0..t * cols + c1]
+                        .copy_from_slice(&x[t * cols + c0..t * cols + c1]);
+                    part.extend_from_slice(&x[t * cols + c0..t * cols + c1]);
+                }
+                let (mut full_acts, mut part_acts) = (Acts::default(), Acts::default());
+                full_acts.quantize(&padded, cols);
+                part_acts.quantize(&part, c1 - c0);
+                let mut want = vec![0f32; n * rows];
+                let mut got = vec![0f32; n * rows];
+                gemm(tier, &m, &full_acts, 0, m.groups(), &mut want, rows);
+                gemm(tier, &s, &part_acts, 0, s.groups(), &mut got, rows);
+                assert_eq!(got, want, "{} on {}", ty.name(), tier.name());
+                let (mut a, mut b) = (vec![0f32; cols], vec![0f32; c1 - c0]);
+                m.dequantize_row(5, &mut a);
+                s.dequantize_row(5, &mut b);
+                assert_eq!(&a[c0..c1], &b[..], "{} row values", ty.name());
+            }
+        }
+    }
+
+    #[test]
     fn packed_rows_dequantize_like_the_gguf_rows() {
         for ty in GgmlType::ALL {
             let (rows, cols) = (11, 512);

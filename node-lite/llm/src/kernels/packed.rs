@@ -168,6 +168,53 @@ impl PackedMat {
         p
     }
 
+    /// Columns `c0..c1` of every row as a matrix of their own (`c0`, `c1` multiples of 32, and
+    /// of the type's block for an unpacked type): one rank's share of a matrix whose *inputs*
+    /// are split between instances (a tensor-parallel `wo` or `down`). The values are copied
+    /// as they are, so the slice's products are the full matrix's restricted to those columns.
+    ///
+    /// # Panics
+    /// If the range is not block-aligned or exceeds the columns.
+    pub fn slice_cols(&self, c0: usize, c1: usize) -> PackedMat {
+        let be = match self.format {
+            Format::Raw(ty) => ty.block_elems().max(QK),
+            _ => QK,
+        };
+        assert!(
+            c0 < c1 && c1 <= self.cols && c0.is_multiple_of(be) && c1.is_multiple_of(be),
+            "columns {c0}..{c1} of {} are not whole blocks",
+            self.cols
+        );
+        let mut p = PackedMat {
+            rows: self.rows,
+            cols: c1 - c0,
+            format: self.format,
+            r: self.r,
+            source: self.source,
+            q: Vec::new(),
+            d: Vec::new(),
+            m: Vec::new(),
+        };
+        if let Format::Raw(ty) = self.format {
+            let (a, b) = (ty.row_bytes(c0), ty.row_bytes(c1));
+            for row in 0..self.rows {
+                p.q.extend_from_slice(&self.raw_row(row)[a..b]);
+            }
+            return p;
+        }
+        let (nb, b0, b1) = (self.cols / QK, c0 / QK, c1 / QK);
+        let (bpb, spb, r) = (self.block_bytes(), self.format.scales(), self.r);
+        for g in 0..self.groups() {
+            let (s, e) = (g * nb + b0, g * nb + b1);
+            p.q.extend_from_slice(&self.q[s * bpb..e * bpb]);
+            p.d.extend_from_slice(&self.d[s * spb * r..e * spb * r]);
+            if self.format.has_min() {
+                p.m.extend_from_slice(&self.m[s * r..e * r]);
+            }
+        }
+        p
+    }
+
     /// Bytes of quantized values per group and block.
     pub fn block_bytes(&self) -> usize {
         match self.format {

@@ -23,6 +23,9 @@ pub(super) struct Tile {
     pub(super) ad: *const f32,
     /// First token's `d·Σq` per block (`nb` per token).
     pub(super) ads: *const f32,
+    /// First token's integer `Σq` per block (`nb` per token).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))] // read by the wasm tiles
+    pub(super) isum: *const i32,
     /// First token's `R` outputs; tokens `ld` apart.
     pub(super) out: *mut f32,
     pub(super) ld: usize,
@@ -53,7 +56,7 @@ pub(super) unsafe fn gemm_tiles<const R: usize>(
     assert!(m.q.len() >= m.groups() * nb * bpb && m.d.len() >= m.groups() * nb * spb * R);
     assert!(!m.format.has_min() || m.m.len() >= m.groups() * nb * R);
     assert!(acts.q.len() >= acts.n * m.cols && acts.d.len() >= acts.n * nb);
-    assert!(acts.ds.len() >= acts.n * nb);
+    assert!(acts.ds.len() >= acts.n * nb && acts.isum.len() >= acts.n * nb);
     let mut spill = [[0f32; R]; 4];
     for g in g0..g1 {
         let live = R.min(m.rows - g * R);
@@ -81,6 +84,7 @@ pub(super) unsafe fn gemm_tiles<const R: usize>(
                     x: acts.q.as_ptr().add(t0 * m.cols),
                     ad: acts.d.as_ptr().add(t0 * nb),
                     ads: acts.ds.as_ptr().add(t0 * nb),
+                    isum: acts.isum.as_ptr().add(t0 * nb),
                     out: dst,
                     ld: dld,
                 }
