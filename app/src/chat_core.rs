@@ -18,7 +18,8 @@
 //!   takes effect at once. Events are JSON strings.
 //! - [`chat_self_test`]: every kernel of this build against the f64 reference (e2e);
 //!   [`ChatEngine::prompt_tokens`], [`ChatEngine::teacher_force`], [`ChatEngine::first_logits`]:
-//!   the golden test against llama.cpp in Chromium.
+//!   the golden test against llama.cpp in Chromium; [`ChatEngine::forced_margins`]: split
+//!   workers' answers against one instance.
 
 use js_sys::{Array, Uint8Array};
 use node_lite::weights::chat::{ChatManifest, MAX_CHAT_BYTES};
@@ -540,6 +541,32 @@ impl ChatEngine {
         let model = &self.engine.model;
         let mut s = model.session();
         model.forward(&mut s, &prompt, Logits::Last).map_err(plain)
+    }
+
+    /// How far each of `forced` lies below this instance's argmax where it was picked
+    /// (0: it is the argmax), teacher-forced after `prompt` on this worker alone (a fresh
+    /// cache, whatever the split): checks an answer that split workers computed, whose
+    /// partial sums round differently, against one instance up to near-ties.
+    #[wasm_bindgen(js_name = forcedMargins)]
+    pub fn forced_margins(&self, prompt: Vec<u32>, forced: Vec<u32>) -> Result<Vec<f32>, JsError> {
+        let model = &self.engine.model;
+        let mut s = model.session();
+        let mut logits = model
+            .forward(&mut s, &prompt, Logits::Last)
+            .map_err(plain)?;
+        let mut out = Vec::with_capacity(forced.len());
+        for (i, &t) in forced.iter().enumerate() {
+            let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let picked = logits
+                .get(t as usize)
+                .copied()
+                .ok_or_else(|| plain(format!("token id {t} out of range")))?;
+            out.push(top - picked);
+            if i + 1 < forced.len() {
+                logits = model.forward(&mut s, &[t], Logits::Last).map_err(plain)?;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -719,6 +719,7 @@ async function chatProbe(msg) {
   if (msg.op === "prompt_tokens") result = Array.from(e.promptTokens(JSON.stringify(msg.messages)));
   else if (msg.op === "teacher_force") result = Array.from(await e.teacherForce(Uint32Array.from(msg.prompt), Uint32Array.from(msg.forced)));
   else if (msg.op === "first_logits") result = await e.firstLogits(Uint32Array.from(msg.prompt));
+  else if (msg.op === "forced_margins") result = Array.from(e.forcedMargins(Uint32Array.from(msg.prompt), Uint32Array.from(msg.forced)));
   else if (msg.op === "reset") { e.reset(); result = true; } else throw new Error(`unknown probe ${msg.op}`);
   post({ type: "chat-probe", id: msg.id, result }, result instanceof Float32Array ? [result.buffer] : []);
 }

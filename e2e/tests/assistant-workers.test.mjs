@@ -1,10 +1,15 @@
 // The assistant on two chat workers (`?chat_workers=2`; the page is cross-origin isolated: a
-// leader and a follower split every forward pass through a SharedArrayBuffer). Same answer as one worker, token for
-// token; Stop reaches both; a follower that dies fails the answer in progress with a clear
-// reason — announced or silent — and the next answers run on the leader alone, still right.
+// leader and a follower split every forward pass, tensor-parallel, through a SharedArrayBuffer).
+// One worker's answer up to near-ties (the split adds partial sums in another order, so a token
+// whose margin is tiny may flip: every token is checked against one worker, teacher-forced);
+// Stop reaches both; a follower that dies fails the answer in progress with a clear reason —
+// announced or silent — and the next answers run on the leader alone, still right.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, newContext, openApp } from "../lib.mjs";
+import { launch, newContext, openApp, installWorkerCall } from "../lib.mjs";
+
+// As in the golden test against llama.cpp: below this logit margin either token may be picked.
+const NEAR_TIE = 0.5;
 
 const Q = [{ role: "user", content: "Write a haiku about the ocean." }];
 const LONG = [{ role: "user", content: "Write a very long story about a dragon who learns to bake bread. Make it at least ten paragraphs." }];
@@ -26,7 +31,8 @@ const chatOn = (page, opts) => page.evaluate(async (opts) => {
 const workers = (page) => page.evaluate(() => window.shoalChat.state().info?.workers);
 
 let alone; // the one-worker greedy answer
-test("one worker and two workers give the same greedy answer, token for token", { timeout: 600_000 }, async () => {
+let pair; // the two-worker greedy answer (deterministic: the same split every time)
+test("two workers give one worker's greedy answer, token by token up to near-ties", { timeout: 600_000 }, async () => {
   const one = await openApp(ctx.context, "?chat_workers=1");
   alone = await chatOn(one, { messages: Q, max_tokens: 48, temperature: 0 });
   assert.equal(await workers(one), 1);
@@ -37,9 +43,24 @@ test("one worker and two workers give the same greedy answer, token for token", 
   const two = await chatOn(page, { messages: Q, max_tokens: 48, temperature: 0 });
   assert.equal(await workers(page), 2, "two chat workers shared the answer");
   console.log(`# greedy, 48 tokens: 1 worker ${alone.prefill.toFixed(0)} / ${alone.decode.toFixed(1)} tok/s, 2 workers ${two.prefill.toFixed(0)} / ${two.decode.toFixed(1)} tok/s (prefill / decode)`);
-  assert.ok(alone.tokens.length >= 8);
-  assert.deepEqual(two.tokens, alone.tokens);
-  assert.equal(two.text, alone.text);
+  assert.ok(alone.tokens.length >= 8 && two.tokens.length >= 8);
+  // Every token of the two workers' answer against one worker (its own wasm instance in this
+  // page), teacher-forced on that answer.
+  await installWorkerCall(page);
+  const ready = await page.evaluate(() => window.__call("check", { type: "chat-init", model: { kind: "builtin", base: "models/smollm2-135m-instruct" }, backend: "cpu" }, "chat-ready"));
+  assert.equal(ready.info.kernel, "relaxed-simd");
+  const probe = (msg) => page.evaluate((msg) => window.__call("check", { type: "chat-probe", ...msg }, "chat-probe").then((m) => Array.from(m.result)), msg);
+  const prompt = await probe({ op: "prompt_tokens", messages: Q });
+  const margins = await probe({ op: "forced_margins", prompt, forced: two.tokens });
+  assert.equal(margins.length, two.tokens.length);
+  const ties = margins.map((m, i) => [i, m]).filter(([, m]) => m > 0);
+  for (const [i, m] of ties) assert.ok(m < NEAR_TIE, `token ${i} (${two.tokens[i]}) is ${m} below one worker's argmax`);
+  assert.ok(ties.length <= 3, `${ties.length} near-ties taken the other way`);
+  const same = margins.findIndex((m, i) => m > 0 || two.tokens[i] !== alone.tokens[i]);
+  console.log(`# two workers vs one: ${same < 0 ? "the same tokens" : `the same first ${same} tokens, then a near-tie (margin ${ties.map(([, m]) => m.toFixed(3)).join(", ")})`}`);
+  // Once the first answer is equal up to a flipped near-tie, the texts may differ from there.
+  if (ties.length === 0) assert.deepEqual(two.tokens, alone.tokens);
+  pair = two.tokens;
   // Sampled with a seed: both workers draw the same tokens (the same logits everywhere).
   const s1 = await chatOn(page, { messages: Q, max_tokens: 24, temperature: 0.8, seed: 7 });
   const s2 = await chatOn(page, { messages: Q, max_tokens: 24, temperature: 0.8, seed: 7 });
@@ -71,7 +92,7 @@ test("Stop reaches both workers; the next answer is still right", { timeout: 300
   }, Q);
   assert.match(bad, /temperature|invalid type/);
   const after = await chatOn(page, { messages: Q, max_tokens: 48, temperature: 0 });
-  assert.deepEqual(after.tokens, alone.tokens, "the workers are still in step");
+  assert.deepEqual(after.tokens, pair, "the workers are still in step");
   assert.equal(await workers(page), 2);
   await page.close();
 });

@@ -24,7 +24,10 @@ pub(super) struct Tile {
     /// First token's `d·Σq` per block (`nb` per token).
     pub(super) ads: *const f32,
     /// First token's integer `Σq` per block (`nb` per token).
-    #[cfg_attr(target_arch = "x86_64", allow(dead_code))] // read by the wasm tiles
+    #[cfg_attr(
+        not(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd")),
+        allow(dead_code)
+    )] // read by the relaxed-SIMD I8 tile only
     pub(super) isum: *const i32,
     /// First token's `R` outputs; tokens `ld` apart.
     pub(super) out: *mut f32,
