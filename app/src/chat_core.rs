@@ -466,14 +466,16 @@ impl ChatEngine {
     /// group must load the same model and run the same requests and steps. `ranks ≤ 1` (or no
     /// function) makes this worker compute alone again. Where the model's shape allows, the
     /// workers split it by attention heads and FFN units (tensor parallelism: two exchanges
-    /// a layer; `Model::set_split`), else by rows of every matrix (five). The cached
-    /// conversation is dropped: its cache belongs to the old split.
+    /// a layer; `Model::set_split`), else — or with `rows_only` (`?chat_split=rows`, for
+    /// comparisons) — by rows of every matrix (five). The cached conversation is dropped: its
+    /// cache belongs to the old split.
     #[wasm_bindgen(js_name = setPeers)]
     pub fn set_peers(
         &mut self,
         rank: usize,
         ranks: usize,
         exchange: Option<js_sys::Function>,
+        rows_only: Option<bool>,
     ) -> Result<(), JsError> {
         self.peers = match exchange {
             Some(f) if ranks > 1 => {
@@ -489,8 +491,8 @@ impl ChatEngine {
             _ => None,
         };
         match &self.peers {
-            Some(p) => self.engine.model.set_split(p.rank, p.ranks),
-            None => self.engine.model.set_split(0, 1),
+            Some(p) if rows_only != Some(true) => self.engine.model.set_split(p.rank, p.ranks),
+            _ => self.engine.model.set_split(0, 1),
         };
         // An answer in progress keeps its cache: on the all-gather split it continues alone;
         // a tensor-parallel one fails at its next step (`LlmError::CacheLayout`), like any

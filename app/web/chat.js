@@ -200,12 +200,13 @@ function spawn() {
   const n = chatWorkers();
   if (n > 1) {
     peerSab = new SharedArrayBuffer(peerBytes(n));
-    w.postMessage({ type: "chat-peers", rank: 0, ranks: n, sab: peerSab });
+    const split = params.get("chat_split") === "rows" ? "rows" : "heads";
+    w.postMessage({ type: "chat-peers", rank: 0, ranks: n, sab: peerSab, split });
     for (let rank = 1; rank < n; rank++) {
       const f = { worker: new Worker("./worker.js", { name: `shoal-chat-${rank}` }), ready: false };
       f.worker.onmessage = (ev) => onFollower(f, ev.data || {});
       f.worker.onerror = (ev) => { ev.preventDefault?.(); dropFollowers(`a chat worker failed: ${ev.message || "unknown error"}`); };
-      f.worker.postMessage({ type: "chat-peers", rank, ranks: n, sab: peerSab });
+      f.worker.postMessage({ type: "chat-peers", rank, ranks: n, sab: peerSab, split });
       followers.push(f);
     }
   }

@@ -28,8 +28,8 @@
 //                    max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop}}
 //                  {type:"chat-stop", id?}   (handled at once: the running answer ends at its next step)
 //                  {type:"chat-selftest", backend?}   {type:"chat-probe", id, op, ...}   (tests)
-//                  {type:"chat-peers", rank, ranks, sab}   this worker is rank `rank` of `ranks` chat
-//                  workers that split every forward pass, swapping parts through `sab` (a
+//                  {type:"chat-peers", rank, ranks, sab, split?}   this worker is rank `rank` of `ranks` chat
+//                  workers that split every forward pass (split "rows": by matrix rows, else by heads), swapping parts through `sab` (a
 //                  SharedArrayBuffer of CHAT_PEER_BYTES(ranks)); ranks 1 = alone again. Followers
 //                  (rank > 0) get the same chat-init / chat messages as the leader, post only
 //                  chat-ready, chat-done {follower: true} and errors; Stop goes to the leader,
@@ -598,6 +598,8 @@ function makePeers(rank, ranks, sab) {
   let seq = 0;
   let step = 0;
   // Spin briefly (the other core is usually a few µs behind), then sleep in short waits.
+  // (Spinning up to 2 ms made no difference idle and cost 2× under load: a spinning worker
+  // takes the time slices the other one needs.)
   const waitAtLeast = (idx, value) => {
     for (let i = 0; i < 20000; i++) if (Atomics.load(ctrl, idx) >= value) return;
     const deadline = performance.now() + PEER_WAIT_MS;
@@ -610,10 +612,16 @@ function makePeers(rank, ranks, sab) {
     }
   };
   const publish = (idx, value) => { Atomics.store(ctrl, idx, value); Atomics.notify(ctrl, idx); };
+  // Where an answer's time goes (reported with the leader's result): exchanges, and the time
+  // spent waiting for the other ranks in them and at the step gate.
+  let exchanges = 0, waitMs = 0, gateMs = 0;
+  const timedWait = (idx, value) => { const t = performance.now(); waitAtLeast(idx, value); return performance.now() - t; };
   return {
     rank, ranks,
+    stats() { const s = { exchanges, wait_ms: +waitMs.toFixed(1), gate_ms: +gateMs.toFixed(1) }; exchanges = 0; waitMs = 0; gateMs = 0; return s; },
     // Called from Rust (chat_core JsPeers) with this rank's packed part and room for the others'.
     exchange(parts, mine, others) {
+      exchanges++;
       const rounds = Math.max(1, Math.ceil(Math.max(...parts) / PEER_CAP));
       for (let k = 0; k < rounds; k++) {
         seq++;
@@ -625,7 +633,7 @@ function makePeers(rank, ranks, sab) {
         let off = 0;
         for (let r = 0; r < ranks; r++) {
           if (r === rank) continue;
-          waitAtLeast(C_SEQ + r, seq);
+          waitMs += timedWait(C_SEQ + r, seq);
           const n = Math.max(0, Math.min(PEER_CAP, parts[r] - lo));
           if (n) others.set(slot(r, p).subarray(0, n), off + lo);
           off += parts[r];
@@ -634,12 +642,12 @@ function makePeers(rank, ranks, sab) {
     },
     // Before each step the leader says whether to stop first; the followers do the same.
     lead(stop) {
-      for (let r = 1; r < ranks; r++) waitAtLeast(C_ACK + r, step - 1);
+      for (let r = 1; r < ranks; r++) gateMs += timedWait(C_ACK + r, step - 1);
       Atomics.store(ctrl, C_CMD + (step & 1), stop ? 2 : 1);
       publish(C_GATE, ++step);
     },
     follow() {
-      waitAtLeast(C_GATE, step + 1);
+      gateMs += timedWait(C_GATE, step + 1);
       const stop = Atomics.load(ctrl, C_CMD + (step & 1)) === 2;
       publish(C_ACK + rank, ++step);
       return stop;
@@ -649,12 +657,13 @@ function makePeers(rank, ranks, sab) {
 
 function setPeers(msg) {
   peers = msg.ranks > 1 ? makePeers(msg.rank, msg.ranks, msg.sab) : null;
+  if (peers) peers.rowsOnly = msg.split === "rows";
   if (chat) applyPeers(chat.engine);
 }
 
 function applyPeers(engine) {
   if (typeof engine.setPeers !== "function") return; // the GPU engine computes alone
-  if (peers) engine.setPeers(peers.rank, peers.ranks, peers.exchange);
+  if (peers) engine.setPeers(peers.rank, peers.ranks, peers.exchange, peers.rowsOnly);
   else engine.setPeers(0, 1, undefined);
 }
 
@@ -682,6 +691,7 @@ async function chatGenerate(msg) {
       throw e;
     }
     if (!follower) post({ type: "chat-start", id: msg.id, promptTokens: started.prompt_tokens });
+    peers?.stats(); // count this answer's exchanges only
     for (;;) {
       if (!peers) {
         if (run.stop) chat.engine.cancel();
@@ -696,7 +706,7 @@ async function chatGenerate(msg) {
         if (ev.type === "done") { post({ type: "chat-done", id: msg.id, follower: true, finish: ev.finish }); return; }
       } else if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
       else if (ev.type === "prefill") post({ type: "chat-prefill", id: msg.id, done: ev.done, total: ev.total });
-      else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited, workers: peers ? peers.ranks : 1 }); return; }
+      else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: peers ? { ...ev.result, peer: peers.stats() } : ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited, workers: peers ? peers.ranks : 1 }); return; }
       await yieldNow();
     }
   } finally {

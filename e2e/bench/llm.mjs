@@ -85,13 +85,15 @@ async function wllamaRow(threads) {
   await ctx.close();
 }
 
-async function shoalRow(workers) {
-  const name = `Shoal, ${workers} worker${workers > 1 ? "s" : ""}`;
+// `rowSplit`: the two workers split every matrix by rows (five exchanges a layer) instead of by
+// heads and FFN units (two) — the comparison row.
+async function shoalRow(workers, rowSplit = false) {
+  const name = `Shoal, ${workers} worker${workers > 1 ? "s" : ""}${rowSplit ? ", row split" : ""}`;
   if (!want(name)) return;
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
   page.on("pageerror", (e) => log("shoal page error:", e.message));
-  const url = `${BASE}?backend=cpu&chat_workers=${workers}`;
+  const url = `${BASE}?backend=cpu&chat_workers=${workers}${rowSplit ? "&chat_split=rows" : ""}`;
   await page.goto(url);
   await page.waitForFunction(() => window.shoal && window.shoal.chat);
   // First answer: downloads, verifies and caches the weights.
@@ -102,7 +104,11 @@ async function shoalRow(workers) {
     const p = await page.evaluate((m) => window.shoal.chat({ messages: m, max_tokens: 1, temperature: 0 }), LONG(r));
     best.prefill = Math.max(best.prefill, p.prefill_tok_s);
     const d = await page.evaluate((m) => window.shoal.chat({ messages: m, max_tokens: 128, temperature: 0 }), STORY(r));
-    if (d.tokens.length >= 32) best.decode = Math.max(best.decode, d.decode_tok_s);
+    if (d.tokens.length >= 32 && d.decode_tok_s > best.decode) {
+      best.decode = d.decode_tok_s;
+      // Two workers: the leader's exchanges and waits over the answer, per generated token.
+      if (d.peer) best.peer = { ...d.peer, tokens: d.tokens.length };
+    }
   }
   const mem = browserPss();
   // Time to the first token on a new visit (weights in the Cache API): navigation → wasm,
@@ -127,6 +133,7 @@ for (const t of [1, 2]) {
   await wllamaRow(t);
   await shoalRow(t);
 }
+await shoalRow(2, true);
 await browser.close();
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "—");
@@ -137,8 +144,12 @@ for (const r of rows) {
   console.log(`| ${r.name}${r.kernel ? ` (${r.kernel})` : ""} | ${f(r.prefill)} | ${f(r.decode)} | ${f(r.ttft, 0)} ms | ${f(r.mem, 0)} MB | ${r.wasm} |`);
 }
 console.log();
+for (const r of rows.filter((r) => r.peer)) {
+  const p = r.peer, n = p.tokens;
+  console.log(`${r.name}: per generated token (the decode run, prefill included) ${(p.exchanges / n).toFixed(0)} exchanges, ${(p.wait_ms / n).toFixed(2)} ms waiting in them and ${(p.gate_ms / n).toFixed(2)} ms at the step gate, of ${(1000 / r.decode).toFixed(2)} ms a token`);
+}
 for (const t of [1, 2]) {
-  const s = rows.find((r) => r.name.startsWith("Shoal") && r.threads === t);
+  const s = rows.find((r) => r.name.startsWith("Shoal") && r.threads === t && !r.name.endsWith("row split"));
   const w = rows.find((r) => r.name.startsWith("wllama") && r.threads === t);
   if (s && w) console.log(`${t} thread(s): prefill ${(s.prefill / w.prefill).toFixed(2)}×, decode ${(s.decode / w.decode).toFixed(2)}× wllama (target ≥ 4×)`);
 }

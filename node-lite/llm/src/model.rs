@@ -144,11 +144,11 @@ struct Share {
 }
 
 /// Every rank's [`Share`], or `None` where the shape does not split (heads not whole blocks
-/// of 32, fewer heads or FFN blocks than ranks). Heads are split evenly; the FFN blocks so
-/// every rank does about the same arithmetic (a rank with more heads, or with a KV head it
-/// shares with a neighbour, gets fewer FFN units).
+/// of 32, fewer heads or FFN blocks than ranks). Heads and FFN blocks are split evenly: the
+/// ranks meet after each of a layer's two sections, so each section is balanced on its own
+/// (moving FFN units to the rank with fewer heads would only make both sections wait).
 fn plan(cfg: &Config, group_rows: usize, ranks: usize) -> Option<Vec<Share>> {
-    let (d, hd, f) = (cfg.dim, cfg.head_dim, cfg.ffn);
+    let (hd, f) = (cfg.head_dim, cfg.ffn);
     let qk = kernels::QK;
     let group = cfg.n_heads / cfg.n_kv_heads.max(1);
     if ranks < 2
@@ -162,41 +162,21 @@ fn plan(cfg: &Config, group_rows: usize, ranks: usize) -> Option<Vec<Share>> {
     {
         return None;
     }
-    // Multiply-adds per token outside the FFN: q rows and wo columns per head, k and v rows
-    // per KV head.
-    let attn: Vec<(Share, usize)> = (0..ranks)
-        .map(|r| {
-            let (h0, h1) = split(cfg.n_heads, ranks, r);
-            let (k0, k1) = (h0 / group, (h1 - 1) / group + 1);
-            let share = Share {
-                heads: (h0, h1),
-                kv_heads: (k0, k1),
-                ffn: (0, 0),
-            };
-            (share, hd * d * (2 * (h1 - h0) + 2 * (k1 - k0)))
-        })
-        .collect();
-    let per_block = 3 * qk * d; // gate, up and down for 32 units
-    let blocks = f / qk;
-    let total = attn.iter().map(|a| a.1).sum::<usize>() + blocks * per_block;
-    let target = total / ranks;
-    let mut out = Vec::with_capacity(ranks);
-    let mut b0 = 0;
-    for (r, &(share, cost)) in attn.iter().enumerate() {
-        let left = ranks - 1 - r; // ranks after this one, each needing a block at least
-        let b1 = if left == 0 {
-            blocks
-        } else {
-            let want = (target.saturating_sub(cost) + per_block / 2) / per_block;
-            (b0 + want.max(1)).min(blocks - left)
-        };
-        out.push(Share {
-            ffn: (b0 * qk, b1 * qk),
-            ..share
-        });
-        b0 = b1;
-    }
-    Some(out)
+    Some(
+        (0..ranks)
+            .map(|r| {
+                let (h0, h1) = split(cfg.n_heads, ranks, r);
+                let (b0, b1) = split(f / qk, ranks, r);
+                Share {
+                    heads: (h0, h1),
+                    // The KV heads its queries read (a KV head shared by two ranks' queries is
+                    // computed by both).
+                    kv_heads: (h0 / group, (h1 - 1) / group + 1),
+                    ffn: (b0 * qk, b1 * qk),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// A loaded model: packed weights and the shape.
@@ -960,14 +940,14 @@ mod tests {
     }
 
     #[test]
-    fn plans_partition_heads_and_ffn_units_and_balance_the_work() {
-        // SmolLM2-135M on two ranks: 5 + 4 heads, the KV head in the middle on both, and the
-        // rank with more heads gets fewer FFN units.
+    fn plans_partition_heads_and_ffn_units() {
+        // SmolLM2-135M on two ranks: 5 + 4 heads, the KV head in the middle on both, the FFN
+        // halved.
         let p = plan(&shape(9, 3, 64, 1536), 8, 2).unwrap();
         assert_eq!(p[0].heads, (0, 5));
         assert_eq!(p[1].heads, (5, 9));
         assert_eq!((p[0].kv_heads, p[1].kv_heads), ((0, 2), (1, 3)));
-        assert_eq!((p[0].ffn, p[1].ffn), ((0, 736), (736, 1536)));
+        assert_eq!((p[0].ffn, p[1].ffn), ((0, 768), (768, 1536)));
         for (cfg, ranks) in [
             (shape(9, 3, 64, 1536), 3),
             (shape(14, 2, 64, 4864), 2), // Qwen2.5-0.5B
