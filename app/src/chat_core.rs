@@ -517,23 +517,36 @@ impl ChatEngine {
         self.engine.prompt_tokens(&messages).map_err(plain)
     }
 
-    /// Teacher-forced greedy picks (the golden test): run `prompt`, then feed `forced` one
-    /// token at a time; returns the argmax after the prompt and after each forced token but
-    /// the last (`forced.len()` ids). Uses a fresh cache; the conversation's is kept.
-    #[wasm_bindgen(js_name = teacherForce)]
-    pub fn teacher_force(&self, prompt: Vec<u32>, forced: Vec<u32>) -> Result<Vec<u32>, JsError> {
+    /// Run `prompt`, then feed `forced` one token at a time on a fresh cache (the
+    /// conversation's is kept; one instance, whatever the split); `each(logits, t)` sees the
+    /// logits that pick each forced token `t`.
+    fn teacher_forced(
+        &self,
+        prompt: &[u32],
+        forced: &[u32],
+        mut each: impl FnMut(&[f32], u32) -> Result<(), JsError>,
+    ) -> Result<(), JsError> {
         let model = &self.engine.model;
         let mut s = model.session();
-        let mut logits = model
-            .forward(&mut s, &prompt, Logits::Last)
-            .map_err(plain)?;
-        let mut out = Vec::with_capacity(forced.len());
+        let mut logits = model.forward(&mut s, prompt, Logits::Last).map_err(plain)?;
         for (i, &t) in forced.iter().enumerate() {
-            out.push(shoal_llm::sample::argmax(&logits));
+            each(&logits, t)?;
             if i + 1 < forced.len() {
                 logits = model.forward(&mut s, &[t], Logits::Last).map_err(plain)?;
             }
         }
+        Ok(())
+    }
+
+    /// Teacher-forced greedy picks (the golden test): the argmax after the prompt and after
+    /// each forced token but the last (`forced.len()` ids).
+    #[wasm_bindgen(js_name = teacherForce)]
+    pub fn teacher_force(&self, prompt: Vec<u32>, forced: Vec<u32>) -> Result<Vec<u32>, JsError> {
+        let mut out = Vec::with_capacity(forced.len());
+        self.teacher_forced(&prompt, &forced, |l, _| {
+            out.push(shoal_llm::sample::argmax(l));
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -546,28 +559,21 @@ impl ChatEngine {
     }
 
     /// How far each of `forced` lies below this instance's argmax where it was picked
-    /// (0: it is the argmax), teacher-forced after `prompt` on this worker alone (a fresh
-    /// cache, whatever the split): checks an answer that split workers computed, whose
-    /// partial sums round differently, against one instance up to near-ties.
+    /// (0: it is the argmax), teacher-forced after `prompt`: checks an answer that split
+    /// workers computed, whose partial sums round differently, against one instance up to
+    /// near-ties.
     #[wasm_bindgen(js_name = forcedMargins)]
     pub fn forced_margins(&self, prompt: Vec<u32>, forced: Vec<u32>) -> Result<Vec<f32>, JsError> {
-        let model = &self.engine.model;
-        let mut s = model.session();
-        let mut logits = model
-            .forward(&mut s, &prompt, Logits::Last)
-            .map_err(plain)?;
         let mut out = Vec::with_capacity(forced.len());
-        for (i, &t) in forced.iter().enumerate() {
-            let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let picked = logits
+        self.teacher_forced(&prompt, &forced, |l, t| {
+            let top = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let picked = l
                 .get(t as usize)
                 .copied()
                 .ok_or_else(|| plain(format!("token id {t} out of range")))?;
             out.push(top - picked);
-            if i + 1 < forced.len() {
-                logits = model.forward(&mut s, &[t], Logits::Last).map_err(plain)?;
-            }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -179,6 +179,13 @@ fn plan(cfg: &Config, group_rows: usize, ranks: usize) -> Option<Vec<Share>> {
     )
 }
 
+/// Append a block's keys and values to layer `li`'s cache. The cache holds f16-precision values
+/// (as llama.cpp's default f16 cache does): the reference's numerics, and the same answers.
+fn cache_kv(s: &mut Session, li: usize, k: &[f32], v: &[f32]) {
+    s.k[li].extend(k.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+    s.v[li].extend(v.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+}
+
 /// A loaded model: packed weights and the shape.
 pub struct Model {
     /// Shape.
@@ -651,14 +658,7 @@ impl Model {
                 let hd = cfg.head_dim;
                 let ((h0, h1), (k0, k1), (f0, f1)) =
                     (sp.share.heads, sp.share.kv_heads, sp.share.ffn);
-                for t in 0..n {
-                    rmsnorm(
-                        &x[t * d..(t + 1) * d],
-                        &l.attn_norm,
-                        cfg.norm_eps,
-                        &mut h[t * d..(t + 1) * d],
-                    );
-                }
+                self.norm_rows(&x, &l.attn_norm, &mut h);
                 acts.quantize(&h, d);
                 self.gemm_rows(
                     &mut [
@@ -687,8 +687,7 @@ impl Model {
                     self.rope(&mut k[ks], r);
                 }
                 // Other ranks' KV heads hold stale values here; only this rank's are read.
-                s.k[li].extend(k.iter().map(|&x| half::f16::from_f32(x).to_f32()));
-                s.v[li].extend(v.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+                cache_kv(s, li, &k, &v);
                 self.attend_heads(
                     &q,
                     &s.k[li],
@@ -709,14 +708,7 @@ impl Model {
                 self.gemm_rows(&mut [(wo, 0, d, &mut o)], &acts);
                 Self::all_reduce(&mut o[..n * d], &mut others, ex)?;
                 add(&mut x, &o);
-                for t in 0..n {
-                    rmsnorm(
-                        &x[t * d..(t + 1) * d],
-                        &l.ffn_norm,
-                        cfg.norm_eps,
-                        &mut h[t * d..(t + 1) * d],
-                    );
-                }
+                self.norm_rows(&x, &l.ffn_norm, &mut h);
                 acts.quantize(&h, d);
                 self.gemm_rows(
                     &mut [(&l.gate, f0, f1, &mut g), (&l.up, f0, f1, &mut u)],
@@ -735,14 +727,7 @@ impl Model {
                 add(&mut x, &o);
                 continue;
             }
-            for t in 0..n {
-                rmsnorm(
-                    &x[t * d..(t + 1) * d],
-                    &l.attn_norm,
-                    cfg.norm_eps,
-                    &mut h[t * d..(t + 1) * d],
-                );
-            }
+            self.norm_rows(&x, &l.attn_norm, &mut h);
             acts.quantize(&h, d);
             self.matmul(
                 &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)],
@@ -763,22 +748,12 @@ impl Model {
                 self.rope(&mut q[t * d..(t + 1) * d], r);
                 self.rope(&mut k[t * kv..(t + 1) * kv], r);
             }
-            // The cache holds f16-precision values (as llama.cpp's default f16 cache does):
-            // the reference's numerics, and the same answers.
-            s.k[li].extend(k.iter().map(|&x| half::f16::from_f32(x).to_f32()));
-            s.v[li].extend(v.iter().map(|&x| half::f16::from_f32(x).to_f32()));
+            cache_kv(s, li, &k, &v);
             self.attention(&q, &s.k[li], &s.v[li], s.pos, n, &mut att, &mut ex)?;
             acts.quantize(&att, d);
             self.matmul(&mut [(&l.wo, &mut o)], &acts, &mut ex)?;
             add(&mut x, &o);
-            for t in 0..n {
-                rmsnorm(
-                    &x[t * d..(t + 1) * d],
-                    &l.ffn_norm,
-                    cfg.norm_eps,
-                    &mut h[t * d..(t + 1) * d],
-                );
-            }
+            self.norm_rows(&x, &l.ffn_norm, &mut h);
             acts.quantize(&h, d);
             self.matmul(&mut [(&l.gate, &mut g), (&l.up, &mut u)], &acts, &mut ex)?;
             silu_mul(&mut g, &u);
@@ -806,6 +781,14 @@ impl Model {
         let mut logits = vec![0f32; m * cfg.vocab];
         self.matmul(&mut [(self.output(), &mut logits)], &acts, &mut ex)?;
         Ok(logits)
+    }
+
+    /// RMSNorm of every row (`dim` wide) of `x` into `h`.
+    fn norm_rows(&self, x: &[f32], w: &[f32], h: &mut [f32]) {
+        let d = self.cfg.dim;
+        for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
+            rmsnorm(xr, w, self.cfg.norm_eps, hr);
+        }
     }
 
     fn rope(&self, v: &mut [f32], rot: &[(f32, f32)]) {

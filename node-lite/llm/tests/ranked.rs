@@ -67,21 +67,21 @@ impl Exchange for Mailbox {
     }
 }
 
-/// Generate with `n` ranks (one thread and engine each; `tp`: tensor-parallel, each engine
-/// [`shoal_llm::Model::set_split`] first); returns rank 0's tokens and exchange calls.
-fn generate(
+/// `job(engine, mailbox)` on `n` ranks, one thread and engine each (`tp`: tensor-parallel,
+/// each engine [`shoal_llm::Model::set_split`] first); every rank's result, in rank order.
+fn on_ranks<T: Send + 'static>(
     bytes: &Arc<Vec<u8>>,
     n: usize,
-    prompt: &[u32],
-    params: &GenParams,
     tp: bool,
-) -> (Vec<u32>, usize) {
+    job: impl Fn(&Engine, &mut Mailbox) -> T + Send + Sync + 'static,
+) -> Vec<T> {
     let slots = Arc::new(Mutex::new(vec![Vec::new(); n]));
     let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
+    let job = Arc::new(job);
+    (0..n)
         .map(|rank| {
-            let (bytes, slots, barrier) = (bytes.clone(), slots.clone(), barrier.clone());
-            let (prompt, params) = (prompt.to_vec(), params.clone());
+            let (bytes, slots, barrier, job) =
+                (bytes.clone(), slots.clone(), barrier.clone(), job.clone());
             std::thread::spawn(move || {
                 let mut e = Engine::from_gguf(&bytes, 1).unwrap();
                 if tp {
@@ -94,19 +94,34 @@ fn generate(
                     barrier,
                     calls: 0,
                 };
-                let mut s = e.model.session();
-                let now = || 0.0;
-                let mut g = e.start(&mut s, &prompt, &params, &now).unwrap();
-                loop {
-                    if let Step::Done(_) = g.step_ranked(&e, &mut s, &now, Some(&mut mb)).unwrap() {
-                        break;
-                    }
-                }
-                (g.finish(&now).tokens, mb.calls)
+                job(&e, &mut mb)
             })
         })
-        .collect();
-    let results: Vec<(Vec<u32>, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect()
+}
+
+/// Generate with `n` ranks; returns rank 0's tokens and exchange calls.
+fn generate(
+    bytes: &Arc<Vec<u8>>,
+    n: usize,
+    prompt: &[u32],
+    params: &GenParams,
+    tp: bool,
+) -> (Vec<u32>, usize) {
+    let (prompt, params) = (prompt.to_vec(), params.clone());
+    let results = on_ranks(bytes, n, tp, move |e, mb| {
+        let mut s = e.model.session();
+        let now = || 0.0;
+        let mut g = e.start(&mut s, &prompt, &params, &now).unwrap();
+        while !matches!(
+            g.step_ranked(e, &mut s, &now, Some(&mut *mb)).unwrap(),
+            Step::Done(_)
+        ) {}
+        (g.finish(&now).tokens, mb.calls)
+    });
     for r in &results[1..] {
         assert_eq!(r.0, results[0].0, "every rank samples the same tokens");
     }
@@ -275,42 +290,21 @@ fn ranked_logits(
     tokens: &[u32],
     tp: bool,
 ) -> Vec<(Vec<f32>, usize)> {
-    let slots = Arc::new(Mutex::new(vec![Vec::new(); n]));
-    let barrier = Arc::new(Barrier::new(n));
-    (0..n)
-        .map(|rank| {
-            let (bytes, slots, barrier) = (bytes.clone(), slots.clone(), barrier.clone());
-            let (prefix, tokens) = (prefix.to_vec(), tokens.to_vec());
-            std::thread::spawn(move || {
-                let mut e = Engine::from_gguf(&bytes, 1).unwrap();
-                if tp {
-                    assert!(e.model.set_split(rank, n), "SmolLM2 splits {n} ways");
-                }
-                let mut mb = Mailbox {
-                    rank,
-                    n,
-                    slots,
-                    barrier,
-                    calls: 0,
-                };
-                let mut s = e.model.session();
-                if !prefix.is_empty() {
-                    e.model
-                        .forward_ranked(&mut s, &prefix, shoal_llm::Logits::Last, Some(&mut mb))
-                        .unwrap();
-                }
-                mb.calls = 0;
-                let l = e
-                    .model
-                    .forward_ranked(&mut s, &tokens, shoal_llm::Logits::All, Some(&mut mb))
-                    .unwrap();
-                (l, mb.calls)
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .collect()
+    let (prefix, tokens) = (prefix.to_vec(), tokens.to_vec());
+    on_ranks(bytes, n, tp, move |e, mb| {
+        let mut s = e.model.session();
+        if !prefix.is_empty() {
+            e.model
+                .forward_ranked(&mut s, &prefix, shoal_llm::Logits::Last, Some(&mut *mb))
+                .unwrap();
+        }
+        mb.calls = 0;
+        let l = e
+            .model
+            .forward_ranked(&mut s, &tokens, shoal_llm::Logits::All, Some(&mut *mb))
+            .unwrap();
+        (l, mb.calls)
+    })
 }
 
 /// The indices of the largest and second-largest values.
