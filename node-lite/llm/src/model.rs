@@ -459,7 +459,7 @@ impl Model {
     }
 
     /// Rows `r0..r1` of each matrix (whole row groups, or up to the last row) for every
-    /// token, split over the team; nothing exchanged.
+    /// token; nothing exchanged.
     fn gemm_rows(&self, jobs: &mut [(&PackedMat, usize, usize, &mut [f32])], acts: &Acts) {
         let outs: Vec<(&PackedMat, usize, usize, SharedMut)> = jobs
             .iter_mut()
@@ -469,12 +469,18 @@ impl Model {
                 (*m, *r0 / gr, r1.div_ceil(gr), SharedMut::new(o))
             })
             .collect();
+        self.gemm_groups(&outs, acts);
+    }
+
+    /// Row groups `a..b` of each matrix for every token, split over the team.
+    fn gemm_groups(&self, outs: &[(&PackedMat, usize, usize, SharedMut)], acts: &Acts) {
         let n = self.team.n();
         self.team.run(&|i| {
-            for (m, a, b, out) in &outs {
+            for (m, a, b, out) in outs {
                 let (g0, g1) = split(b - a, n, i);
                 // SAFETY: thread i writes only the rows of groups a+g0..a+g1, a partition of
-                // a..b; nothing reads `out` until `run` returns.
+                // a..b; the callers hold the buffers, and nothing reads them until `run`
+                // returns.
                 unsafe { kernels::gemm_shared(self.tier, m, acts, a + g0, a + g1, *out, m.rows) };
             }
         });
@@ -516,23 +522,15 @@ impl Model {
         ex: &mut Option<&mut dyn Exchange>,
     ) -> Result<(), LlmError> {
         let (rank, ranks) = ex.as_ref().map_or((0, 1), |e| e.ranks());
-        let outs: Vec<(&PackedMat, SharedMut)> = jobs
+        let outs: Vec<(&PackedMat, usize, usize, SharedMut)> = jobs
             .iter_mut()
             .map(|(m, o)| {
                 assert!(o.len() >= acts.n * m.rows);
-                (*m, SharedMut::new(o))
+                let (g0, g1) = split(m.groups(), ranks, rank);
+                (*m, g0, g1, SharedMut::new(o))
             })
             .collect();
-        let n = self.team.n();
-        self.team.run(&|i| {
-            for (m, out) in &outs {
-                let (r0, r1) = split(m.groups(), ranks, rank);
-                let (g0, g1) = split(r1 - r0, n, i);
-                // SAFETY: thread i writes only the rows of groups g0..g1 of this rank's
-                // share, a partition of it; nothing reads `out` until `run` returns.
-                unsafe { kernels::gemm_shared(self.tier, m, acts, r0 + g0, r0 + g1, *out, m.rows) };
-            }
-        });
+        self.gemm_groups(&outs, acts);
         drop(outs);
         if let Some(ex) = ex.as_deref_mut() {
             let mut sec = Section { bufs: Vec::new() };
