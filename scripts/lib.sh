@@ -24,7 +24,13 @@ LLAMA_CPP_PYTHON="0.3.36"
 TOOL_ROOT="${SHOAL_TOOL_ROOT:-$HOME/.cargo}"
 export PATH="$TOOL_ROOT/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$ROOT/e2e/node_modules/.bin:$PATH"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Every step's heading carries the time since the outermost script started (one clock for
+# scripts/test, setup and e2e/run together), so a slow step shows in any log, CI's included.
+export SHOAL_T0="${SHOAL_T0:-$(date +%s)}"
+log() {
+  local t=$(($(date +%s) - SHOAL_T0))
+  printf '\033[1m==> [%d:%02d] %s\033[0m\n' $((t / 60)) $((t % 60)) "$*" >&2
+}
 quiet() { # run quietly; show the output only if it fails
   local out
   if ! out="$("$@" 2>&1)"; then
@@ -43,9 +49,17 @@ fetch_crates() {
 shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
 
 # The native binaries `scripts/run` and the tests use, in one cargo call (one feature
-# resolution, so shared dependencies build once).
+# resolution, so shared dependencies build once). SHOAL_NATIVE_BUILD=tests (scripts/test)
+# builds them as the test suite does — every workspace member and its tests, one feature
+# resolution — since cargo resolves features per package selection: `-p node-lite -p
+# shoal-relay` alone enables other features of shared crates (serde, hashbrown, tokenizers…)
+# than `cargo test --workspace`, and everything above them would build twice (≈ 10 min cold).
 build_native() {
-  (cd "$ROOT" && cargo build -q -p node-lite --bin shoal-node -p shoal-relay --bin shoal-relay)
+  if [ "${SHOAL_NATIVE_BUILD:-}" = tests ]; then
+    (cd "$ROOT" && cargo test -q --workspace --exclude shoal-app --no-run)
+  else
+    (cd "$ROOT" && cargo build -q -p node-lite --bin shoal-node -p shoal-relay --bin shoal-relay)
+  fi
 }
 
 # Build shoal-node and import the model if it is missing or stale.
