@@ -201,12 +201,13 @@ function spawn() {
   if (n > 1) {
     peerSab = new SharedArrayBuffer(peerBytes(n));
     const split = params.get("chat_split") === "rows" ? "rows" : "heads";
-    w.postMessage({ type: "chat-peers", rank: 0, ranks: n, sab: peerSab, split });
+    const wait_s = params.has("chat_peer_wait_s") ? Number(params.get("chat_peer_wait_s")) : undefined;
+    w.postMessage({ type: "chat-peers", rank: 0, ranks: n, sab: peerSab, split, wait_s });
     for (let rank = 1; rank < n; rank++) {
       const f = { worker: new Worker("./worker.js", { name: `shoal-chat-${rank}` }), ready: false };
       f.worker.onmessage = (ev) => onFollower(f, ev.data || {});
       f.worker.onerror = (ev) => { ev.preventDefault?.(); dropFollowers(`a chat worker failed: ${ev.message || "unknown error"}`); };
-      f.worker.postMessage({ type: "chat-peers", rank, ranks: n, sab: peerSab, split });
+      f.worker.postMessage({ type: "chat-peers", rank, ranks: n, sab: peerSab, split, wait_s });
       followers.push(f);
     }
   }

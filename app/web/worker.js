@@ -28,7 +28,7 @@
 //                    max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop}}
 //                  {type:"chat-stop", id?}   (handled at once: the running answer ends at its next step)
 //                  {type:"chat-selftest", backend?}   {type:"chat-probe", id, op, ...}   (tests)
-//                  {type:"chat-peers", rank, ranks, sab, split?}   this worker is rank `rank` of `ranks` chat
+//                  {type:"chat-peers", rank, ranks, sab, split?, wait_s?}   this worker is rank `rank` of `ranks` chat
 //                  workers that split every forward pass (split "rows": by matrix rows, else by heads), swapping parts through `sab` (a
 //                  SharedArrayBuffer of CHAT_PEER_BYTES(ranks)); ranks 1 = alone again. Followers
 //                  (rank > 0) get the same chat-init / chat messages as the leader, post only
@@ -588,11 +588,14 @@ const C_CMD = 2; // 2 words: the leader's command for a step (1 = step, 2 = stop
 const C_ACK = 8; // per rank: the followers' step counters
 const C_SEQ = 24; // per rank: the exchange sequence each rank has published
 const CTRL_WORDS = 64; // up to 16 ranks
+// How long a worker waits for another before the answer fails: 30 s by default; the page may
+// pass 1–120 s (`?chat_peer_wait_s=`, so the e2e test of a silent death need not wait 30 s).
 const PEER_WAIT_MS = 30_000;
 let peers = null;
 
-function makePeers(rank, ranks, sab) {
+function makePeers(rank, ranks, sab, waitS) {
   if (!(sab instanceof SharedArrayBuffer) || ranks < 2 || ranks > 16 || rank >= ranks) throw new Error("bad chat-peers message");
+  const deadlineMs = Number.isFinite(waitS) ? Math.min(120, Math.max(1, Math.round(waitS))) * 1000 : PEER_WAIT_MS;
   const ctrl = new Int32Array(sab, 0, CTRL_WORDS);
   const slot = (r, p) => new Float32Array(sab, CTRL_WORDS * 4 + (r * 2 + p) * PEER_CAP * 4, PEER_CAP);
   let seq = 0;
@@ -602,12 +605,12 @@ function makePeers(rank, ranks, sab) {
   // takes the time slices the other one needs.)
   const waitAtLeast = (idx, value) => {
     for (let i = 0; i < 20000; i++) if (Atomics.load(ctrl, idx) >= value) return;
-    const deadline = performance.now() + PEER_WAIT_MS;
+    const deadline = performance.now() + deadlineMs;
     for (;;) {
       const v = Atomics.load(ctrl, idx);
       if (v >= value) return;
       if (Atomics.load(ctrl, C_DEAD)) throw new Error("another chat worker of this answer stopped");
-      if (performance.now() > deadline) throw new Error(`another chat worker did not answer for ${PEER_WAIT_MS / 1000} s`);
+      if (performance.now() > deadline) throw new Error(`another chat worker did not answer for ${deadlineMs / 1000} s`);
       Atomics.wait(ctrl, idx, v, 20);
     }
   };
@@ -656,7 +659,7 @@ function makePeers(rank, ranks, sab) {
 }
 
 function setPeers(msg) {
-  peers = msg.ranks > 1 ? makePeers(msg.rank, msg.ranks, msg.sab) : null;
+  peers = msg.ranks > 1 ? makePeers(msg.rank, msg.ranks, msg.sab, msg.wait_s) : null;
   if (peers) peers.rowsOnly = msg.split === "rows";
   if (chat) applyPeers(chat.engine);
 }

@@ -19,12 +19,15 @@ const GREEDY_TOKENS = 4;
 const DATA = join(ROOT, "node-lite/llm/tests/data");
 const GOLDEN = JSON.parse(readFileSync(join(DATA, "golden.json"), "utf8"));
 const LOGITS = readFileSync(join(DATA, GOLDEN.logits.file));
-// Short prompts keep SwiftShader's per-shape shader compiles bounded: 0 the capital of
-// France, 4 code (both with llama.cpp's first-step logits in the golden file).
-const CHATS = [0, 4];
-// The free-running answer: a prompt whose first four reference steps have top-2 margins ≥ 1.36
-// (no near-tie), so all four tokens must equal llama.cpp's.
-const FREE_CHAT = 14;
+// One short prompt keeps SwiftShader's per-shape shader compiles (minutes each on 2 cores)
+// bounded: chat 4 (code; llama.cpp's first-step logits are in the golden file). The native
+// GPU test (node-lite/llm-gpu/tests/gpu.rs, on lavapipe) covers the engine across prompts;
+// this file checks the browser's WebGPU build end to end.
+const CHATS = [4];
+// The free-running answer: the same prompt (its prefill shapes are compiled by then), whose
+// first four reference steps have top-2 margins ≥ 0.90 (no near-tie), so all four tokens must
+// equal llama.cpp's.
+const FREE_CHAT = 4;
 
 // Free-running greedy tokens against the reference: equal up to `n`, or until the first step
 // where they may legitimately part (a reference near-tie; after it the texts differ). Returns

@@ -99,7 +99,8 @@ test("Stop reaches both workers; the next answer is still right", { timeout: 300
 
 for (const silent of [false, true]) {
   test(`a follower that dies ${silent ? "silently" : "with an error"} mid-answer: a clear failure, then one worker answers`, { timeout: 300_000 }, async () => {
-    const page = await openApp(ctx.context, "?chat_workers=2");
+    // A 5 s peer deadline (default 30 s) so the silent death is noticed quickly.
+    const page = await openApp(ctx.context, "?chat_workers=2&chat_peer_wait_s=5");
     await chatOn(page, { messages: Q, max_tokens: 4, temperature: 0 });
     const t0 = Date.now();
     const failed = await page.evaluate(async ({ LONG, silent }) => {
