@@ -13,7 +13,7 @@
 //!   either token: the CPU engine rounds activations to 8 bits, the GPU keeps f32).
 //! - Decode steps against one prefill of the same tokens (the cache machinery, exactly).
 //! - The generation loop: the same `Generation` as the CPU engine, prefix reuse, stop strings,
-//!   seeded sampling, errors. A bench line (tokens/s) is printed.
+//!   seeded sampling, errors. A benchmark (tokens/s) runs on demand: `-- --ignored bench`.
 //!
 //! Without any wgpu adapter the tests print `SKIPPED` and pass — unless `SHOAL_REQUIRE_GPU=1`
 //! (scripts/test sets it where lavapipe is installed), which turns that into a failure.
@@ -27,6 +27,10 @@ use serde_json::Value;
 use shoal_llm::sample::{Sampling, argmax, top2_margin};
 use shoal_llm::{Control, Engine, Finish, GenParams, Logits, Message};
 use shoal_llm_gpu::{GpuChat, GpuDevice, GpuError, LoadOptions, Precision};
+
+#[path = "../../llm/tests/support/mod.rs"]
+mod support;
+use support::{cosine, gguf_bytes, golden, llama_cpp_first_logits, prompt};
 
 const MIN_COSINE: f64 = 0.999;
 /// First-step cosine with llama.cpp's logits. llama.cpp (like the CPU engine) rounds every
@@ -43,27 +47,6 @@ const GREEDY_TOKENS: usize = 8;
 /// Chats of tests/data/golden.json whose prompts are compared (0: the capital of France,
 /// 4: code, 9: Chinese, 21: the 942-token document).
 const CHATS: [usize; 4] = [0, 4, 9, 21];
-
-fn gguf_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_LLM_GGUF") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cache =
-        std::env::var_os("SHOAL_CACHE").map_or_else(|| home.join(".cache/shoal"), PathBuf::from);
-    cache.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn bytes() -> &'static [u8] {
-    static B: OnceLock<Vec<u8>> = OnceLock::new();
-    B.get_or_init(|| {
-        let p = gguf_path();
-        std::fs::read(&p)
-            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup fetches the model)", p.display()))
-    })
-}
 
 /// The adapter, or `None` (after saying so) when the machine has none at all.
 fn gpu() -> Option<&'static GpuDevice> {
@@ -105,7 +88,7 @@ fn chat() -> Option<&'static GpuChat> {
     static C: OnceLock<GpuChat> = OnceLock::new();
     Some(C.get_or_init(|| {
         let t = Instant::now();
-        let c = GpuChat::load(dev, bytes(), &LoadOptions::default()).expect("load on the GPU");
+        let c = GpuChat::load(dev, gguf_bytes(), &LoadOptions::default()).expect("load on the GPU");
         eprintln!(
             "loaded SmolLM2 on the GPU in {:.2} s ({} MiB of weights, f16 KV rounding {})",
             t.elapsed().as_secs_f64(),
@@ -118,32 +101,7 @@ fn chat() -> Option<&'static GpuChat> {
 
 fn cpu() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| Engine::from_gguf(bytes(), 2).expect("load SmolLM2 on the CPU"))
-}
-
-fn golden() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../llm/tests/data/golden.json");
-    serde_json::from_slice(&std::fs::read(p).expect("golden.json")).expect("golden.json parses")
-}
-
-fn prompt(g: &Value, chat: usize) -> Vec<u32> {
-    g["chats"][chat]["prompt_tokens"]
-        .as_array()
-        .expect("prompt_tokens")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
+    E.get_or_init(|| Engine::from_gguf(gguf_bytes(), 2).expect("load SmolLM2 on the CPU"))
 }
 
 /// Cosine of the two vectors minus their means (softmax ignores a common offset).
@@ -153,29 +111,6 @@ fn centred_cosine(a: &[f32], b: &[f32]) -> f64 {
     let a: Vec<f32> = a.iter().map(|&x| (f64::from(x) - ma) as f32).collect();
     let b: Vec<f32> = b.iter().map(|&x| (f64::from(x) - mb) as f32).collect();
     cosine(&a, &b)
-}
-
-/// llama.cpp's first-step logits for some chats (tests/data/golden_logits.bin).
-fn llama_cpp_first_logits(g: &Value) -> Vec<(usize, Vec<f32>)> {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../llm/tests/data/golden_logits.bin"
-    );
-    let raw = std::fs::read(p).expect("golden_logits.bin");
-    let vocab = g["logits"]["vocab"].as_u64().expect("vocab") as usize;
-    g["logits"]["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            let off = r["offset_floats"].as_u64().expect("offset") as usize * 4;
-            let row = raw[off..off + vocab * 4]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (r["chat"].as_u64().expect("chat") as usize, row)
-        })
-        .collect()
 }
 
 fn now_ms() -> impl Fn() -> f64 {
@@ -201,11 +136,10 @@ fn logits_and_greedy_tokens_match_the_cpu_engine() {
     let _g = serial();
     let Some(c) = chat() else { return };
     let e = cpu();
-    let g = golden();
     let mut worst_first = 1f64;
     let mut worst_any = 1f64;
     let mut worst_centred = 1f64;
-    let reference = llama_cpp_first_logits(&g);
+    let reference = llama_cpp_first_logits();
     let f32_ref: Value = serde_json::from_slice(
         &std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -217,7 +151,7 @@ fn logits_and_greedy_tokens_match_the_cpu_engine() {
     let mut worst_f32 = 0f32;
     let (mut equal, mut ties) = (0, 0);
     for chat in CHATS {
-        let prompt = prompt(&g, chat);
+        let prompt = prompt(chat);
         let mut cs = e.model.session();
         let mut want = e
             .model
@@ -357,8 +291,7 @@ fn decisive_prefix(e: &Engine, prompt: &[u32], tokens: &[u32]) -> usize {
 fn decode_steps_equal_one_prefill() {
     let _g = serial();
     let Some(c) = chat() else { return };
-    let g = golden();
-    let p = prompt(&g, 4);
+    let p = prompt(4);
     let k = 6;
     let all = block_on(c.model.logits(&mut c.session(), &p)).expect("one block");
     let mut s = c.session();
@@ -538,19 +471,25 @@ fn bad_input_is_an_error_not_a_panic() {
     ));
     // A truncated file is refused by the parser, before anything reaches the device.
     let dev = gpu().expect("adapter");
-    let err =
-        GpuChat::load(dev, &bytes()[..bytes().len() / 2], &LoadOptions::default()).unwrap_err();
+    let err = GpuChat::load(
+        dev,
+        &gguf_bytes()[..gguf_bytes().len() / 2],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, GpuError::Llm(_)), "{err}");
     eprintln!("truncated GGUF: {err}");
 }
 
-/// Tokens per second on this adapter (lavapipe on CI: correctness, not speed, is the point).
+/// Tokens per second on this adapter: a benchmark, run on demand (on lavapipe it takes minutes
+/// and measures nothing of interest):
+/// `cargo test --release -p shoal-llm-gpu --test gpu -- --ignored bench --nocapture`.
 #[test]
+#[ignore = "benchmark: run with --ignored"]
 fn bench_prefill_and_decode() {
     let _g = serial();
     let Some(c) = chat() else { return };
-    let g = golden();
-    let long = prompt(&g, 21);
+    let long = prompt(21);
     let prompt = &long[..256.min(long.len())];
     let params = GenParams {
         max_tokens: 32,
@@ -602,7 +541,7 @@ fn f16_weights_stay_close() {
         );
         let err = GpuChat::load(
             dev,
-            bytes(),
+            gguf_bytes(),
             &LoadOptions {
                 precision: Precision::F16,
                 ..LoadOptions::default()
@@ -614,7 +553,7 @@ fn f16_weights_stay_close() {
     }
     let c = GpuChat::load(
         dev,
-        bytes(),
+        gguf_bytes(),
         &LoadOptions {
             precision: Precision::F16,
             ..LoadOptions::default()
@@ -622,10 +561,9 @@ fn f16_weights_stay_close() {
     )
     .expect("f16 load");
     let e = cpu();
-    let g = golden();
     let mut worst = 1f64;
     for chat in [0, 4] {
-        let prompt = prompt(&g, chat);
+        let prompt = prompt(chat);
         let want = e
             .model
             .forward(&mut e.model.session(), &prompt, Logits::Last)

@@ -4,11 +4,13 @@
 //! greedy continuations equal for 32 tokens except after a step where the reference's top-2
 //! margin is below [`NEAR_TIE`]; the first step's logits agree to [`MIN_COSINE`].
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 use shoal_llm::{Engine, Logits, Message};
+
+mod support;
+use support::{cosine, gguf_bytes, golden, ids, llama_cpp_first_logits};
 
 /// A reference top-2 logit margin below this is a legitimate near-tie: two engines that round
 /// differently (summation order, RoPE angles, f16 cache details) may pick either token, and
@@ -18,39 +20,9 @@ const NEAR_TIE: f64 = 0.5;
 /// Cosine between our first-step logits and llama.cpp's.
 const MIN_COSINE: f64 = 0.999;
 
-fn gguf_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_LLM_GGUF") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cache =
-        std::env::var_os("SHOAL_CACHE").map_or_else(|| home.join(".cache/shoal"), PathBuf::from);
-    cache.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| {
-        let p = gguf_path();
-        let bytes = std::fs::read(&p)
-            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup fetches the model)", p.display()));
-        Engine::from_gguf(&bytes, 2).expect("load SmolLM2")
-    })
-}
-
-fn golden() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.json");
-    serde_json::from_slice(&std::fs::read(p).expect("golden.json")).expect("golden.json parses")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    E.get_or_init(|| Engine::from_gguf(gguf_bytes(), 2).expect("load SmolLM2"))
 }
 
 fn messages(v: &Value) -> Vec<Message> {
@@ -156,43 +128,18 @@ fn greedy_continuations_equal_llama_cpp_up_to_near_ties() {
 fn first_step_logits_agree_by_cosine() {
     let g = golden();
     let e = engine();
-    let f = &g["logits"];
-    let p = format!(
-        "{}/tests/data/{}",
-        env!("CARGO_MANIFEST_DIR"),
-        f["file"].as_str().unwrap()
-    );
-    let raw = std::fs::read(p).unwrap();
-    let vocab = f["vocab"].as_u64().unwrap() as usize;
-    for r in f["rows"].as_array().unwrap() {
-        let chat = &g["chats"][r["chat"].as_u64().unwrap() as usize];
-        let off = r["offset_floats"].as_u64().unwrap() as usize * 4;
-        let want: Vec<f32> = raw[off..off + vocab * 4]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+    for (chat, want) in llama_cpp_first_logits() {
         let mut s = e.model.session();
         let got = e
             .model
-            .forward(&mut s, &ids(&chat["prompt_tokens"]), Logits::Last)
+            .forward(
+                &mut s,
+                &ids(&g["chats"][chat]["prompt_tokens"]),
+                Logits::Last,
+            )
             .unwrap();
-        let dot: f64 = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| f64::from(*a) * f64::from(*b))
-            .sum();
-        let na: f64 = got
-            .iter()
-            .map(|a| f64::from(*a).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let nb: f64 = want
-            .iter()
-            .map(|a| f64::from(*a).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let cos = dot / (na * nb);
-        eprintln!("chat {}: logits cosine {cos:.6}", r["chat"]);
+        let cos = cosine(&got, &want);
+        eprintln!("chat {chat}: logits cosine {cos:.6}");
         assert!(cos >= MIN_COSINE, "cosine {cos} < {MIN_COSINE}");
     }
 }

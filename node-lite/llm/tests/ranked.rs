@@ -3,23 +3,15 @@
 //! own engine, the exchange an in-process mailbox: every split (2 and 3 ranks, prefill in
 //! blocks and decode) must give bit-for-bit the logits and tokens of one instance alone.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 
 use shoal_llm::{Engine, Exchange, GenParams, LlmError, Message, Step};
 
+mod support;
+use support::{cosine, gguf_bytes, llama_cpp_first_logits, prompt};
+
 fn gguf() -> Vec<u8> {
-    let p = std::env::var_os("SHOAL_LLM_GGUF").map_or_else(
-        || {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/shoal/gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
-        },
-        PathBuf::from,
-    );
-    std::fs::read(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup fetches the model)", p.display()))
+    gguf_bytes().to_vec()
 }
 
 /// Ranks meet at a barrier; each posts its part in a slot and reads the others'.
@@ -324,16 +316,6 @@ fn top2(v: &[f32]) -> (usize, usize) {
     (a, b)
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += f64::from(x) * f64::from(y);
-        aa += f64::from(x) * f64::from(x);
-        bb += f64::from(y) * f64::from(y);
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
-
 /// Tensor parallelism (heads and FFN units per rank, `wo` and `down` split by their inputs)
 /// adds each layer's partial sums in another order than one instance does, so its logits
 /// equal one instance's to f32 rounding, not bit for bit; the ranks agree with each other
@@ -489,34 +471,16 @@ fn a_tensor_parallel_cache_refuses_another_layout_and_survives_a_failed_pass() {
 /// 0.99824; the GPU engine 0.99802), the others ≥ 0.9999.
 #[test]
 fn tensor_parallel_logits_agree_with_llama_cpp() {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let g: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{dir}/tests/data/golden.json")).unwrap())
-            .unwrap();
-    let f = &g["logits"];
-    let raw = std::fs::read(format!("{dir}/tests/data/{}", f["file"].as_str().unwrap())).unwrap();
-    let vocab = f["vocab"].as_u64().unwrap() as usize;
     let bytes = Arc::new(gguf());
     let (mut sum, mut rows) = (0f64, 0);
-    for r in f["rows"].as_array().unwrap() {
-        let chat = &g["chats"][r["chat"].as_u64().unwrap() as usize];
-        let off = r["offset_floats"].as_u64().unwrap() as usize * 4;
-        let want: Vec<f32> = raw[off..off + vocab * 4]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let prompt: Vec<u32> = chat["prompt_tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+    for (chat, want) in llama_cpp_first_logits() {
+        let prompt = prompt(chat);
         let (head, last) = prompt.split_at(prompt.len() - 1);
         for n in [2, 3] {
             let got = ranked_logits(&bytes, n, head, last, true);
             let c = cosine(&got[0].0, &want);
-            eprintln!("chat {}, {n} ranks: cosine {c:.6}", r["chat"]);
-            assert!(c >= 0.997, "chat {}, {n} ranks: cosine {c}", r["chat"]);
+            eprintln!("chat {chat}, {n} ranks: cosine {c:.6}");
+            assert!(c >= 0.997, "chat {chat}, {n} ranks: cosine {c}");
             sum += c;
             rows += 1;
         }
