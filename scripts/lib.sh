@@ -53,7 +53,7 @@ shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
 # builds them as the test suite does — every workspace member and its tests, one feature
 # resolution — since cargo resolves features per package selection: `-p node-lite -p
 # shoal-relay` alone enables other features of shared crates (serde, hashbrown, tokenizers…)
-# than `cargo test --workspace`, and everything above them would build twice (≈ 10 min cold).
+# than `cargo test --workspace`, and everything above them would build twice (24 min cold here).
 build_native() {
   if [ "${SHOAL_NATIVE_BUILD:-}" = tests ]; then
     (cd "$ROOT" && cargo test -q --workspace --exclude shoal-app --no-run)
