@@ -281,7 +281,7 @@ pub fn reference_dot(
 }
 
 /// Every supported type × awkward shapes (row counts that leave a partial group, 1–9
-/// tokens so every tile width and remainder runs), each tier this build and CPU have against
+/// tokens so every tile width and remainder runs, one token over paired and single groups), each tier this build and CPU have against
 /// the f64 reference; returns (tier and type, worst relative error). Run by the tests and by
 /// the browser worker at start-up.
 pub fn self_test() -> Result<Vec<(String, f64)>, String> {
@@ -299,6 +299,7 @@ fn self_test_one(tier: Tier, ty: GgmlType) -> Result<f64, String> {
     let mut worst = 0f64;
     for (rows, cols, n) in [
         (13usize, 256usize, 1usize),
+        (20, 512, 1), // one token: whole groups in pairs (wasm relaxed), then a single one
         (8, 512, 4),
         (21, 768, 9),
         (4, 1536, 2),
@@ -316,31 +317,53 @@ fn self_test_one(tier: Tier, ty: GgmlType) -> Result<f64, String> {
         let x = test_data(n * cols, (n * 7 + cols) as u32, 3.0);
         let mut acts = Acts::default();
         acts.quantize(&x, cols);
-        let m = PackedMat::pack(ty, &data, rows, cols, tier.group_rows());
-        let ld = rows + 3;
-        let mut got = vec![f32::NAN; (n - 1) * ld + rows];
-        gemm(tier, &m, &acts, 0, m.groups(), &mut got, ld);
-        let float_x = matches!(ty, GgmlType::F32 | GgmlType::F16);
-        let rb = ty.row_bytes(cols);
-        for t in 0..n {
-            for r in 0..rows {
-                let (want, scale) = reference_dot(
-                    ty,
-                    &data[r * rb..(r + 1) * rb],
-                    acts.x(t),
-                    &acts.token(t),
-                    !float_x,
-                );
-                let g = f64::from(got[t * ld + r]);
-                let err = (g - want).abs() / scale.max(1e-9);
-                worst = worst.max(err);
-                if err.is_nan() || err > 1e-5 {
-                    return Err(format!(
-                        "{} kernel ({}) {rows}×{cols}, {n} tokens, row {r} token {t}: got {g}, f64 reference {want} (relative error {err:.2e})",
-                        ty.name(),
-                        tier.name()
-                    ));
-                }
+        let packed = PackedMat::pack(ty, &data, rows, cols, tier.group_rows());
+        // A matrix without −128 may take the 7-bit kernels: check the general ones too.
+        let general = packed.i7.then(|| PackedMat {
+            i7: false,
+            ..packed.clone()
+        });
+        for m in std::iter::once(&packed).chain(general.as_ref()) {
+            worst = worst.max(check_gemm(tier, ty, m, &data, &acts)?);
+        }
+    }
+    Ok(worst)
+}
+
+/// [`gemm`] of `m` (packed from `data`) against the f64 reference, written at a stride
+/// wider than the rows (the kernels must honour it); the worst relative error.
+fn check_gemm(
+    tier: Tier,
+    ty: GgmlType,
+    m: &PackedMat,
+    data: &[u8],
+    acts: &Acts,
+) -> Result<f64, String> {
+    let (rows, cols, n) = (m.rows, m.cols, acts.n);
+    let ld = rows + 3;
+    let mut worst = 0f64;
+    let mut got = vec![f32::NAN; (n - 1) * ld + rows];
+    gemm(tier, m, acts, 0, m.groups(), &mut got, ld);
+    let float_x = matches!(ty, GgmlType::F32 | GgmlType::F16);
+    let rb = ty.row_bytes(cols);
+    for t in 0..n {
+        for r in 0..rows {
+            let (want, scale) = reference_dot(
+                ty,
+                &data[r * rb..(r + 1) * rb],
+                acts.x(t),
+                &acts.token(t),
+                !float_x,
+            );
+            let g = f64::from(got[t * ld + r]);
+            let err = (g - want).abs() / scale.max(1e-9);
+            worst = worst.max(err);
+            if err.is_nan() || err > 1e-5 {
+                return Err(format!(
+                    "{} kernel ({}) {rows}×{cols}, {n} tokens, row {r} token {t}: got {g}, f64 reference {want} (relative error {err:.2e})",
+                    ty.name(),
+                    tier.name()
+                ));
             }
         }
     }

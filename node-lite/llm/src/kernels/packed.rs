@@ -91,6 +91,11 @@ pub struct PackedMat {
     pub(crate) d: Vec<f32>,
     /// Minimums (formats with one): rows at `gb·r ..`.
     pub(crate) m: Vec<f32>,
+    /// [`Format::I8`] with no value of −128: every `|q|` fits in 7 bits, so a kernel may
+    /// multiply `|q|` by the activations carrying `q`'s sign (wasm relaxed SIMD's dot wants
+    /// one 7-bit operand). Quantizers never write −128 (they round into `±127`); a file
+    /// that does gets the general kernel.
+    pub(crate) i7: bool,
 }
 
 impl std::fmt::Debug for PackedMat {
@@ -121,6 +126,7 @@ impl PackedMat {
             q: Vec::new(),
             d: Vec::new(),
             m: Vec::new(),
+            i7: false,
         };
         if let Format::Raw(_) = format {
             p.q = data.to_vec();
@@ -165,6 +171,7 @@ impl PackedMat {
                 }
             }
         }
+        p.i7 = format == Format::I8 && !p.q.contains(&0x80);
         p
     }
 
@@ -194,6 +201,7 @@ impl PackedMat {
             q: Vec::new(),
             d: Vec::new(),
             m: Vec::new(),
+            i7: self.i7,
         };
         if let Format::Raw(ty) = self.format {
             let (a, b) = (ty.row_bytes(c0), ty.row_bytes(c1));

@@ -20,7 +20,7 @@
 use core::arch::wasm32::*;
 
 use super::packed::{Acts, Format, PackedMat};
-use super::tiles::{Tile, TileFn, gemm_tiles};
+use super::tiles::{PairFn, Tile, TileFn, TileKernels, gemm_tiles};
 use super::{QK, Tier};
 use crate::par::SharedMut;
 
@@ -127,6 +127,160 @@ unsafe fn u4_relaxed<const T: usize>(a: &Tile) {
     }
 }
 
+/// [`u4_relaxed`] for one token over two consecutive groups ([`PairFn`]): the activation
+/// loads serve both groups, and the products are summed in i16 — `i16x8.relaxed_dot`
+/// (one `pmaddubsw` on x86) per 16 bytes, widened to i32 once per block — where the i32 dot
+/// costs three instructions per 16 bytes. Exact: a pair of products is at most 2·127·15,
+/// and a block's eight of them add up to at most 30,480 < 2¹⁵.
+///
+/// # Safety
+/// As [`PairFn`]: `a` points at two whole U4 groups of `nb` blocks, one token and 8 outputs.
+#[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+#[target_feature(enable = "simd128,relaxed-simd")]
+unsafe fn u4_relaxed_pair(a: &Tile) {
+    unsafe {
+        let mask = u8x16_splat(0x0F);
+        let (gq, gs) = (a.nb * 64, a.nb * 4);
+        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let (mut accm0, mut accm1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        for b in 0..a.nb {
+            let w0 = a.q.add(b * 64);
+            let w1 = w0.add(gq);
+            let xp = a.x.add(b * QK);
+            let (mut l0, mut h0, mut l1, mut h1) = (
+                i16x8_splat(0),
+                i16x8_splat(0),
+                i16x8_splat(0),
+                i16x8_splat(0),
+            );
+            for j in 0..4 {
+                let xl = v128_load32_splat(xp.add(4 * j).cast());
+                let xh = v128_load32_splat(xp.add(16 + 4 * j).cast());
+                let v0 = v128_load(w0.add(16 * j).cast());
+                let v1 = v128_load(w1.add(16 * j).cast());
+                l0 = i16x8_add(l0, i16x8_relaxed_dot_i8x16_i7x16(xl, v128_and(v0, mask)));
+                h0 = i16x8_add(h0, i16x8_relaxed_dot_i8x16_i7x16(xh, u8x16_shr(v0, 4)));
+                l1 = i16x8_add(l1, i16x8_relaxed_dot_i8x16_i7x16(xl, v128_and(v1, mask)));
+                h1 = i16x8_add(h1, i16x8_relaxed_dot_i8x16_i7x16(xh, u8x16_shr(v1, 4)));
+            }
+            let s0 = i32x4_extadd_pairwise_i16x8(i16x8_add(l0, h0));
+            let s1 = i32x4_extadd_pairwise_i16x8(i16x8_add(l1, h1));
+            let dx = *a.ad.add(b);
+            let ds = f32x4_splat(*a.ads.add(b));
+            acc0 = scale(acc0, s0, v128_load(a.d.add(b * 4).cast()), dx);
+            acc1 = scale(acc1, s1, v128_load(a.d.add(gs + b * 4).cast()), dx);
+            accm0 = f32x4_add(accm0, f32x4_mul(v128_load(a.m.add(b * 4).cast()), ds));
+            accm1 = f32x4_add(accm1, f32x4_mul(v128_load(a.m.add(gs + b * 4).cast()), ds));
+        }
+        v128_store(a.out.cast(), f32x4_add(acc0, accm0));
+        v128_store(a.out.add(4).cast(), f32x4_add(acc1, accm1));
+    }
+}
+
+/// [`i8_relaxed`] for one token over two consecutive groups ([`PairFn`]).
+///
+/// # Safety
+/// As [`PairFn`]: `a` points at two whole I8 groups of `nb` blocks, one token and 8 outputs.
+#[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+#[target_feature(enable = "simd128,relaxed-simd")]
+unsafe fn i8_relaxed_pair(a: &Tile) {
+    unsafe {
+        let mask = u8x16_splat(0x0F);
+        let flip = u8x16_splat(0x80);
+        let (gq, gs) = (a.nb * 128, a.nb * 4);
+        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        for b in 0..a.nb {
+            let w0 = a.q.add(b * 128);
+            let w1 = w0.add(gq);
+            let xp = a.x.add(b * QK);
+            let (mut l0, mut h0, mut l1, mut h1) = (
+                i32x4_splat(0),
+                i32x4_splat(0),
+                i32x4_splat(0),
+                i32x4_splat(0),
+            );
+            for j in 0..8 {
+                let x = v128_load32_splat(xp.add(4 * j).cast());
+                // q + 128 as an unsigned byte, split into two 4-bit operands.
+                let v0 = v128_xor(v128_load(w0.add(16 * j).cast()), flip);
+                let v1 = v128_xor(v128_load(w1.add(16 * j).cast()), flip);
+                l0 = i32x4_relaxed_dot_i8x16_i7x16_add(x, v128_and(v0, mask), l0);
+                h0 = i32x4_relaxed_dot_i8x16_i7x16_add(x, u8x16_shr(v0, 4), h0);
+                l1 = i32x4_relaxed_dot_i8x16_i7x16_add(x, v128_and(v1, mask), l1);
+                h1 = i32x4_relaxed_dot_i8x16_i7x16_add(x, u8x16_shr(v1, 4), h1);
+            }
+            // Σx·q = 16·Σx·hi + Σx·lo − 128·Σx (integers: |·| < 2²⁰).
+            let off = i32x4_splat(128 * *a.isum.add(b));
+            let dx = *a.ad.add(b);
+            let s0 = i32x4_sub(i32x4_add(i32x4_shl(h0, 4), l0), off);
+            let s1 = i32x4_sub(i32x4_add(i32x4_shl(h1, 4), l1), off);
+            acc0 = scale(acc0, s0, v128_load(a.d.add(b * 4).cast()), dx);
+            acc1 = scale(acc1, s1, v128_load(a.d.add(gs + b * 4).cast()), dx);
+        }
+        v128_store(a.out.cast(), acc0);
+        v128_store(a.out.add(4).cast(), acc1);
+    }
+}
+
+/// [`i8_relaxed_pair`] for a matrix without −128 ([`PackedMat`]'s `i7`): one relaxed dot
+/// per 16 bytes instead of two — `|q|` is the 7-bit operand and the activations take `q`'s
+/// sign (`x ^ s − s`, `s` = all ones where `q < 0`) — and no offset to take back out. Exact:
+/// `|x| ≤ 127` and `|q| ≤ 127`.
+///
+/// # Safety
+/// As [`i8_relaxed_pair`], and no weight byte of the two groups is −128.
+#[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+#[target_feature(enable = "simd128,relaxed-simd")]
+unsafe fn i7_relaxed_pair(a: &Tile) {
+    unsafe {
+        let zero = i8x16_splat(0);
+        let (gq, gs) = (a.nb * 128, a.nb * 4);
+        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        for b in 0..a.nb {
+            let w0 = a.q.add(b * 128);
+            let w1 = w0.add(gq);
+            let xp = a.x.add(b * QK);
+            let (mut s0, mut t0, mut s1, mut t1) = (
+                i32x4_splat(0),
+                i32x4_splat(0),
+                i32x4_splat(0),
+                i32x4_splat(0),
+            );
+            for j in 0..8 {
+                let x = v128_load32_splat(xp.add(4 * j).cast());
+                let v0 = v128_load(w0.add(16 * j).cast());
+                let v1 = v128_load(w1.add(16 * j).cast());
+                let (n0, n1) = (i8x16_lt(v0, zero), i8x16_lt(v1, zero));
+                let x0 = i8x16_sub(v128_xor(x, n0), n0);
+                let x1 = i8x16_sub(v128_xor(x, n1), n1);
+                // Two chains per group (even and odd chunks): half the dependent dots each.
+                if j % 2 == 0 {
+                    s0 = i32x4_relaxed_dot_i8x16_i7x16_add(x0, i8x16_abs(v0), s0);
+                    s1 = i32x4_relaxed_dot_i8x16_i7x16_add(x1, i8x16_abs(v1), s1);
+                } else {
+                    t0 = i32x4_relaxed_dot_i8x16_i7x16_add(x0, i8x16_abs(v0), t0);
+                    t1 = i32x4_relaxed_dot_i8x16_i7x16_add(x1, i8x16_abs(v1), t1);
+                }
+            }
+            let dx = *a.ad.add(b);
+            acc0 = scale(
+                acc0,
+                i32x4_add(s0, t0),
+                v128_load(a.d.add(b * 4).cast()),
+                dx,
+            );
+            acc1 = scale(
+                acc1,
+                i32x4_add(s1, t1),
+                v128_load(a.d.add(gs + b * 4).cast()),
+                dx,
+            );
+        }
+        v128_store(a.out.cast(), acc0);
+        v128_store(a.out.add(4).cast(), acc1);
+    }
+}
+
 /// # Safety
 /// As [`u4_128`], for a signed 8-bit group without minimums ([`Format::I8`]).
 #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
@@ -214,6 +368,19 @@ unsafe fn i8_128<const T: usize, const MIN: bool, const HALF: bool>(a: &Tile) {
     }
 }
 
+/// The two-group decode kernel for this tier and matrix, where there is one.
+fn pair_fn(tier: Tier, m: &PackedMat) -> Option<PairFn> {
+    match (m.format, tier) {
+        #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+        (Format::U4, Tier::WasmRelaxed) => Some(u4_relaxed_pair),
+        #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+        (Format::I8, Tier::WasmRelaxed) if m.i7 => Some(i7_relaxed_pair),
+        #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
+        (Format::I8, Tier::WasmRelaxed) => Some(i8_relaxed_pair),
+        _ => None,
+    }
+}
+
 fn tile_fns(tier: Tier, format: Format) -> [TileFn; 4] {
     macro_rules! four {
         ($f:ident) => {
@@ -262,5 +429,18 @@ pub(super) unsafe fn gemm(
 ) {
     // SAFETY: the module was built with the tiles' features (it would not validate
     // otherwise); the rest is the caller's contract.
-    unsafe { gemm_tiles::<4>(&tile_fns(tier, m.format), m, acts, g0, g1, out, ld) }
+    unsafe {
+        gemm_tiles::<4>(
+            &TileKernels {
+                tiles: tile_fns(tier, m.format),
+                pair: pair_fn(tier, m),
+            },
+            m,
+            acts,
+            g0,
+            g1,
+            out,
+            ld,
+        )
+    }
 }

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::packed::{Acts, Format, PackedMat};
-use super::tiles::{Tile, TileFn, gemm_tiles};
+use super::tiles::{Tile, TileFn, TileKernels, gemm_tiles};
 use super::{Q8Ref, QK, Tier};
 use crate::par::SharedMut;
 use crate::quant::GgmlType;
@@ -292,8 +292,12 @@ pub(super) unsafe fn gemm(
     ld: usize,
 ) {
     assert!(tiers().contains(&tier));
+    let k = TileKernels {
+        tiles: tile_fns(tier, m.format),
+        pair: None,
+    };
     // SAFETY: the tier's features are present (asserted); the rest is the caller's contract.
-    unsafe { gemm_tiles::<8>(&tile_fns(tier, m.format), m, acts, g0, g1, out, ld) }
+    unsafe { gemm_tiles::<8>(&k, m, acts, g0, g1, out, ld) }
 }
 
 /// A per-row kernel for the types that are not repacked, or `None` where the scalar one is
