@@ -218,6 +218,8 @@ function spawn() {
 function onFollower(f, m) {
   if (!followers.includes(f)) return;
   if (m.type === "chat-ready") { f.ready = true; maybeReady(); return; }
+  // Its exchange counters for the answer (where a token's time goes; the LLM bench reads them).
+  if (m.type === "chat-done" && m.peer && state.info) { state.info = { ...state.info, follower_peer: m.peer }; return; }
   if (m.type === "error") dropFollowers(`a chat worker failed: ${m.message}`);
 }
 

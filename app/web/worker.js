@@ -597,7 +597,10 @@ function makePeers(rank, ranks, sab, waitS) {
   if (!(sab instanceof SharedArrayBuffer) || ranks < 2 || ranks > 16 || rank >= ranks) throw new Error("bad chat-peers message");
   const deadlineMs = Number.isFinite(waitS) ? Math.min(120, Math.max(1, Math.round(waitS))) * 1000 : PEER_WAIT_MS;
   const ctrl = new Int32Array(sab, 0, CTRL_WORDS);
-  const slot = (r, p) => new Float32Array(sab, CTRL_WORDS * 4 + (r * 2 + p) * PEER_CAP * 4, PEER_CAP);
+  // Every rank's two slots, viewed once (an exchange runs 61 times a token).
+  const slots = Array.from({ length: ranks }, (_, r) =>
+    [0, 1].map((p) => new Float32Array(sab, CTRL_WORDS * 4 + (r * 2 + p) * PEER_CAP * 4, PEER_CAP)));
+  const slot = (r, p) => slots[r][p];
   let seq = 0;
   let step = 0;
   // Spin briefly (the other core is usually a few µs behind), then sleep in short waits.
@@ -625,7 +628,9 @@ function makePeers(rank, ranks, sab, waitS) {
     // Called from Rust (chat_core JsPeers) with this rank's packed part and room for the others'.
     exchange(parts, mine, others) {
       exchanges++;
-      const rounds = Math.max(1, Math.ceil(Math.max(...parts) / PEER_CAP));
+      let most = 0;
+      for (let r = 0; r < ranks; r++) most = Math.max(most, parts[r]);
+      const rounds = Math.max(1, Math.ceil(most / PEER_CAP));
       for (let k = 0; k < rounds; k++) {
         seq++;
         const p = seq & 1;
@@ -706,7 +711,7 @@ async function chatGenerate(msg) {
       }
       const ev = JSON.parse(await chat.engine.step()); // a Promise on the GPU engine
       if (follower) {
-        if (ev.type === "done") { post({ type: "chat-done", id: msg.id, follower: true, finish: ev.finish }); return; }
+        if (ev.type === "done") { post({ type: "chat-done", id: msg.id, follower: true, finish: ev.finish, peer: peers.stats() }); return; }
       } else if (ev.type === "token") post({ type: "chat-token", id: msg.id, text: ev.text, token: ev.id, index: ev.index });
       else if (ev.type === "prefill") post({ type: "chat-prefill", id: msg.id, done: ev.done, total: ev.total });
       else { post({ type: "chat-done", id: msg.id, finish: ev.finish, result: peers ? { ...ev.result, peer: peers.stats() } : ev.result, first_token_ms: ev.first_token_ms, cited: ev.cited, workers: peers ? peers.ranks : 1 }); return; }

@@ -107,7 +107,12 @@ async function shoalRow(workers, rowSplit = false) {
     if (d.tokens.length >= 32 && d.decode_tok_s > best.decode) {
       best.decode = d.decode_tok_s;
       // Two workers: the leader's exchanges and waits over the answer, per generated token.
-      if (d.peer) best.peer = { ...d.peer, tokens: d.tokens.length };
+      if (d.peer) {
+        // The follower's counters arrive in its own message, just after the leader's answer.
+        await new Promise((ok) => setTimeout(ok, 200));
+        const fp = await page.evaluate(() => window.shoal.chatInfo()?.follower_peer || null);
+        best.peer = { ...d.peer, tokens: d.tokens.length, follower: fp };
+      }
     }
   }
   const mem = browserPss();
@@ -147,6 +152,7 @@ console.log();
 for (const r of rows.filter((r) => r.peer)) {
   const p = r.peer, n = p.tokens;
   console.log(`${r.name}: per generated token (the decode run, prefill included) ${(p.exchanges / n).toFixed(0)} exchanges, ${(p.wait_ms / n).toFixed(2)} ms waiting in them and ${(p.gate_ms / n).toFixed(2)} ms at the step gate, of ${(1000 / r.decode).toFixed(2)} ms a token`);
+  if (p.follower) console.log(`${r.name}: the follower ${(p.follower.wait_ms / n).toFixed(2)} ms waiting in exchanges and ${(p.follower.gate_ms / n).toFixed(2)} ms at the step gate, per token`);
 }
 for (const t of [1, 2]) {
   const s = rows.find((r) => r.name.startsWith("Shoal") && r.threads === t && !r.name.endsWith("row split"));
