@@ -177,58 +177,15 @@ unsafe fn u4_relaxed_pair(a: &Tile) {
     }
 }
 
-/// [`i8_relaxed`] for one token over two consecutive groups ([`PairFn`]).
+/// [`i8_relaxed`] for one token over two consecutive groups ([`PairFn`]) of a matrix
+/// without −128 ([`PackedMat`]'s `i7`): one relaxed dot per 16 bytes instead of two — `|q|`
+/// is the 7-bit operand and the activations take `q`'s sign (`x ^ s − s`, `s` = all ones
+/// where `q < 0`) — and no offset to take back out. Exact: `|x| ≤ 127` and `|q| ≤ 127`.
+/// (A matrix with a −128 keeps the one-group [`i8_relaxed`].)
 ///
 /// # Safety
-/// As [`PairFn`]: `a` points at two whole I8 groups of `nb` blocks, one token and 8 outputs.
-#[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
-#[target_feature(enable = "simd128,relaxed-simd")]
-unsafe fn i8_relaxed_pair(a: &Tile) {
-    unsafe {
-        let mask = u8x16_splat(0x0F);
-        let flip = u8x16_splat(0x80);
-        let (gq, gs) = (a.nb * 128, a.nb * 4);
-        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
-        for b in 0..a.nb {
-            let w0 = a.q.add(b * 128);
-            let w1 = w0.add(gq);
-            let xp = a.x.add(b * QK);
-            let (mut l0, mut h0, mut l1, mut h1) = (
-                i32x4_splat(0),
-                i32x4_splat(0),
-                i32x4_splat(0),
-                i32x4_splat(0),
-            );
-            for j in 0..8 {
-                let x = v128_load32_splat(xp.add(4 * j).cast());
-                // q + 128 as an unsigned byte, split into two 4-bit operands.
-                let v0 = v128_xor(v128_load(w0.add(16 * j).cast()), flip);
-                let v1 = v128_xor(v128_load(w1.add(16 * j).cast()), flip);
-                l0 = i32x4_relaxed_dot_i8x16_i7x16_add(x, v128_and(v0, mask), l0);
-                h0 = i32x4_relaxed_dot_i8x16_i7x16_add(x, u8x16_shr(v0, 4), h0);
-                l1 = i32x4_relaxed_dot_i8x16_i7x16_add(x, v128_and(v1, mask), l1);
-                h1 = i32x4_relaxed_dot_i8x16_i7x16_add(x, u8x16_shr(v1, 4), h1);
-            }
-            // Σx·q = 16·Σx·hi + Σx·lo − 128·Σx (integers: |·| < 2²⁰).
-            let off = i32x4_splat(128 * *a.isum.add(b));
-            let dx = *a.ad.add(b);
-            let s0 = i32x4_sub(i32x4_add(i32x4_shl(h0, 4), l0), off);
-            let s1 = i32x4_sub(i32x4_add(i32x4_shl(h1, 4), l1), off);
-            acc0 = scale(acc0, s0, v128_load(a.d.add(b * 4).cast()), dx);
-            acc1 = scale(acc1, s1, v128_load(a.d.add(gs + b * 4).cast()), dx);
-        }
-        v128_store(a.out.cast(), acc0);
-        v128_store(a.out.add(4).cast(), acc1);
-    }
-}
-
-/// [`i8_relaxed_pair`] for a matrix without −128 ([`PackedMat`]'s `i7`): one relaxed dot
-/// per 16 bytes instead of two — `|q|` is the 7-bit operand and the activations take `q`'s
-/// sign (`x ^ s − s`, `s` = all ones where `q < 0`) — and no offset to take back out. Exact:
-/// `|x| ≤ 127` and `|q| ≤ 127`.
-///
-/// # Safety
-/// As [`i8_relaxed_pair`], and no weight byte of the two groups is −128.
+/// As [`PairFn`]: `a` points at two whole I8 groups of `nb` blocks without a −128, one token
+/// and 8 outputs.
 #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
 #[target_feature(enable = "simd128,relaxed-simd")]
 unsafe fn i7_relaxed_pair(a: &Tile) {
@@ -375,8 +332,6 @@ fn pair_fn(tier: Tier, m: &PackedMat) -> Option<PairFn> {
         (Format::U4, Tier::WasmRelaxed) => Some(u4_relaxed_pair),
         #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
         (Format::I8, Tier::WasmRelaxed) if m.i7 => Some(i7_relaxed_pair),
-        #[cfg(any(target_feature = "relaxed-simd", feature = "wasm-relaxed-simd"))]
-        (Format::I8, Tier::WasmRelaxed) => Some(i8_relaxed_pair),
         _ => None,
     }
 }
