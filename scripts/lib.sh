@@ -42,8 +42,52 @@ quiet() { # run quietly; show the output only if it fails
 # Every crate Cargo.lock names, for every target (the wasm feature sets need crates no native
 # build downloads). Trunk builds with `--offline` (Trunk.toml), so this must run before it.
 # Under a second when the registry is warm.
+# With SHOAL_OFFLINE_AFTER_FETCH=1 (.ci/run) every later cargo call of the calling script and
+# its children runs offline (CARGO_NET_OFFLINE): a crate this fetch missed fails the first build
+# that needs it, instead of being downloaded quietly (tool installs, scripts/setup, are exempt).
 fetch_crates() {
   (cd "$ROOT" && quiet cargo fetch --locked)
+  if [ "${SHOAL_OFFLINE_AFTER_FETCH:-0}" = 1 ] && [ "${CARGO_NET_OFFLINE:-}" != true ]; then
+    export CARGO_NET_OFFLINE=true
+    log "crates fetched: from here on cargo runs offline (CARGO_NET_OFFLINE=true)"
+  fi
+}
+
+# Background steps (scripts/test, scripts/run): `bg_start NAME CMD…` runs CMD with its output
+# in $SHOAL_CACHE/logs/NAME.log; `bg_wait NAME COLD_MIN [show]` waits, with a progress line a
+# minute, and fails the script with the log if CMD failed (`show`: print the log either way).
+# A script that exits early kills what it started.
+declare -gA BG_PID=()
+bg_start() {
+  local name="$1"; shift
+  mkdir -p "$SHOAL_CACHE/logs"
+  ( cd "$ROOT" && "$@" ) >"$SHOAL_CACHE/logs/$name.log" 2>&1 &
+  BG_PID[$name]=$!
+  trap bg_kill_all EXIT
+}
+bg_kill_all() {
+  local p
+  for p in "${BG_PID[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+}
+bg_wait() {
+  local name="$1" cold="$2" show="${3:-}" pid="${BG_PID[$1]}" logf="$SHOAL_CACHE/logs/$1.log" t0 m n
+  t0="$(date +%s)"
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pid" 2>/dev/null || break
+    n="$(grep -c 'Compiling\|Checking' "$logf" 2>/dev/null || true)"
+    m=$(( ($(date +%s) - t0) / 60 ))
+    log "   … waiting $m min for $name: ${n:-0} crates built so far (cold ≈ $cold min in all)"
+  done
+  if ! wait "$pid"; then
+    cat "$logf" >&2
+    log "$name failed (its log above, also in $logf)"
+    unset "BG_PID[$name]"
+    exit 1
+  fi
+  unset "BG_PID[$name]"
+  [ "$show" != show ] || cat "$logf" >&2
+  log "$name done"
 }
 
 shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
