@@ -65,9 +65,7 @@ impl Default for Limits {
 impl Limits {
     /// Clamp nonsense values (zero capacities, frames above the protocol cap).
     pub fn normalized(mut self) -> Self {
-        self.max_frame_bytes = self
-            .max_frame_bytes
-            .clamp(256, node_lite::proto::MAX_FRAME_LEN);
+        self.max_frame_bytes = self.max_frame_bytes.clamp(256, shoal_proto::MAX_FRAME_LEN);
         self.msgs_per_sec = self.msgs_per_sec.max(1);
         self.msgs_burst = self.msgs_burst.max(1);
         self.bytes_per_sec = self.bytes_per_sec.max(1);

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use node_lite::identity::PeerId;
-use node_lite::proto::{ErrorCode, Frame, MemberEvent, RoomId};
+use shoal_proto::identity::PeerId;
+use shoal_proto::{ErrorCode, Frame, MemberEvent, RoomId};
 use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;

@@ -13,8 +13,8 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use node_lite::identity::Keypair;
-use node_lite::proto::{ErrorCode, SessionLimits};
+use shoal_proto::identity::Keypair;
+use shoal_proto::{ErrorCode, SessionLimits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +24,7 @@ use crate::log::{Equivocate, Log, LogConfig, LogState, Witness};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::session::{self, AdmissionGuard};
-use node_lite::tlog::note::{KeypairSigner, NoteSigner as _};
+use shoal_tlog::note::{KeypairSigner, NoteSigner as _};
 
 /// Errors starting the relay.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +127,8 @@ impl AppState {
         let l = &self.config.limits;
         SessionLimits {
             max_frame: l.max_frame_bytes as u32,
-            max_payload: (l.max_frame_bytes.saturating_sub(80))
-                .min(node_lite::proto::MAX_PAYLOAD_LEN) as u32,
+            max_payload: (l.max_frame_bytes.saturating_sub(80)).min(shoal_proto::MAX_PAYLOAD_LEN)
+                as u32,
             max_rooms: l.max_rooms_per_session.min(u16::MAX as usize) as u16,
             max_members: l.max_members_per_room.min(u32::MAX as usize) as u32,
             msgs_per_sec: l.msgs_per_sec,
@@ -275,7 +275,7 @@ pub fn open_log(
         witnesses: peers
             .iter()
             .filter_map(|p| {
-                node_lite::tlog::checkpoint::CosignatureVerifier::new(
+                shoal_tlog::checkpoint::CosignatureVerifier::new(
                     &p.log_key.name,
                     p.log_key.public_key,
                 )
@@ -341,8 +341,8 @@ async fn signal(
         .max_write_buffer_size(l.max_frame_bytes * 4)
         // Frames above our limit but within the protocol cap get a clear `TooLarge` error
         // frame; only frames above the protocol cap are cut off by the WebSocket layer.
-        .max_message_size(node_lite::proto::MAX_FRAME_LEN + 1024)
-        .max_frame_size(node_lite::proto::MAX_FRAME_LEN + 1024);
+        .max_message_size(shoal_proto::MAX_FRAME_LEN + 1024)
+        .max_frame_size(shoal_proto::MAX_FRAME_LEN + 1024);
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }

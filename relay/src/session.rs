@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use node_lite::identity::{PeerId, random_bytes};
-use node_lite::proto::{
-    self, AnchorError, Challenge, CheckpointNote, DecodeError, Deliver, ErrorCode, ErrorFrame,
-    Frame, InclusionPromise, Members, Ping, Promises, RoomId, SubmitReceipts, Welcome,
+use shoal_proto::identity::{PeerId, random_bytes};
+use shoal_proto::{
+    self as proto, AnchorError, Challenge, CheckpointNote, DecodeError, Deliver, ErrorCode,
+    ErrorFrame, Frame, InclusionPromise, Members, Ping, Promises, RoomId, SubmitReceipts, Welcome,
 };
 use tokio::sync::{Semaphore, mpsc};
 

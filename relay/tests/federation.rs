@@ -8,7 +8,7 @@
 //! - `key_command_prints_the_verifier_key`.
 //!
 //! A receipt submitted to relay A must end up included in A's log under a checkpoint that a
-//! `node_lite::tlog` light client accepts with a 2-of-3 witness quorum.
+//! `shoal_tlog` light client accepts with a 2-of-3 witness quorum.
 
 mod common;
 
@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_lite::receipt::Receipt;
-use node_lite::tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
-use node_lite::tlog::client::{ClientError, LightClient};
-use node_lite::tlog::note::{Note, NoteVerifier};
-use node_lite::tlog::remote::{LogHttp, StatusOptions, TrustedLog, receipt_status};
-use node_lite::tlog::{leaf_hash, verify_inclusion};
+use shoal_tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
+use shoal_tlog::client::{ClientError, LightClient};
+use shoal_tlog::note::{Note, NoteVerifier};
+use shoal_tlog::receipt::Receipt;
+use shoal_tlog::remote::{LogHttp, StatusOptions, TrustedLog, receipt_status};
+use shoal_tlog::{leaf_hash, verify_inclusion};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-relay");
 /// Generous: a loaded 2-core machine.
@@ -721,7 +721,7 @@ fn key_command_prints_the_verifier_key() {
     assert_eq!(parts[1].len(), 8);
     // The seed file is the relay identity; the key is its public half.
     let seed = std::fs::read(tmp.path().join("relay.key")).expect("relay.key");
-    let kp = node_lite::identity::Keypair::from_seed_slice(&seed).expect("seed");
+    let kp = shoal_proto::identity::Keypair::from_seed_slice(&seed).expect("seed");
     assert_eq!(v.public_key, kp.peer_id().0);
     // A configured name changes the name (and key id), not the key.
     let named = key_of(tmp.path(), &["--log-name", "relay-a.example/log"]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt as _;
-use node_lite::proto::{ErrorCode, Frame, Ping, RoomRef};
+use shoal_proto::{ErrorCode, Frame, Ping, RoomRef};
 use shoal_relay::Limits;
 
 #[tokio::test]
@@ -198,7 +198,7 @@ async fn slow_reader_is_dropped() {
         }
     });
     let payload = vec![0x5a; 32 * 1024];
-    let frame = Frame::Send(node_lite::proto::SendTo {
+    let frame = Frame::Send(shoal_proto::SendTo {
         room: room(1),
         to: b_id,
         payload,

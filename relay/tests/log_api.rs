@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use node_lite::tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
-use node_lite::tlog::client::{ClientError, LightClient};
-use node_lite::tlog::note::{Ed25519Signer, Note, NoteSignature, NoteSigner, NoteVerifier};
-use node_lite::tlog::tiles::{decode_bundle, encode_bundle};
-use node_lite::tlog::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use shoal_relay::log::{AddCheckpoint, Log, LogConfig, LogState, Witness, routes};
+use shoal_tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
+use shoal_tlog::client::{ClientError, LightClient};
+use shoal_tlog::note::{Ed25519Signer, Note, NoteSignature, NoteSigner, NoteVerifier};
+use shoal_tlog::tiles::{decode_bundle, encode_bundle};
+use shoal_tlog::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 
 const LOG_A: &str = "relay-a.shoal.invalid/log";
 
@@ -385,7 +385,7 @@ fn witness_cosigns_and_catches_equivocation() {
     let (code, eqs) = get(&http, &format!("{}/log/witness/equivocations", b.base));
     assert_eq!(code, 200);
     let eqs = json(&eqs);
-    let eq = node_lite::tlog::checkpoint::EquivocationProof {
+    let eq = shoal_tlog::checkpoint::EquivocationProof {
         a: eqs[0]["a"].as_str().expect("a").to_owned(),
         b: eqs[0]["b"].as_str().expect("b").to_owned(),
     };

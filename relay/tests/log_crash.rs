@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use node_lite::receipt::{Receipt, ReceiptBody, commitment};
-use node_lite::tlog::checkpoint::SignedCheckpoint;
-use node_lite::tlog::note::{Ed25519Signer, NoteSigner, NoteVerifier};
-use node_lite::tlog::tiles::{decode_bundle, encode_bundle};
-use node_lite::tlog::{Hash, MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
+use shoal_tlog::checkpoint::SignedCheckpoint;
+use shoal_tlog::note::{Ed25519Signer, NoteSigner, NoteVerifier};
+use shoal_tlog::receipt::{Receipt, ReceiptBody, commitment};
+use shoal_tlog::tiles::{decode_bundle, encode_bundle};
+use shoal_tlog::{Hash, MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
 
 const TEST_LOG_SEED: [u8; 32] = [42; 32];
 const TEST_LOG_NAME: &str = "crash-test.shoal.invalid/log";

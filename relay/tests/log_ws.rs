@@ -6,12 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use node_lite::proto::{self, ErrorCode, Frame, GetCheckpoint, SubmitReceipts};
-use node_lite::tlog::checkpoint::SignedCheckpoint;
-use node_lite::tlog::leaf_hash;
-use node_lite::tlog::note::NoteVerifier;
 use serde_bytes::ByteBuf;
+use shoal_proto::{self as proto, ErrorCode, Frame, GetCheckpoint, SubmitReceipts};
 use shoal_relay::Limits;
+use shoal_tlog::checkpoint::SignedCheckpoint;
+use shoal_tlog::leaf_hash;
+use shoal_tlog::note::NoteVerifier;
 
 /// Next anchoring answer (skipping pings and the like).
 async fn answer(c: &mut Raw) -> Frame {
@@ -146,8 +146,8 @@ async fn submit_and_checkpoint_over_websocket() {
 #[tokio::test]
 async fn signal_client_submits_receipts_and_gets_the_checkpoint() {
     use futures_util::StreamExt as _;
-    use node_lite::identity::Keypair;
     use node_lite::signal::{ClientConfig, Command, Event, spawn};
+    use shoal_proto::identity::Keypair;
 
     let relay = start(Limits::default()).await;
     let log = relay.relay.state.log.clone().expect("log mounted");

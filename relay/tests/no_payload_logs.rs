@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use node_lite::proto::{ErrorCode, Frame};
+use shoal_proto::{ErrorCode, Frame};
 use shoal_relay::Limits;
 
 #[derive(Clone, Default)]
@@ -55,7 +55,7 @@ async fn payload_marker_never_logged() {
     // Error paths with the marker too: unknown member, not in room, oversize, text frame.
     a.send_to(
         room(1),
-        node_lite::identity::PeerId([1; 32]),
+        shoal_proto::identity::PeerId([1; 32]),
         payload.clone(),
     )
     .await;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt as _;
-use node_lite::identity::Keypair;
-use node_lite::proto::{self, Auth, ErrorCode, Frame, Hello};
 use node_lite::signal::{ClientConfig, Command, Event, spawn};
+use shoal_proto::identity::Keypair;
+use shoal_proto::{self as proto, Auth, ErrorCode, Frame, Hello};
 use shoal_relay::Limits;
 
 fn client_config(urls: Vec<String>) -> ClientConfig {

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use node_lite::tlog::note::{Ed25519Signer, NoteVerifier};
-use node_lite::tlog::{leaf_hash, verify_consistency, verify_inclusion};
 use shoal_relay::log::{Log, LogConfig};
+use shoal_tlog::note::{Ed25519Signer, NoteVerifier};
+use shoal_tlog::{leaf_hash, verify_consistency, verify_inclusion};
 
 const SUBMITTERS: usize = 64;
 const ENTRY_BYTES: usize = 310;
@@ -224,14 +224,14 @@ async fn main() -> anyhow::Result<()> {
     // Checkpoint verification (signature) cost, as a light client pays it.
     let lv = NoteVerifier::new(
         "bench.shoal.invalid/log",
-        node_lite::tlog::note::NoteSigner::public_key(&Ed25519Signer::from_seed(
+        shoal_tlog::note::NoteSigner::public_key(&Ed25519Signer::from_seed(
             "bench.shoal.invalid/log",
             &[7; 32],
         )?),
     )?;
     let t = Instant::now();
     for _ in 0..200 {
-        node_lite::tlog::checkpoint::SignedCheckpoint::verify(note.as_bytes(), &lv, None)?;
+        shoal_tlog::checkpoint::SignedCheckpoint::verify(note.as_bytes(), &lv, None)?;
     }
     println!(
         "| checkpoint signature | — | {} | — | {:.1} |",

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use node_lite::tlog::note::Ed25519Signer;
 use shoal_relay::log::{Log, LogConfig, LogState, routes};
+use shoal_tlog::note::Ed25519Signer;
 
 /// Seed of the test log key (tests derive the same verifier key).
 pub const TEST_LOG_SEED: [u8; 32] = [42; 32];

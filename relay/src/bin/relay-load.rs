@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures_util::{SinkExt as _, StreamExt as _};
-use node_lite::identity::{Keypair, PeerId};
-use node_lite::proto::{self, Auth, Frame, Hello, RoomId, RoomRef, SendTo};
+use shoal_proto::identity::{Keypair, PeerId};
+use shoal_proto::{self as proto, Auth, Frame, Hello, RoomId, RoomRef, SendTo};
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 

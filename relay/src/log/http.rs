@@ -29,18 +29,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use node_lite::receipt::{MAX_RECEIPT_BYTES, Receipt};
-use node_lite::tlog::Hash;
-use node_lite::tlog::checkpoint::Checkpoint;
-use node_lite::tlog::note::{Note, NoteSigner};
-use node_lite::tlog::tiles::{Tile, decode_bundle, encode_bundle};
 use serde::{Deserialize, Serialize};
+use shoal_tlog::Hash;
+use shoal_tlog::checkpoint::Checkpoint;
+use shoal_tlog::note::{Note, NoteSigner};
+use shoal_tlog::receipt::{MAX_RECEIPT_BYTES, Receipt};
+use shoal_tlog::tiles::{Tile, decode_bundle, encode_bundle};
 
 use super::store::{Log, LogError};
 use super::witness::{AddCheckpoint, MAX_ADD_CHECKPOINT_BYTES, Witness, WitnessError};
 
 /// Most receipts in one submission.
-pub const MAX_SUBMIT_RECEIPTS: usize = node_lite::proto::MAX_SUBMIT_RECEIPTS;
+pub const MAX_SUBMIT_RECEIPTS: usize = shoal_proto::MAX_SUBMIT_RECEIPTS;
 /// Largest submission body: a full batch of maximal receipts, base64 in JSON.
 pub const MAX_SUBMIT_BYTES: usize = MAX_SUBMIT_RECEIPTS * (MAX_RECEIPT_BYTES + 2) * 4 / 3 + 4096;
 
@@ -100,11 +100,7 @@ impl LogState {
             && let Ok(n) = Note::parse(note.as_bytes())
             && let Ok(cp) = Checkpoint::parse_body(&n.text)
         {
-            let fork = Checkpoint::new(
-                &cp.origin,
-                size,
-                node_lite::tlog::node_hash(&cp.root, &cp.root),
-            );
+            let fork = Checkpoint::new(&cp.origin, size, shoal_tlog::node_hash(&cp.root, &cp.root));
             if let Ok(f) = fork.sign(eq.signer.as_ref()) {
                 return Some(f.to_text());
             }
@@ -149,10 +145,7 @@ impl LogState {
             }
             receipts
         };
-        let hashes: Vec<Hash> = receipts
-            .iter()
-            .map(|r| node_lite::tlog::leaf_hash(r))
-            .collect();
+        let hashes: Vec<Hash> = receipts.iter().map(|r| shoal_tlog::leaf_hash(r)).collect();
         let idx = self.log.append(receipts).await.map_err(SubmitError::Log)?;
         Ok(idx
             .into_iter()

@@ -1,6 +1,6 @@
 //! The receipt transparency log served by a relay (issue 6): durable storage with group
 //! commit ([`store`]), the HTTP routes ([`http`]), and witnessing other relays' logs
-//! ([`witness`]). Formats and proof logic live in `node_lite::tlog` (shared with the
+//! ([`witness`]). Formats and proof logic live in `shoal_tlog` (shared with the
 //! browser's light client). [`peers`] runs witnessing between relays. See `relay/ARCHITECTURE-relay.md`.
 
 /// `From<redb::*Error>` for an error enum with a `Storage(redb::Error)` variant, so `?` works on

@@ -19,9 +19,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use node_lite::tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
-use node_lite::tlog::note::{Note, NoteSignature, NoteVerifier};
-use node_lite::tlog::remote::{AddCheckpointReply, LogHttp};
+use shoal_tlog::checkpoint::{CosignatureVerifier, SignedCheckpoint};
+use shoal_tlog::note::{Note, NoteSignature, NoteVerifier};
+use shoal_tlog::remote::{AddCheckpointReply, LogHttp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -100,7 +100,7 @@ impl PeerWorker {
             .witness
             .latest(&origin)
             .map_err(|e| e.to_string())?
-            .unwrap_or((0, node_lite::tlog::EMPTY_ROOT));
+            .unwrap_or((0, shoal_tlog::EMPTY_ROOT));
         let new = sc.checkpoint.size;
         if new < old {
             tracing::warn!(peer = %self.peer.url, %origin, old, new, "peer log went backwards");
@@ -222,7 +222,7 @@ pub fn spawn(
 /// Up to ±25 % jitter so peers do not poll in lockstep.
 fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
-    let _ = node_lite::identity::random_bytes(&mut b);
+    let _ = shoal_proto::identity::random_bytes(&mut b);
     let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
     d.mul_f64(0.75 + r * 0.5)
 }

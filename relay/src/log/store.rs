@@ -18,11 +18,11 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use node_lite::tlog::checkpoint::Checkpoint;
-use node_lite::tlog::note::NoteSigner;
-use node_lite::tlog::tiles::{Tile, TileKind, encode_bundle};
-use node_lite::tlog::{self, Frontier, Hash, HashReader, ProofError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use shoal_tlog::checkpoint::Checkpoint;
+use shoal_tlog::note::NoteSigner;
+use shoal_tlog::tiles::{Tile, TileKind, encode_bundle};
+use shoal_tlog::{self as tlog, Frontier, Hash, HashReader, ProofError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use node_lite::tlog::checkpoint::{
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use shoal_tlog::checkpoint::{
     Checkpoint, CosignatureVerifier, EquivocationProof, SignedCheckpoint, cosign,
 };
-use node_lite::tlog::note::{Note, NoteSigner, NoteVerifier};
-use node_lite::tlog::{Hash, verify_consistency};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use shoal_tlog::note::{Note, NoteSigner, NoteVerifier};
+use shoal_tlog::{Hash, verify_consistency};
 
 /// origin → latest cosigned checkpoint note (as received, log signature included).
 const WITNESSED: TableDefinition<&str, &str> = TableDefinition::new("witnessed");
@@ -182,7 +182,7 @@ impl Witness {
             .get(&origin)
             .ok_or_else(|| WitnessError::UnknownOrigin(origin.clone()))?;
         let new = SignedCheckpoint::verify_note(note, log, Some(&origin)).map_err(|e| match e {
-            node_lite::tlog::checkpoint::CheckpointError::Note(_) => WitnessError::Forbidden,
+            shoal_tlog::checkpoint::CheckpointError::Note(_) => WitnessError::Forbidden,
             e => WitnessError::BadRequest(e.to_string()),
         })?;
         if req.old_size > new.checkpoint.size {
@@ -204,7 +204,7 @@ impl Witness {
             let (stored_size, stored_root) = stored
                 .as_ref()
                 .map(|s| (s.checkpoint.size, s.checkpoint.root))
-                .unwrap_or((0, node_lite::tlog::EMPTY_ROOT));
+                .unwrap_or((0, shoal_tlog::EMPTY_ROOT));
             if stored_size == new.checkpoint.size
                 && let Some(s) = &stored
                 && s.checkpoint.root != new.checkpoint.root

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use node_lite::identity::{Keypair, PeerId};
-use node_lite::proto::{self, Auth, ErrorCode, Frame, Hello, RoomId, RoomRef, SendTo};
-use node_lite::receipt::{Receipt, ReceiptBody, commitment};
-use node_lite::tlog::note::{Ed25519Signer, NoteSigner};
+use shoal_proto::identity::{Keypair, PeerId};
+use shoal_proto::{self as proto, Auth, ErrorCode, Frame, Hello, RoomId, RoomRef, SendTo};
 use shoal_relay::{Config, Limits, Relay};
+use shoal_tlog::note::{Ed25519Signer, NoteSigner};
+use shoal_tlog::receipt::{Receipt, ReceiptBody, commitment};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

@@ -639,7 +639,7 @@ proptest! {
 fn keypair_signer_matches_ed25519_signer() {
     use super::checkpoint::{Checkpoint, CosignatureVerifier, SignedCheckpoint, cosign};
     use super::note::{Ed25519Signer, KeypairSigner, NoteVerifier};
-    use crate::identity::Keypair;
+    use shoal_proto::identity::Keypair;
     let seed = [9u8; 32];
     let name = "relay.example/log";
     let a = KeypairSigner::new(name, Keypair::from_seed(seed).unwrap()).unwrap();

@@ -13,7 +13,7 @@ use blake2::Blake2b;
 use blake2::digest::{Digest, consts::U32};
 use serde::{Deserialize, Serialize};
 
-use crate::tlog::note::{NoteSigner, ed25519_verify};
+use crate::note::{NoteSigner, ed25519_verify};
 
 /// The only encoding version so far.
 pub const RECEIPT_VERSION: u8 = 1;
@@ -220,15 +220,15 @@ impl Receipt {
     }
 
     /// The log leaf hash of this receipt.
-    pub fn leaf_hash(&self) -> crate::tlog::Hash {
-        crate::tlog::leaf_hash(&self.encode())
+    pub fn leaf_hash(&self) -> crate::Hash {
+        crate::leaf_hash(&self.encode())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tlog::note::Ed25519Signer;
+    use crate::note::Ed25519Signer;
 
     fn signer(b: u8) -> Ed25519Signer {
         Ed25519Signer::from_seed("k", &[b; 32]).expect("signer")
@@ -259,7 +259,7 @@ mod tests {
         assert!(bytes.len() < 320, "{} bytes", bytes.len());
         let back = Receipt::decode_verified(&bytes).expect("valid");
         assert_eq!(back, rc);
-        assert_eq!(back.leaf_hash(), crate::tlog::leaf_hash(&bytes));
+        assert_eq!(back.leaf_hash(), crate::leaf_hash(&bytes));
     }
 
     #[test]

@@ -277,17 +277,17 @@ impl NoteSigner for Ed25519Signer {
     }
 }
 
-/// A node's or relay's long-term identity ([`crate::identity::Keypair`]: libsodium natively
+/// A node's or relay's long-term identity ([`shoal_proto::identity::Keypair`]: libsodium natively
 /// with feature `sodium`, ed25519-dalek otherwise; byte-identical) as a note signer, so one
 /// key signs the relay handshake, its checkpoints (alg `0x01`) and its cosignatures (`0x04`).
 pub struct KeypairSigner {
     name: String,
-    key: crate::identity::Keypair,
+    key: shoal_proto::identity::Keypair,
 }
 
 impl KeypairSigner {
     /// `name` is the key name in notes (for a relay: its checkpoint origin).
-    pub fn new(name: &str, key: crate::identity::Keypair) -> Result<Self, NoteError> {
+    pub fn new(name: &str, key: shoal_proto::identity::Keypair) -> Result<Self, NoteError> {
         if !is_valid_name(name) {
             return Err(NoteError::BadName);
         }

@@ -22,7 +22,10 @@
 //! - A whole frame is at most [`MAX_FRAME_LEN`] bytes (a relay may set a lower limit); an opaque
 //!   payload at most [`MAX_PAYLOAD_LEN`].
 //!
-//! Decoding never panics on any input (property-tested; see `tests` and `node-lite/fuzz`).
+//! Decoding never panics on any input (property-tested: `decode_arbitrary` in `frames.rs`; `PROPTEST_CASES=1000000` for a long run).
+//!
+//! The crate also holds [`identity`] (Ed25519 keys and peer ids: libsodium natively with
+//! feature `sodium`, ed25519-dalek otherwise; byte-identical), which every frame names.
 //!
 //! # Handshake
 //!
@@ -34,7 +37,13 @@
 //! ```
 //! Nothing but `Hello`/`Auth` (and `Ping`/`Pong`) is accepted before `Welcome`.
 
+// `deny` rather than `forbid`: `identity::sodium` (libsodium FFI, feature `sodium`, native only)
+// opts in with `#[allow(unsafe_code)]`.
+#![deny(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
+
+pub mod identity;
 
 use crate::identity::PeerId;
 

@@ -11,15 +11,19 @@
 //!   (included / witnessed per receipt), for `shoal-node receipts` and the relay's witness.
 //! - [`client`]: the light client (checkpoint signature, k-of-n witness quorum, inclusion,
 //!   consistency with the last checkpoint seen).
+//! - [`receipt`]: signed job receipts, the log's entries.
 //!
 //! Storage model. A tree of `n` leaves stores every *complete* subtree hash `(level, index)`:
 //! the subtree covering leaves `[index << level, (index + 1) << level)`. These hashes never
 //! change once written, a tree of `n` leaves has fewer than `2n` of them, and every proof or
 //! tree head for any size `≤ n` needs `O(log n)` of them.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod client;
 pub mod note;
+pub mod receipt;
 #[cfg(all(feature = "fetch", not(target_family = "wasm")))]
 pub mod remote;
 pub mod tiles;

@@ -549,7 +549,7 @@ fn log_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tlog::note::Ed25519Signer;
+    use crate::note::Ed25519Signer;
 
     /// Nothing listens: every failure is reported per log, receipts are "not included",
     /// nothing panics, and it does not hang past the timeout.
