@@ -77,7 +77,11 @@ bg_wait() {
     kill -0 "$pid" 2>/dev/null || break
     n="$(grep -c 'Compiling\|Checking' "$logf" 2>/dev/null || true)"
     m=$(( ($(date +%s) - t0) / 60 ))
-    log "   … waiting $m min for $name: ${n:-0} crates built so far (cold ≈ $cold min in all)"
+    if [ "${n:-0}" -gt 0 ]; then
+      log "   … waiting $m min for $name: $n crates built so far (cold ≈ $cold min in all)"
+    else
+      log "   … waiting $m min for $name (≈ $cold min in all on a cold 2-core machine)"
+    fi
   done
   if ! wait "$pid"; then
     cat "$logf" >&2
