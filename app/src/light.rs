@@ -21,7 +21,7 @@ use node_lite::receipt::Receipt;
 use node_lite::tlog::checkpoint::CosignatureVerifier;
 use node_lite::tlog::client::{ClientError, LightClient};
 use node_lite::tlog::note::NoteVerifier;
-use node_lite::tlog::{Hash, leaf_hash};
+use node_lite::tlog::{Hash, api, leaf_hash};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -164,21 +164,8 @@ fn query_quorum() -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
-#[derive(Deserialize)]
-struct ProofJson {
-    index: u64,
-    proof: Vec<String>,
-}
-
 fn hashes(b64s: &[String]) -> Result<Vec<Hash>, String> {
-    b64s.iter()
-        .map(|s| {
-            B64.decode(s)
-                .ok()
-                .and_then(|v| <Hash>::try_from(v.as_slice()).ok())
-                .ok_or_else(|| "bad hash in proof".to_owned())
-        })
-        .collect()
+    api::decode_proof(b64s).map_err(|e| format!("proof: {e}"))
 }
 
 /// My receipts, from IndexedDB (base64 strings; undecodable ones are skipped).
@@ -194,7 +181,7 @@ async fn my_receipts() -> Result<Vec<Receipt>, String> {
 }
 
 async fn trust(report: &mut Report) -> Result<Trust, String> {
-    let published: Option<Trust> = match get("/log/keys").await {
+    let published: Option<Trust> = match get(api::KEYS).await {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
     };
@@ -258,7 +245,7 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
     if let Some(l) = &last {
         client = client.clone().with_last(l.as_bytes()).unwrap_or(client);
     }
-    let (status, note) = get("/log/checkpoint").await?;
+    let (status, note) = get(api::CHECKPOINT).await?;
     if status != 200 {
         return Err(format!("no checkpoint yet (HTTP {status})"));
     }
@@ -274,15 +261,12 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
             .checkpoint
             .size;
             if new > old {
-                let (s, body) = get(&format!("/log/proof/consistency?old={old}&new={new}")).await?;
+                let (s, body) = get(&api::consistency_path(old, new)).await?;
                 if s != 200 {
                     return Err(format!("consistency proof: HTTP {s}"));
                 }
-                #[derive(Deserialize)]
-                struct C {
-                    proof: Vec<String>,
-                }
-                let c: C = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let c: api::ConsistencyResponse =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
                 hashes(&c.proof)?
             } else {
                 Vec::new()
@@ -319,16 +303,15 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
 
     for (r, view) in receipts.iter().zip(report.receipts.iter_mut()) {
         let leaf = leaf_hash(&r.encode());
-        let (s, body) = get(&format!(
-            "/log/proof/inclusion?leaf_hash={}&size={}",
-            hex::encode(leaf),
-            accepted.checkpoint.size
+        let (s, body) = get(&api::inclusion_by_leaf_path(
+            &leaf,
+            accepted.checkpoint.size,
         ))
         .await?;
         if s != 200 {
             continue; // not (yet) in this log
         }
-        let p: ProofJson = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let p: api::InclusionResponse = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         if LightClient::verify_inclusion(&accepted.checkpoint, p.index, &leaf, &hashes(&p.proof)?)
             .is_ok()
         {

@@ -48,7 +48,7 @@ function sentences(n, words, seed = 0x9E3779B97F4A7C15n) {
 }
 const SHORT = sentences(256, 10);
 const LONG = sentences(256, 126, 0x1234567887654321n);
-const GOLDEN = JSON.parse(readFileSync(join(ROOT, "node-lite/tests/data/golden.json"), "utf8")).items;
+const GOLDEN = JSON.parse(readFileSync(join(ROOT, "node-lite/model/tests/data/golden.json"), "utf8")).items;
 
 function cosine(a, b) {
   let d = 0, na = 0, nb = 0;

@@ -1,50 +1,33 @@
-//! `node-lite` is the Shoal node as a library: everything a browser tab and the native
-//! `shoal-node` binary share.
+//! `node-lite` is the Shoal node as one library for the browser tab and the native
+//! `shoal-node` binary (crate `node-lite/cli`). It holds no code of its own: it re-exports the
+//! node's crates under one roof, and its features pick what a build needs.
 //!
-//! - [`model`]: all-MiniLM-L6-v2 in burn — tokenizer, BERT encoder, mean pooling, L2 norm.
-//! - [`weights`]: the chunked, hashed weight format (manifest + burnpack chunks), its
-//!   verification, and (feature `import`) the safetensors importer.
-//! - [`vector`]: small vector maths shared by search, tests and benches.
-//! - [`tlog`] (crate `shoal-tlog`): RFC 9162 Merkle log proofs, C2SP signed notes,
-//!   checkpoints, cosignatures, tiles, and the light client that verifies them; [`receipt`]:
-//!   signed job receipts, the entries of the transparency log.
-//! - [`proto`] (crate `shoal-proto`): the versioned binary wire frames shared by app, node and
-//!   relay; [`identity`]: Ed25519 identities (libsodium natively with feature `sodium`,
-//!   ed25519-dalek otherwise; byte-identical).
-//! - [`circle`]: circle keys and links, room ids, sealed signaling payloads.
-//! - [`seal`]: end-to-end sealed data channels between two members (X25519 + XChaCha20-Poly1305).
-//! - [`jobs`]: the sans-IO job engine that shards an embedding job across a circle.
-//! - [`rtc`]: circle members over WebRTC: sans-IO peer session + job driver, webrtc-rs driver.
-//! - [`signal`]: the signaling client (sans-IO core; tokio or browser driver with feature `signal`).
+//! | module | crate | what |
+//! | --- | --- | --- |
+//! | [`proto`], [`identity`] | `shoal-proto` | versioned wire frames; Ed25519 identities |
+//! | [`tlog`], [`receipt`] | `shoal-tlog` | the receipt transparency log: proofs, notes, checkpoints, tiles, light client; signed job receipts |
+//! | [`weights`] | `shoal-weights` | chunked, hashed weights + manifests, verified before use |
+//! | `model` (feature `model`) | `shoal-model` | all-MiniLM-L6-v2: tokenizer, burn BERT, the fast CPU encoder, the importer |
+//! | [`vector`], `index` (native) | `shoal-search` | cosine and top-k; the CLI's passage index |
+//! | [`circle`], [`seal`], [`signal`], [`jobs`], [`rtc`] | `shoal-mesh` | circles: keys, sealed channels, signaling, the job engine, WebRTC |
 //!
-//! Platform code is gated by `cfg(all(target_family = "wasm", target_os = "unknown"))`.
+//! Features: `cpu` / `gpu` (model engines), `wasm-simd` / `wasm-relaxed-simd` (browser
+//! kernels), `import` (safetensors importer), `fetch` (weights and log over HTTP natively),
+//! `sodium` (libsodium natively), `signal`, `rtc-native`, `rtc-web`. None is on by default.
 
-// `deny` rather than `forbid`: the exceptions are `seal::sodium` (libsodium FFI, feature
-// `sodium`, native only), and `model::fast`'s GEMM kernels (SIMD intrinsics, tile pointers), which opt in with
-// `#[allow(unsafe_code)]`. Everything else stays safe.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
-pub mod circle;
-#[cfg(not(target_family = "wasm"))]
-pub mod index;
-pub mod jobs;
-#[cfg(not(target_family = "wasm"))]
-pub mod receipt_store;
-pub mod rtc;
-pub mod seal;
-pub mod signal;
-pub mod vector;
-
-// The lower layers, crates of their own (the relay links only these), under their old paths.
+pub use shoal_mesh::{circle, jobs, rtc, seal, signal};
 pub use shoal_proto::identity;
+pub use shoal_proto::{EMBEDDING_DIM, MODEL_NAME};
+#[cfg(not(target_family = "wasm"))]
+pub use shoal_search::index;
+pub use shoal_search::vector;
 pub use shoal_tlog::receipt;
+#[cfg(not(target_family = "wasm"))]
+pub use shoal_tlog::receipt_store;
+pub use shoal_weights as weights;
 pub use {shoal_proto as proto, shoal_tlog as tlog};
-pub mod weights;
 
 #[cfg(feature = "model")]
-pub mod model;
-
-/// The model every Shoal node runs today.
-pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
-/// Width of one embedding vector.
-pub const EMBEDDING_DIM: usize = 384;
+pub use shoal_model as model;

@@ -204,6 +204,7 @@ impl Default for Config {
 
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("reading config file {path}: {source}")]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod web;
 
 pub use config::{Args, Config, Limits};

@@ -1,7 +1,6 @@
 //! One WebSocket session: handshake, then the frame loop. Payload bytes are forwarded, never
 //! logged or stored.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +18,7 @@ use tokio::time::{sleep_until, timeout};
 
 use crate::limits::{TokenBucket, Violations};
 use crate::rooms::{Out, Peer};
-use crate::server::AppState;
+use crate::state::{AdmissionGuard, AppState};
 
 /// WebSocket close codes used by the relay.
 mod close {
@@ -34,18 +33,6 @@ fn close_code(code: ErrorCode) -> u16 {
         ErrorCode::ShuttingDown => close::GOING_AWAY,
         ErrorCode::RelayFull | ErrorCode::TooManySessionsFromAddress => close::TRY_AGAIN_LATER,
         _ => close::POLICY,
-    }
-}
-
-/// Releases the admission slot (per-IP and total counters) when the session ends.
-pub struct AdmissionGuard {
-    pub(crate) state: AppState,
-    pub(crate) ip: IpAddr,
-}
-
-impl Drop for AdmissionGuard {
-    fn drop(&mut self) {
-        self.state.release(self.ip);
     }
 }
 

@@ -321,7 +321,7 @@ fn shoal_node_bin() -> PathBuf {
         .expect("target dir");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p node-lite --bin shoal-node` first (`cargo test \
+        "{} is missing: run `cargo build -p shoal-node --bin shoal-node` first (`cargo test \
          --workspace` builds it)",
         bin.display()
     );

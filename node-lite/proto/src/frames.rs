@@ -1,6 +1,8 @@
 //! The frame types and their encoding.
 
 use serde::de::DeserializeOwned;
+
+use crate::envelope::EnvelopeError;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -272,17 +274,13 @@ pub mod tag {
 }
 
 fn body<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    let (v, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| DecodeError::Malformed {
-        kind,
-        reason: e.to_string(),
-    })?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Trailing {
+    crate::envelope::take_all(bytes).map_err(|e| match e {
+        EnvelopeError::Trailing(extra) => DecodeError::Trailing { kind, extra },
+        e => DecodeError::Malformed {
             kind,
-            extra: rest.len(),
-        });
-    }
-    Ok(v)
+            reason: e.to_string(),
+        },
+    })
 }
 
 fn check_payload(len: usize) -> Result<(), DecodeError> {

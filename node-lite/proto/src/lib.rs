@@ -43,6 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod envelope;
 pub mod identity;
 
 use crate::identity::PeerId;
@@ -52,6 +53,10 @@ pub use frames::*;
 
 /// The version byte this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The embedding model every node runs (jobs, indexes and weight manifests name it).
+pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
+/// Its output dimension: the length of every embedding vector on the wire.
+pub const EMBEDDING_DIM: usize = 384;
 /// Hard upper bound on an encoded frame, in bytes (version + tag + body).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Hard upper bound on an opaque payload inside `Send`/`Deliver`.
@@ -93,6 +98,7 @@ impl std::fmt::Debug for RoomId {
 
 /// Why a frame could not be decoded (or encoded).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Zero or one byte: no version and tag.
     #[error("frame too short ({0} bytes)")]

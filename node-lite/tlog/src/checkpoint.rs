@@ -19,6 +19,7 @@ use super::note::{
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum CheckpointError {
     #[error("malformed checkpoint: {0}")]
     Malformed(&'static str),

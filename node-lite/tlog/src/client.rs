@@ -16,6 +16,7 @@ use super::note::{Note, NoteVerifier};
 use super::{Hash, ProofError, verify_consistency, verify_inclusion};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),

@@ -7,11 +7,14 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint`, C2SP `tlog-cosignature` (cosignature/v1) and
 //!   equivocation proofs.
 //! - [`tiles`]: C2SP `tlog-tiles` paths and tile data.
+//! - [`api`]: the relay log's HTTP API (paths, bodies, checked decoding), defined once for
+//!   the relay, the native client and the page.
 //! - `remote` (native, feature `fetch`): the relay log API over HTTP and `receipt_status`
 //!   (included / witnessed per receipt), for `shoal-node receipts` and the relay's witness.
 //! - [`client`]: the light client (checkpoint signature, k-of-n witness quorum, inclusion,
 //!   consistency with the last checkpoint seen).
 //! - [`receipt`]: signed job receipts, the log's entries.
+//! - `receipt_store` (native): a node's own receipts, appended to a file with `fsync`.
 //!
 //! Storage model. A tree of `n` leaves stores every *complete* subtree hash `(level, index)`:
 //! the subtree covering leaves `[index << level, (index + 1) << level)`. These hashes never
@@ -20,10 +23,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod checkpoint;
 pub mod client;
 pub mod note;
 pub mod receipt;
+#[cfg(not(target_family = "wasm"))]
+pub mod receipt_store;
 #[cfg(all(feature = "fetch", not(target_family = "wasm")))]
 pub mod remote;
 pub mod tiles;
@@ -64,6 +70,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 
 /// Why a proof could not be produced or did not verify.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum ProofError {
     #[error("index {index} is not below tree size {size}")]
     IndexOutOfRange { index: u64, size: u64 },

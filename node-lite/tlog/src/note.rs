@@ -26,6 +26,7 @@ pub const MAX_NOTE_SIGNATURES: usize = 100;
 const SIG_PREFIX: &str = "\u{2014} ";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum NoteError {
     #[error("malformed note: {0}")]
     Malformed(&'static str),

@@ -24,6 +24,7 @@ const WORKER_DOMAIN: &[u8] = b"shoal/receipt/v1/worker\0";
 const REQUESTER_DOMAIN: &[u8] = b"shoal/receipt/v1/requester\0";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum ReceiptError {
     #[error("receipt is {0} bytes, more than the {MAX_RECEIPT_BYTES} allowed")]
     TooLarge(usize),

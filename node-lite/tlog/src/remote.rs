@@ -7,20 +7,19 @@
 use std::io::Read as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
+use super::api::{self, ConsistencyResponse, Equivocation, InclusionResponse, SubmitResponse};
 use super::checkpoint::{CosignatureVerifier, EquivocationProof, SignedCheckpoint};
 use super::client::{ClientError, LightClient};
 use super::note::NoteVerifier;
 use super::{Hash, leaf_hash};
 
-/// Largest response body read from a relay.
-pub const MAX_BODY_BYTES: u64 = 1 << 20;
+pub use api::MAX_BODY_BYTES;
 
 /// Failures talking to a relay's log.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FetchError {
     /// The relay answered with an error status.
     #[error("{url}: HTTP {status}: {body}")]
@@ -61,35 +60,6 @@ pub enum AddCheckpointReply {
 pub struct LogHttp {
     base: String,
     agent: ureq::Agent,
-}
-
-#[derive(Deserialize)]
-struct ProofJson {
-    proof: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct InclusionJson {
-    index: u64,
-    proof: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct PromiseJson {
-    index: u64,
-    leaf_hash: String,
-}
-
-#[derive(Deserialize)]
-struct SubmitJson {
-    origin: String,
-    promises: Vec<PromiseJson>,
-}
-
-#[derive(Deserialize)]
-struct EquivocationJson {
-    a: String,
-    b: String,
 }
 
 impl LogHttp {
@@ -161,8 +131,8 @@ impl LogHttp {
 
     /// `GET /log/checkpoint`: signed note text (with the cosignatures the relay collected).
     pub fn checkpoint(&self) -> Result<String, FetchError> {
-        let url = format!("{}/log/checkpoint", self.base);
-        let body = self.get("/log/checkpoint")?;
+        let url = format!("{}{}", self.base, api::CHECKPOINT);
+        let body = self.get(api::CHECKPOINT)?;
         String::from_utf8(body).map_err(|_| FetchError::Malformed {
             url,
             message: "not UTF-8".into(),
@@ -171,8 +141,8 @@ impl LogHttp {
 
     /// `GET /log/proof/consistency?old=A&new=B`.
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, FetchError> {
-        let path = format!("/log/proof/consistency?old={old}&new={new}");
-        let j: ProofJson = self.json(&path)?;
+        let path = api::consistency_path(old, new);
+        let j: ConsistencyResponse = self.json(&path)?;
         hashes(&format!("{}{path}", self.base), &j.proof)
     }
 
@@ -183,11 +153,8 @@ impl LogHttp {
         leaf: &Hash,
         size: u64,
     ) -> Result<Option<(u64, Vec<Hash>)>, FetchError> {
-        let path = format!(
-            "/log/proof/inclusion?leaf_hash={}&size={size}",
-            hex::encode(leaf)
-        );
-        match self.json::<InclusionJson>(&path) {
+        let path = api::inclusion_by_leaf_path(leaf, size);
+        match self.json::<InclusionResponse>(&path) {
             Ok(j) => Ok(Some((
                 j.index,
                 hashes(&format!("{}{path}", self.base), &j.proof)?,
@@ -199,7 +166,7 @@ impl LogHttp {
 
     /// `POST /log/submit` (entry bundle): `(origin, [(index, leaf hash)])` once committed.
     pub fn submit(&self, receipts: &[Vec<u8>]) -> Result<(String, Vec<(u64, Hash)>), FetchError> {
-        let url = format!("{}/log/submit", self.base);
+        let url = format!("{}{}", self.base, api::SUBMIT);
         let bad = |m: &str| FetchError::Malformed {
             url: url.clone(),
             message: m.to_owned(),
@@ -214,13 +181,10 @@ impl LogHttp {
                 .send_bytes(&body),
         )?;
         let resp = ok(url.clone(), status, resp)?;
-        let j: SubmitJson = serde_json::from_slice(&resp).map_err(|e| bad(&e.to_string()))?;
+        let j: SubmitResponse = serde_json::from_slice(&resp).map_err(|e| bad(&e.to_string()))?;
         let mut out = Vec::with_capacity(j.promises.len());
         for p in j.promises {
-            let h = hex::decode(&p.leaf_hash)
-                .ok()
-                .and_then(|v| <Hash>::try_from(v).ok())
-                .ok_or_else(|| bad("bad leaf hash"))?;
+            let h = p.leaf().map_err(|e| bad(&format!("leaf hash: {e}")))?;
             out.push((p.index, h));
         }
         Ok((j.origin, out))
@@ -229,7 +193,7 @@ impl LogHttp {
     /// `POST /log/witness/add-checkpoint` (C2SP tlog-witness) with a body made by
     /// `AddCheckpoint::encode` (relay) or by hand: `old N\n` + proof lines + `\n` + note.
     pub fn add_checkpoint(&self, body: &str) -> Result<AddCheckpointReply, FetchError> {
-        let url = format!("{}/log/witness/add-checkpoint", self.base);
+        let url = format!("{}{}", self.base, api::WITNESS_ADD_CHECKPOINT);
         let (status, ct, resp) = Self::result(
             &url,
             self.agent
@@ -263,7 +227,7 @@ impl LogHttp {
     /// `GET /log/witness/checkpoint?origin=O`: the latest checkpoint of `origin` this relay
     /// cosigned, with its cosignature; `Ok(None)` if it never witnessed that log.
     pub fn witnessed(&self, origin: &str) -> Result<Option<String>, FetchError> {
-        let path = format!("/log/witness/checkpoint?origin={}", urlencode(origin));
+        let path = api::witnessed_path(origin);
         match self.get(&path) {
             Ok(b) => Ok(String::from_utf8(b).ok()),
             Err(e) if e.status() == Some(404) => Ok(None),
@@ -274,7 +238,7 @@ impl LogHttp {
     /// `GET /log/witness/equivocations`: proofs this relay caught (unverified: check each with
     /// [`EquivocationProof::verify`] against the accused log's key).
     pub fn equivocations(&self) -> Result<Vec<EquivocationProof>, FetchError> {
-        let v: Vec<EquivocationJson> = self.json("/log/witness/equivocations")?;
+        let v: Vec<Equivocation> = self.json(api::WITNESS_EQUIVOCATIONS)?;
         Ok(v.into_iter()
             .map(|e| EquivocationProof { a: e.a, b: e.b })
             .collect())
@@ -292,36 +256,10 @@ fn ok(url: String, status: u16, body: Vec<u8>) -> Result<Vec<u8>, FetchError> {
 }
 
 fn hashes(url: &str, v: &[String]) -> Result<Vec<Hash>, FetchError> {
-    if v.len() > 64 {
-        return Err(FetchError::Malformed {
-            url: url.to_owned(),
-            message: "proof too long".into(),
-        });
-    }
-    v.iter()
-        .map(|s| {
-            B64.decode(s)
-                .ok()
-                .and_then(|b| <Hash>::try_from(b).ok())
-                .ok_or_else(|| FetchError::Malformed {
-                    url: url.to_owned(),
-                    message: "bad proof hash".into(),
-                })
-        })
-        .collect()
-}
-
-/// Percent-encodes everything but unreserved characters (origins contain `/`).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    api::decode_proof(v).map_err(|e| FetchError::Malformed {
+        url: url.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// A relay log the caller trusts to exist: where it is and its C2SP verifier key
@@ -580,6 +518,9 @@ mod tests {
         assert_eq!(rep.receipts.len(), 1);
         assert!(!rep.receipts[0].included && !rep.receipts[0].witnessed);
         assert_eq!(rep.receipts[0].leaf_hash, leaf_hash(b"receipt"));
-        assert_eq!(urlencode("a.example/log"), "a.example%2Flog");
+        assert_eq!(
+            api::witnessed_path("a.example/log"),
+            "/log/witness/checkpoint?origin=a.example%2Flog"
+        );
     }
 }

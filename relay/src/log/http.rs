@@ -29,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shoal_tlog::Hash;
+use shoal_tlog::api;
 use shoal_tlog::checkpoint::Checkpoint;
 use shoal_tlog::note::{Note, NoteSigner};
 use shoal_tlog::receipt::{MAX_RECEIPT_BYTES, Receipt};
@@ -58,16 +59,7 @@ pub struct LogState {
     pub keys: Option<Arc<LogKeys>>,
 }
 
-/// The keys a light client needs to check this log: the log's verifier key and the
-/// cosigner keys of the witnesses whose cosignatures this relay collects. A page served by
-/// the relay trusts them on first use and pins them (see `app/README.md`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LogKeys {
-    /// C2SP signed-note verifier key of this log (`shoal-relay key`).
-    pub log: String,
-    /// cosignature/v1 verifier keys of the configured witnesses (the peer relays).
-    pub witnesses: Vec<String>,
-}
+pub use shoal_tlog::api::LogKeys;
 
 /// The equivocation test hook: once the latest honest checkpoint carries at least
 /// `after_cosignatures` cosignatures, `/log/checkpoint` (HTTP and WebSocket) serves a fork
@@ -160,6 +152,7 @@ impl LogState {
 
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// A receipt does not decode or a signature does not verify; or the batch is empty.
     #[error("{0}")]
@@ -175,23 +168,23 @@ pub enum SubmitError {
 /// The log's routes, all under `/log`.
 pub fn routes(state: LogState) -> Router {
     Router::new()
-        .route("/log/checkpoint", get(checkpoint))
-        .route("/log/keys", get(keys))
-        .route("/log/tile/{*path}", get(tile))
+        .route(api::CHECKPOINT, get(checkpoint))
+        .route(api::KEYS, get(keys))
+        .route(&format!("{}{{*path}}", api::TILE), get(tile))
         .route(
-            "/log/submit",
+            api::SUBMIT,
             post(submit).layer(DefaultBodyLimit::max(MAX_SUBMIT_BYTES)),
         )
-        .route("/log/proof/inclusion", get(inclusion))
-        .route("/log/proof/consistency", get(consistency))
-        .route("/log/entries", get(entries))
+        .route(api::PROOF_INCLUSION, get(inclusion))
+        .route(api::PROOF_CONSISTENCY, get(consistency))
+        .route(api::ENTRIES, get(entries))
         .route(
-            "/log/witness/add-checkpoint",
+            api::WITNESS_ADD_CHECKPOINT,
             post(add_checkpoint).layer(DefaultBodyLimit::max(MAX_ADD_CHECKPOINT_BYTES)),
         )
-        .route("/log/witness/checkpoint", get(witnessed))
-        .route("/log/witness/equivocations", get(equivocations))
-        .route("/log/equivocations", get(equivocations))
+        .route(api::WITNESS_CHECKPOINT, get(witnessed))
+        .route(api::WITNESS_EQUIVOCATIONS, get(equivocations))
+        .route(api::EQUIVOCATIONS, get(equivocations))
         .with_state(state)
 }
 
@@ -245,24 +238,7 @@ async fn tile(State(s): State<LogState>, Path(path): Path<String>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct JsonSubmit {
-    receipts: Vec<String>,
-}
-
-/// An inclusion promise: the receipt is durably committed at `index`; an inclusion proof
-/// is available once a checkpoint covers it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Promise {
-    pub index: u64,
-    pub leaf_hash: String,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct SubmitResponse {
-    pub origin: String,
-    pub promises: Vec<Promise>,
-}
+pub use shoal_tlog::api::{Promise, SubmitResponse};
 
 async fn submit(State(s): State<LogState>, headers: HeaderMap, body: Bytes) -> Response {
     let is_json = headers
@@ -270,7 +246,7 @@ async fn submit(State(s): State<LogState>, headers: HeaderMap, body: Bytes) -> R
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let receipts: Vec<Vec<u8>> = if is_json {
-        let Ok(j) = serde_json::from_slice::<JsonSubmit>(&body) else {
+        let Ok(j) = serde_json::from_slice::<api::SubmitRequest>(&body) else {
             return error(StatusCode::BAD_REQUEST, "malformed JSON");
         };
         if j.receipts.len() > MAX_SUBMIT_RECEIPTS {
@@ -319,14 +295,7 @@ struct InclusionQuery {
     size: Option<u64>,
 }
 
-/// Inclusion proof response.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct InclusionResponse {
-    pub index: u64,
-    pub size: u64,
-    /// base64 hashes, leaf sibling first.
-    pub proof: Vec<String>,
-}
+pub use shoal_tlog::api::InclusionResponse;
 
 async fn inclusion(State(s): State<LogState>, Query(q): Query<InclusionQuery>) -> Response {
     let size = q.size.unwrap_or_else(|| s.log.checkpoint_size());
@@ -359,7 +328,7 @@ async fn inclusion(State(s): State<LogState>, Query(q): Query<InclusionQuery>) -
         Ok(p) => axum::Json(InclusionResponse {
             index,
             size,
-            proof: p.iter().map(|h| B64.encode(h)).collect(),
+            proof: api::encode_proof(&p),
         })
         .into_response(),
         Err(e) => log_error(e),
@@ -372,13 +341,7 @@ struct ConsistencyQuery {
     new: Option<u64>,
 }
 
-/// Consistency proof response.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ConsistencyResponse {
-    pub old: u64,
-    pub new: u64,
-    pub proof: Vec<String>,
-}
+pub use shoal_tlog::api::ConsistencyResponse;
 
 async fn consistency(State(s): State<LogState>, Query(q): Query<ConsistencyQuery>) -> Response {
     let new = q.new.unwrap_or_else(|| s.log.checkpoint_size());
@@ -389,7 +352,7 @@ async fn consistency(State(s): State<LogState>, Query(q): Query<ConsistencyQuery
         Ok(p) => axum::Json(ConsistencyResponse {
             old: q.old,
             new,
-            proof: p.iter().map(|h| B64.encode(h)).collect(),
+            proof: api::encode_proof(&p),
         })
         .into_response(),
         Err(e) => log_error(e),
@@ -467,20 +430,14 @@ async fn witnessed(State(s): State<LogState>, Query(q): Query<OriginQuery>) -> R
     }
 }
 
-#[derive(Serialize)]
-struct EquivocationJson {
-    a: String,
-    b: String,
-}
-
 async fn equivocations(State(s): State<LogState>) -> Response {
     let Some(w) = s.witness.clone() else {
-        return axum::Json(Vec::<EquivocationJson>::new()).into_response();
+        return axum::Json(Vec::<api::Equivocation>::new()).into_response();
     };
     match w.equivocations() {
         Ok(v) => axum::Json(
             v.into_iter()
-                .map(|p| EquivocationJson { a: p.a, b: p.b })
+                .map(|p| api::Equivocation { a: p.a, b: p.b })
                 .collect::<Vec<_>>(),
         )
         .into_response(),

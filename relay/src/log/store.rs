@@ -43,6 +43,7 @@ fn hash_key(level: u8, index: u64) -> u64 {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError {
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),

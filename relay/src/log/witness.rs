@@ -31,6 +31,7 @@ pub const MAX_ADD_CHECKPOINT_BYTES: usize = 16 * 1024;
 pub const MAX_PROOF_LINES: usize = 63;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WitnessError {
     #[error("malformed request: {0}")]
     BadRequest(String),

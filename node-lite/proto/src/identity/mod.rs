@@ -33,6 +33,7 @@ pub const SIGNATURE_LEN: usize = 64;
 
 /// Errors from identity operations.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// The signature does not verify under this key (or the key is not a valid point).
     #[error("bad signature")]

@@ -1,0 +1,55 @@
+//! Shared test helpers: where the model is, the golden file.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The imported model (scripts/setup + the test script put it there).
+pub fn model_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHOAL_MODEL_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"))
+        .join("shoal/models/all-minilm-l6-v2")
+}
+
+pub fn variant_dir(variant: &str) -> PathBuf {
+    let d = model_dir().join(variant);
+    assert!(
+        d.join("manifest.json").exists(),
+        "model not found at {} — run scripts/test (or scripts/setup and `shoal-node import`)",
+        d.display()
+    );
+    d
+}
+
+/// The directory `scripts/setup` unpacks the Hugging Face files into.
+pub fn hf_dir() -> PathBuf {
+    model_dir()
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("hf/all-minilm-l6-v2"))
+        .unwrap_or_default()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Golden {
+    pub producer: String,
+    pub items: Vec<GoldenItem>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct GoldenItem {
+    pub text: String,
+    pub vector: Vec<f32>,
+}
+
+pub fn golden() -> Golden {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/data/golden.json");
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).expect("golden.json parses")
+}

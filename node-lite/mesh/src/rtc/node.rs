@@ -1,0 +1,665 @@
+//! A circle member: the [`Session`] plus the job engine on both sides — a [`Worker`] that
+//! serves shards other members send, and at most one running [`Job`] this node requested.
+//!
+//! Sans-IO: the driver feeds the same inputs as to the session, plus [`CircleNode::computed`]
+//! for finished local work, and carries out what [`CircleNode::poll`] returns: transport ops,
+//! [`NodeOut::Compute`] (run the model on a task, local or for a peer), and job events.
+//!
+//! The requester is member 0 of its own job: its own shards go through the same worker queue
+//! as the peers' (one model, one queue), and their results straight back into the job.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::circle::Circle;
+use crate::jobs::{Accepted, Task, Worker};
+use crate::jobs::{Action, Capabilities, Job, JobConfig, JobError, JobId, PeerMsg, Progress};
+use shoal_proto::identity::{Keypair, PeerId};
+
+use super::session::{ConnId, NetOp, Out, PeerEvent, Session, SessionConfig};
+
+/// Outputs of [`CircleNode::poll`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeOut {
+    /// For the transport.
+    Net(NetOp),
+    /// Run the model on `task.texts`, then call [`CircleNode::computed`].
+    Compute(Task<PeerId>),
+    /// A peer is up.
+    PeerUp {
+        /// Peer.
+        peer: PeerId,
+        /// Its capabilities.
+        caps: Capabilities,
+    },
+    /// A peer went down.
+    PeerDown {
+        /// Peer.
+        peer: PeerId,
+    },
+    /// Something from a peer was refused.
+    Rejected {
+        /// Peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// Live progress of a member of our job.
+    Progress(Progress<PeerId>),
+    /// Our job finished: vectors in input order, and every member's final progress.
+    JobDone {
+        /// Job.
+        job: JobId,
+        /// `texts × dim` vectors.
+        vectors: Vec<Vec<f32>>,
+        /// Final state of every member.
+        members: Vec<Progress<PeerId>>,
+    },
+    /// A receipt of a shard a peer computed for our job: worker-signed, countersigned by us.
+    Receipt(Box<shoal_tlog::receipt::Receipt>),
+    /// Our job failed.
+    JobFailed {
+        /// Job.
+        job: JobId,
+        /// Why.
+        error: JobError,
+    },
+}
+
+/// Timing of shards, for the overhead benchmark (all in ms, summed).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardTimes {
+    /// Remote shards accepted by our job.
+    pub remote_shards: u64,
+    /// Σ dispatch → result of remote shards.
+    pub remote_round_trip_ms: u64,
+    /// Shards computed here (ours and peers').
+    pub computed: u64,
+    /// Σ compute time of shards computed here, as the driver reported it.
+    pub compute_ms: u64,
+    /// Shards computed here for peers.
+    pub served: u64,
+    /// Σ request arrival → reply handed to the session, of shards served for peers (queue wait
+    /// + compute). A requester's round trip minus this is the transport's share.
+    pub served_residence_ms: u64,
+}
+
+struct Running {
+    job: Job<PeerId>,
+    /// (peer, shard) → dispatch time.
+    sent: BTreeMap<(PeerId, u32), u64>,
+    /// Keys the receipt commitments of this job; sent to each peer before its first shard.
+    receipt_key: [u8; 32],
+    /// Peers that have the key.
+    keyed: BTreeSet<PeerId>,
+    /// (peer, shard) → input commitment of shards sent, then (input, output) once the result
+    /// came, until the worker's receipt signature arrives. Bounded like `sent`.
+    commits: BTreeMap<(PeerId, u32), Commits>,
+}
+
+/// A sent shard's input commitment and, once its result came, the output's.
+type Commits = ([u8; 32], Option<[u8; 32]>);
+
+/// A shard being served for a peer: what its receipt needs.
+struct Serving {
+    input: [u8; 32],
+    started_unix_ms: u64,
+}
+
+/// Most receipt keys (peer, job) a worker remembers.
+const MAX_RECEIPT_KEYS: usize = 64;
+
+/// One member of one circle.
+pub struct CircleNode {
+    session: Session,
+    worker: Worker<PeerId>,
+    job: Option<Running>,
+    job_cfg: JobConfig,
+    self_rate: f64,
+    out: VecDeque<NodeOut>,
+    times: ShardTimes,
+    /// (peer, job, shard) → arrival time of requests being served (bounded by the worker queue).
+    arrivals: BTreeMap<(PeerId, JobId, u32), u64>,
+    /// Our identity (signs receipts).
+    signer: Option<shoal_tlog::note::KeypairSigner>,
+    /// (peer, job) → receipt key the requester sent, oldest evicted first.
+    receipt_keys: VecDeque<((PeerId, JobId), [u8; 32])>,
+    /// (peer, job, shard) → receipt data of requests being served (bounded like `arrivals`).
+    serving: BTreeMap<(PeerId, JobId, u32), Serving>,
+    /// Unix ms minus the driver's clock.
+    unix_offset_ms: i64,
+}
+
+impl std::fmt::Debug for CircleNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CircleNode({:?})", self.session)
+    }
+}
+
+fn job_id() -> JobId {
+    let mut b = [0u8; 16];
+    let _ = shoal_proto::identity::random_bytes(&mut b);
+    JobId(b)
+}
+
+impl CircleNode {
+    /// A member with identity `me` in `circle`. `caps.texts_per_sec` is also the rate of our
+    /// own share of a job. The worker queues at most `max_queued` shards from peers.
+    pub fn new(
+        me: Keypair,
+        circle: Circle,
+        caps: Capabilities,
+        cfg: SessionConfig,
+        job_cfg: JobConfig,
+        max_queued: usize,
+    ) -> Self {
+        let self_rate = f64::from(caps.texts_per_sec).max(0.1);
+        // A constant, valid note name: `new` cannot fail here; without a signer no receipts.
+        let signer = shoal_tlog::note::KeypairSigner::new("shoal-member", me.clone()).ok();
+        CircleNode {
+            signer,
+            receipt_keys: VecDeque::new(),
+            serving: BTreeMap::new(),
+            unix_offset_ms: 0,
+            session: Session::new(me, circle, caps, cfg),
+            worker: Worker::new(max_queued, 1),
+            job: None,
+            job_cfg,
+            self_rate,
+            out: VecDeque::new(),
+            times: ShardTimes::default(),
+            arrivals: BTreeMap::new(),
+        }
+    }
+
+    /// Tell the node the wall clock: `unix_ms` is Unix time in ms at driver time `now_ms`
+    /// (receipts carry Unix times; the driver's clock may be monotonic from its start).
+    pub fn set_unix_clock(&mut self, unix_ms: u64, now_ms: u64) {
+        self.unix_offset_ms = unix_ms as i64 - now_ms as i64;
+    }
+
+    fn unix(&self, now_ms: u64) -> u64 {
+        (now_ms as i64 + self.unix_offset_ms).max(0) as u64
+    }
+
+    /// The session (peers, counters).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Send a message to a peer that is up (e.g. an application-level probe).
+    pub fn send_to(
+        &mut self,
+        peer: &PeerId,
+        msg: &PeerMsg,
+        now_ms: u64,
+    ) -> Result<(), super::SessionError> {
+        let r = self.session.send(peer, msg);
+        self.drain(now_ms);
+        r
+    }
+
+    /// Shard timing so far.
+    pub fn times(&self) -> &ShardTimes {
+        &self.times
+    }
+
+    /// Next output.
+    pub fn poll(&mut self) -> Option<NodeOut> {
+        self.out.pop_front()
+    }
+
+    /// The earliest time [`CircleNode::tick`] has something to do.
+    pub fn next_wake(&self) -> Option<u64> {
+        let j = self.job.as_ref().and_then(|r| r.job.next_deadline());
+        match (j, self.session.next_wake()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a job of ours is running.
+    pub fn job_running(&self) -> bool {
+        self.job.as_ref().is_some_and(|r| r.job.is_running())
+    }
+
+    // ---- inputs: signaling ----
+
+    /// The room's member list.
+    pub fn on_members(&mut self, members: &[PeerId], now_ms: u64) {
+        self.session.on_members(members, now_ms);
+        self.drain(now_ms);
+    }
+
+    /// A member joined.
+    pub fn on_member_joined(&mut self, peer: PeerId, now_ms: u64) {
+        self.session.on_member_joined(peer, now_ms);
+        self.drain(now_ms);
+    }
+
+    /// A member left.
+    pub fn on_member_left(&mut self, peer: &PeerId, now_ms: u64) {
+        self.session.on_member_left(peer);
+        self.drain(now_ms);
+    }
+
+    /// A sealed signaling payload.
+    pub fn on_signal(&mut self, from: PeerId, payload: &[u8], now_ms: u64) {
+        self.session.on_signal(from, payload, now_ms);
+        self.drain(now_ms);
+    }
+
+    // ---- inputs: transport ----
+
+    /// See [`Session::on_local_description`].
+    pub fn on_local_description(&mut self, conn: ConnId, sdp: String, now_ms: u64) {
+        self.session.on_local_description(conn, sdp);
+        self.drain(now_ms);
+    }
+
+    /// See [`Session::on_open`].
+    pub fn on_open(&mut self, conn: ConnId, now_ms: u64) {
+        self.session.on_open(conn);
+        self.drain(now_ms);
+    }
+
+    /// See [`Session::on_record`].
+    pub fn on_record(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
+        self.session.on_record(conn, data, now_ms);
+        self.drain(now_ms);
+    }
+
+    /// See [`Session::on_closed`].
+    pub fn on_closed(&mut self, conn: ConnId, now_ms: u64) {
+        self.session.on_closed(conn, now_ms);
+        self.drain(now_ms);
+    }
+
+    /// See [`Session::on_buffered`].
+    pub fn on_buffered(&mut self, conn: ConnId, queued: usize, now_ms: u64) {
+        self.session.on_buffered(conn, queued);
+        self.drain(now_ms);
+    }
+
+    /// Time passes.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.session.tick(now_ms);
+        if let Some(r) = self.job.as_mut()
+            && r.job.next_deadline().is_some_and(|d| d <= now_ms)
+        {
+            r.job.tick(now_ms);
+        }
+        self.drain(now_ms);
+    }
+
+    // ---- inputs: application ----
+
+    /// Start a job over `texts` with every peer that is up now (and those coming up later).
+    /// Fails if one is still running.
+    pub fn start_job(&mut self, texts: Vec<String>, now_ms: u64) -> Result<JobId, JobError> {
+        if self.job_running() {
+            return Err(JobError::Config("a job is already running"));
+        }
+        let id = job_id();
+        let mut job = Job::new(
+            id,
+            texts,
+            self.job_cfg.clone(),
+            self.session.my_id(),
+            self.self_rate,
+        )?;
+        for (peer, caps) in self.session.up_peers() {
+            let rate = f64::from(caps.texts_per_sec);
+            let _ = job.add_member(peer, (rate > 0.0).then_some(rate), now_ms);
+        }
+        job.start(now_ms);
+        let mut receipt_key = [0u8; 32];
+        let _ = shoal_proto::identity::random_bytes(&mut receipt_key);
+        self.job = Some(Running {
+            job,
+            sent: BTreeMap::new(),
+            receipt_key,
+            keyed: BTreeSet::new(),
+            commits: BTreeMap::new(),
+        });
+        self.drain(now_ms);
+        Ok(id)
+    }
+
+    /// Cancel our job.
+    pub fn cancel_job(&mut self, now_ms: u64) {
+        if let Some(r) = self.job.as_mut() {
+            r.job.cancel(now_ms);
+        }
+        self.drain(now_ms);
+    }
+
+    /// A task from [`NodeOut::Compute`] finished after `compute_ms`: `Ok((row-major vectors,
+    /// dim))` or `Err(reason)`.
+    pub fn computed(
+        &mut self,
+        task: &Task<PeerId>,
+        outcome: Result<(Vec<f32>, u32), String>,
+        compute_ms: u64,
+        now_ms: u64,
+    ) {
+        self.times.computed += 1;
+        self.times.compute_ms += compute_ms;
+        if let Some(t) = self.arrivals.remove(&(task.from, task.job, task.shard)) {
+            self.times.served_residence_ms += now_ms.saturating_sub(t);
+        }
+        let serving = self.serving.remove(&(task.from, task.job, task.shard));
+        if let Some((to, reply)) = self.worker.complete(task, outcome) {
+            if to == self.session.my_id() {
+                if let Some(r) = self.job.as_mut() {
+                    let _ = r.job.on_message(&to, reply, now_ms);
+                }
+            } else {
+                self.times.served += 1;
+                let sig = self.receipt_sig(&to, &reply, serving, now_ms);
+                if let Err(e) = self.session.send(&to, &reply) {
+                    tracing::debug!(error = %e, "shard reply not sent");
+                } else if let Some(sig) = sig
+                    && let Err(e) = self.session.send(&to, &sig)
+                {
+                    tracing::debug!(error = %e, "receipt signature not sent");
+                }
+            }
+        }
+        self.drain(now_ms);
+    }
+
+    // ---- plumbing ----
+
+    fn on_peer_msg(&mut self, peer: PeerId, msg: PeerMsg, now_ms: u64) {
+        match msg {
+            PeerMsg::ShardRequest { .. } | PeerMsg::Cancel { .. } => {
+                if let PeerMsg::ShardRequest { job, shard, texts } = &msg {
+                    self.arrivals.insert((peer, *job, *shard), now_ms);
+                    while self.arrivals.len() > 4 * crate::jobs::MAX_MEMBERS * 8 {
+                        self.arrivals.pop_first();
+                    }
+                    if let Some(key) = self.receipt_key(&peer, job) {
+                        let input = shoal_tlog::receipt::keyed_commitment(
+                            &key,
+                            &job.0,
+                            *shard,
+                            &shoal_tlog::receipt::shard_input_bytes(texts),
+                        );
+                        let started_unix_ms = self.unix(now_ms);
+                        self.serving.insert(
+                            (peer, *job, *shard),
+                            Serving {
+                                input,
+                                started_unix_ms,
+                            },
+                        );
+                        while self.serving.len() > 4 * crate::jobs::MAX_MEMBERS * 8 {
+                            self.serving.pop_first();
+                        }
+                    }
+                }
+                if let Accepted::Reply(reply) = self.worker.on_message(peer, msg)
+                    && let Err(e) = self.session.send(&peer, &reply)
+                {
+                    tracing::debug!(error = %e, "busy reply not sent");
+                }
+            }
+            PeerMsg::ShardResult { shard, .. } | PeerMsg::ShardError { shard, .. } => {
+                if let Some(r) = self.job.as_mut() {
+                    if let Some(sent) = r.sent.remove(&(peer, shard))
+                        && let PeerMsg::ShardResult { job, vectors, .. } = &msg
+                        && *job == r.job.id()
+                    {
+                        self.times.remote_shards += 1;
+                        self.times.remote_round_trip_ms += now_ms.saturating_sub(sent);
+                        if let Some(c) = r.commits.get_mut(&(peer, shard)) {
+                            c.1 = Some(shoal_tlog::receipt::keyed_commitment(
+                                &r.receipt_key,
+                                &job.0,
+                                shard,
+                                vectors,
+                            ));
+                        }
+                    } else {
+                        r.commits.remove(&(peer, shard));
+                    }
+                    let _ = r.job.on_message(&peer, msg, now_ms);
+                }
+            }
+            PeerMsg::ReceiptKey { job, key } => {
+                self.receipt_keys.retain(|(k, _)| *k != (peer, job));
+                self.receipt_keys.push_back(((peer, job), key));
+                while self.receipt_keys.len() > MAX_RECEIPT_KEYS {
+                    self.receipt_keys.pop_front();
+                }
+            }
+            PeerMsg::ReceiptSig {
+                job,
+                shard,
+                started_ms,
+                finished_ms,
+                sig,
+            } => self.on_receipt_sig(peer, job, shard, started_ms, finished_ms, sig),
+            PeerMsg::Hello(_) => {}
+        }
+    }
+
+    fn receipt_key(&self, peer: &PeerId, job: &JobId) -> Option<[u8; 32]> {
+        self.receipt_keys
+            .iter()
+            .find(|(k, _)| k.0 == *peer && k.1 == *job)
+            .map(|(_, key)| *key)
+    }
+
+    /// Worker side: the `ReceiptSig` to send after `reply` (a `ShardResult`) to `to`.
+    fn receipt_sig(
+        &self,
+        to: &PeerId,
+        reply: &PeerMsg,
+        serving: Option<Serving>,
+        now_ms: u64,
+    ) -> Option<PeerMsg> {
+        let PeerMsg::ShardResult {
+            job,
+            shard,
+            vectors,
+            ..
+        } = reply
+        else {
+            return None;
+        };
+        let serving = serving?;
+        let key = self.receipt_key(to, job)?;
+        let body = shoal_tlog::receipt::ReceiptBody {
+            job_id: job.0,
+            shard: *shard,
+            input_commitment: serving.input,
+            output_commitment: shoal_tlog::receipt::keyed_commitment(&key, &job.0, *shard, vectors),
+            worker: self.session.my_id().0,
+            requester: to.0,
+            started_ms: serving.started_unix_ms,
+            finished_ms: self.unix(now_ms).max(serving.started_unix_ms),
+        };
+        let sig = body.sign_as_worker(self.signer.as_ref()?).ok()?;
+        Some(PeerMsg::ReceiptSig {
+            job: *job,
+            shard: *shard,
+            started_ms: body.started_ms,
+            finished_ms: body.finished_ms,
+            sig,
+        })
+    }
+
+    /// Requester side: countersign a worker's receipt for a result we took.
+    fn on_receipt_sig(
+        &mut self,
+        peer: PeerId,
+        job: JobId,
+        shard: u32,
+        started_ms: u64,
+        finished_ms: u64,
+        sig: shoal_tlog::receipt::Sig,
+    ) {
+        let Some(r) = self.job.as_mut().filter(|r| r.job.id() == job) else {
+            return;
+        };
+        let Some((input, Some(output))) = r.commits.remove(&(peer, shard)) else {
+            return;
+        };
+        let body = shoal_tlog::receipt::ReceiptBody {
+            job_id: job.0,
+            shard,
+            input_commitment: input,
+            output_commitment: output,
+            worker: peer.0,
+            requester: self.session.my_id().0,
+            started_ms,
+            finished_ms,
+        };
+        let Some(signer) = self.signer.as_ref() else {
+            return;
+        };
+        match shoal_tlog::receipt::Receipt::countersign(body, sig, signer) {
+            Ok(rc) => self.out.push_back(NodeOut::Receipt(Box::new(rc))),
+            Err(e) => self.out.push_back(NodeOut::Rejected {
+                peer,
+                reason: format!("receipt: {e}"),
+            }),
+        }
+    }
+
+    /// Move everything through: session events, job actions, worker tasks, until quiet.
+    fn drain(&mut self, now_ms: u64) {
+        loop {
+            let mut progressed = false;
+            while let Some(o) = self.session.poll() {
+                progressed = true;
+                match o {
+                    Out::Net(op) => self.out.push_back(NodeOut::Net(op)),
+                    Out::Event(PeerEvent::Message { peer, msg }) => {
+                        self.on_peer_msg(peer, msg, now_ms)
+                    }
+                    Out::Event(PeerEvent::Up { peer, caps }) => {
+                        if let Some(r) = self.job.as_mut()
+                            && r.job.is_running()
+                        {
+                            let rate = f64::from(caps.texts_per_sec);
+                            let _ = r.job.add_member(peer, (rate > 0.0).then_some(rate), now_ms);
+                        }
+                        self.out.push_back(NodeOut::PeerUp { peer, caps });
+                    }
+                    Out::Event(PeerEvent::Down { peer }) => {
+                        self.worker.cancel_from(&peer);
+                        if let Some(r) = self.job.as_mut() {
+                            r.job.member_left(&peer, now_ms);
+                            r.sent.retain(|(p, _), _| *p != peer);
+                        }
+                        self.out.push_back(NodeOut::PeerDown { peer });
+                    }
+                    Out::Event(PeerEvent::Rejected { peer, reason }) => {
+                        self.out.push_back(NodeOut::Rejected { peer, reason })
+                    }
+                }
+            }
+            let me = self.session.my_id();
+            let mut actions = Vec::new();
+            if let Some(r) = self.job.as_mut() {
+                while let Some(a) = r.job.poll_action() {
+                    actions.push(a);
+                }
+            }
+            for a in actions {
+                progressed = true;
+                self.on_action(a, me, now_ms);
+            }
+            while let Some(task) = self.worker.next_task() {
+                progressed = true;
+                self.out.push_back(NodeOut::Compute(task));
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_action(&mut self, a: Action<PeerId>, me: PeerId, now_ms: u64) {
+        match a {
+            Action::Assign { to, is_self, msg } | Action::Cancel { to, is_self, msg } => {
+                if is_self {
+                    if let Accepted::Reply(reply) = self.worker.on_message(me, msg)
+                        && let Some(r) = self.job.as_mut()
+                    {
+                        let _ = r.job.on_message(&me, reply, now_ms);
+                    }
+                    return;
+                }
+                let shard = match &msg {
+                    PeerMsg::ShardRequest { shard, texts, .. } => Some((*shard, texts)),
+                    _ => None,
+                };
+                if shard.is_some()
+                    && let Some(r) = self.job.as_mut()
+                    && !r.keyed.contains(&to)
+                {
+                    let key = PeerMsg::ReceiptKey {
+                        job: r.job.id(),
+                        key: r.receipt_key,
+                    };
+                    if self.session.send(&to, &key).is_ok() {
+                        r.keyed.insert(to);
+                    }
+                }
+                match self.session.send(&to, &msg) {
+                    Ok(()) => {
+                        if let (Some((s, texts)), Some(r)) = (shard, self.job.as_mut()) {
+                            r.sent.insert((to, s), now_ms);
+                            let input = shoal_tlog::receipt::keyed_commitment(
+                                &r.receipt_key,
+                                &r.job.id().0,
+                                s,
+                                &shoal_tlog::receipt::shard_input_bytes(texts),
+                            );
+                            r.commits.insert((to, s), (input, None));
+                            // Bounded: at most max_in_flight per member are live; forget
+                            // the oldest beyond a generous cap.
+                            while r.sent.len() > crate::jobs::MAX_MEMBERS * 8 {
+                                r.sent.pop_first();
+                            }
+                            while r.commits.len() > crate::jobs::MAX_MEMBERS * 8 {
+                                r.commits.pop_first();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "shard not sent");
+                        if let Some(r) = self.job.as_mut() {
+                            r.job.member_left(&to, now_ms);
+                        }
+                    }
+                }
+            }
+            Action::Progress(p) => self.out.push_back(NodeOut::Progress(p)),
+            Action::Finished => {
+                if let Some(r) = self.job.as_mut() {
+                    let members = r.job.progress();
+                    let id = r.job.id();
+                    if let Some(vectors) = r.job.take_output() {
+                        self.out.push_back(NodeOut::JobDone {
+                            job: id,
+                            vectors,
+                            members,
+                        });
+                    }
+                }
+            }
+            Action::Failed(error) => {
+                if let Some(r) = self.job.as_ref() {
+                    self.out.push_back(NodeOut::JobFailed {
+                        job: r.job.id(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Several circle members over an in-memory transport and relay.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+use crate::circle::{Circle, CircleKey};
+use crate::jobs::{Capabilities, JobConfig, MemberStatus, PeerMsg, Task};
+use shoal_proto::identity::{Keypair, PeerId};
+
+const DIM: usize = 4;
+
+fn fake_embed(text: &str) -> Vec<f32> {
+    let mut h = 1469598103934665603u64;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(1099511628211);
+    }
+    (0..DIM)
+        .map(|i| ((h >> (i * 8)) & 0xff) as f32 / 255.0)
+        .collect()
+}
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("sentence number {i}")).collect()
+}
+
+#[derive(Debug)]
+enum Input {
+    Members(Vec<PeerId>),
+    Joined(PeerId),
+    Left(PeerId),
+    Signal(PeerId, Vec<u8>),
+    LocalSdp(ConnId, String),
+    Open(ConnId),
+    Record(ConnId, Vec<u8>),
+    Closed(ConnId),
+    Computed(Task<PeerId>),
+}
+
+/// A finished job: vectors and every member's final progress.
+type Done = (Vec<Vec<f32>>, Vec<crate::jobs::Progress<PeerId>>);
+
+struct Member {
+    node: CircleNode,
+    alive: bool,
+    /// Stall: never computes peers' shards.
+    stall: bool,
+    computed_for: BTreeMap<PeerId, usize>,
+    done: Option<Done>,
+    up: Vec<PeerId>,
+    rejected: Vec<String>,
+    receipts: Vec<shoal_tlog::receipt::Receipt>,
+}
+
+/// The in-memory world: a relay room, connections linked pairwise, a clock.
+struct World {
+    members: Vec<Member>,
+    queue: VecDeque<(usize, Input)>,
+    /// (node, conn) → (node, conn) once both ends exist.
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Offerer's end waiting for the answer: answerer (node, conn) → offerer (node, conn).
+    half: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Every payload the relay forwarded.
+    relay_frames: Vec<Vec<u8>>,
+    now: u64,
+    /// Records sent per step (backpressure checks).
+    sends: usize,
+    /// Hold Send ops (to test back-pressure).
+    hold_sends: bool,
+    held: Vec<(usize, NetOp)>,
+}
+
+fn caps(name: &str, rate: f32) -> Capabilities {
+    Capabilities {
+        name: name.into(),
+        backend: "test".into(),
+        texts_per_sec: rate,
+    }
+}
+
+fn job_cfg() -> JobConfig {
+    JobConfig {
+        shard_texts: 8,
+        dim: DIM,
+        ..JobConfig::default()
+    }
+}
+
+impl World {
+    fn new(keys: &[CircleKey]) -> World {
+        let members = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Member {
+                node: CircleNode::new(
+                    Keypair::generate().unwrap(),
+                    Circle::new(k.clone()),
+                    caps(&format!("m{i}"), 100.0),
+                    SessionConfig::default(),
+                    job_cfg(),
+                    64,
+                ),
+                alive: true,
+                stall: false,
+                computed_for: BTreeMap::new(),
+                done: None,
+                up: Vec::new(),
+                rejected: Vec::new(),
+                receipts: Vec::new(),
+            })
+            .collect();
+        World {
+            members,
+            queue: VecDeque::new(),
+            links: BTreeMap::new(),
+            half: BTreeMap::new(),
+            relay_frames: Vec::new(),
+            now: 0,
+            sends: 0,
+            hold_sends: false,
+            held: Vec::new(),
+        }
+    }
+
+    fn id(&self, i: usize) -> PeerId {
+        self.members[i].node.session().my_id()
+    }
+
+    fn index(&self, id: &PeerId) -> Option<usize> {
+        (0..self.members.len()).find(|&i| self.id(i) == *id)
+    }
+
+    /// Everyone joins the room, in order.
+    fn join_all(&mut self) {
+        for i in 0..self.members.len() {
+            let before: Vec<PeerId> = (0..i).map(|j| self.id(j)).collect();
+            let mut all = before.clone();
+            all.push(self.id(i));
+            self.queue.push_back((i, Input::Members(all)));
+            for j in 0..i {
+                let id = self.id(i);
+                self.queue.push_back((j, Input::Joined(id)));
+            }
+        }
+    }
+
+    fn kill(&mut self, k: usize) {
+        self.members[k].alive = false;
+        let links: Vec<_> = self
+            .links
+            .iter()
+            .filter(|((n, _), _)| *n == k)
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        for (a, b) in links {
+            self.links.remove(&a);
+            self.links.remove(&b);
+            self.queue.push_back((b.0, Input::Closed(b.1)));
+        }
+        let id = self.id(k);
+        for j in 0..self.members.len() {
+            if j != k {
+                self.queue.push_back((j, Input::Left(id)));
+            }
+        }
+    }
+
+    fn feed(&mut self, i: usize, input: Input) {
+        if !self.members[i].alive {
+            return;
+        }
+        let now = self.now;
+        let n = &mut self.members[i].node;
+        match input {
+            Input::Members(m) => n.on_members(&m, now),
+            Input::Joined(p) => n.on_member_joined(p, now),
+            Input::Left(p) => n.on_member_left(&p, now),
+            Input::Signal(from, payload) => n.on_signal(from, &payload, now),
+            Input::LocalSdp(c, sdp) => n.on_local_description(c, sdp, now),
+            Input::Open(c) => n.on_open(c, now),
+            Input::Record(c, d) => n.on_record(c, &d, now),
+            Input::Closed(c) => n.on_closed(c, now),
+            Input::Computed(task) => {
+                let flat: Vec<f32> = task.texts.iter().flat_map(|t| fake_embed(t)).collect();
+                *self.members[i].computed_for.entry(task.from).or_default() += 1;
+                self.members[i]
+                    .node
+                    .computed(&task, Ok((flat, DIM as u32)), 5, now);
+            }
+        }
+        self.collect(i);
+    }
+
+    fn collect(&mut self, i: usize) {
+        while let Some(o) = self.members[i].node.poll() {
+            match o {
+                NodeOut::Net(op) => self.net(i, op),
+                NodeOut::Compute(task) => {
+                    let me = self.id(i);
+                    if self.members[i].stall && task.from != me {
+                        continue; // swallowed: never answered
+                    }
+                    self.queue.push_back((i, Input::Computed(task)));
+                }
+                NodeOut::PeerUp { peer, .. } => self.members[i].up.push(peer),
+                NodeOut::PeerDown { peer } => self.members[i].up.retain(|p| *p != peer),
+                NodeOut::Rejected { reason, .. } => self.members[i].rejected.push(reason),
+                NodeOut::Progress(_) => {}
+                NodeOut::JobDone {
+                    vectors, members, ..
+                } => self.members[i].done = Some((vectors, members)),
+                NodeOut::Receipt(r) => self.members[i].receipts.push(*r),
+                NodeOut::JobFailed { error, .. } => panic!("job failed: {error}"),
+            }
+        }
+    }
+
+    fn net(&mut self, i: usize, op: NetOp) {
+        match op {
+            NetOp::Signal { to, payload } => {
+                self.relay_frames.push(payload.clone());
+                if let Some(j) = self.index(&to) {
+                    let from = self.id(i);
+                    self.queue.push_back((j, Input::Signal(from, payload)));
+                }
+            }
+            NetOp::CreateOffer { conn, .. } => {
+                self.queue
+                    .push_back((i, Input::LocalSdp(conn, format!("{i}:{conn}"))));
+            }
+            NetOp::AcceptOffer { conn, sdp, .. } => {
+                let (a, b) = sdp.split_once(':').unwrap();
+                let offerer = (a.parse().unwrap(), b.parse().unwrap());
+                self.half.insert((i, conn), offerer);
+                self.queue
+                    .push_back((i, Input::LocalSdp(conn, format!("{i}:{conn}"))));
+            }
+            NetOp::ApplyAnswer { conn, sdp } => {
+                let (a, b) = sdp.split_once(':').unwrap();
+                let answerer: (usize, ConnId) = (a.parse().unwrap(), b.parse().unwrap());
+                if self.half.remove(&answerer) == Some((i, conn)) {
+                    self.links.insert((i, conn), answerer);
+                    self.links.insert(answerer, (i, conn));
+                    self.queue.push_back((i, Input::Open(conn)));
+                    self.queue.push_back((answerer.0, Input::Open(answerer.1)));
+                }
+            }
+            NetOp::Send { conn, data } => {
+                if self.hold_sends {
+                    self.held.push((i, NetOp::Send { conn, data }));
+                    return;
+                }
+                self.sends += 1;
+                if let Some(&(j, c)) = self.links.get(&(i, conn)) {
+                    self.queue.push_back((j, Input::Record(c, data)));
+                }
+            }
+            NetOp::Close { conn } => {
+                if let Some(other) = self.links.remove(&(i, conn)) {
+                    self.links.remove(&other);
+                    self.queue.push_back((other.0, Input::Closed(other.1)));
+                }
+            }
+        }
+    }
+
+    /// Run until quiet or `max` inputs; time advances 1 ms per input.
+    fn run(&mut self, max: usize) {
+        for _ in 0..max {
+            let Some((i, input)) = self.queue.pop_front() else {
+                return;
+            };
+            self.now += 1;
+            self.feed(i, input);
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        for i in 0..self.members.len() {
+            if self.members[i].alive {
+                let now = self.now;
+                self.members[i].node.tick(now);
+                self.collect(i);
+            }
+        }
+    }
+}
+
+fn expected(t: &[String]) -> Vec<Vec<f32>> {
+    t.iter().map(|s| fake_embed(s)).collect()
+}
+
+#[test]
+fn three_members_connect_and_share_a_job() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k.clone(), k]);
+    w.join_all();
+    w.run(10_000);
+    for i in 0..3 {
+        assert_eq!(w.members[i].up.len(), 2, "member {i} sees both peers up");
+    }
+    let t = texts(400);
+    let now = w.now;
+    w.members[0].node.start_job(t.clone(), now).unwrap();
+    w.collect(0);
+    w.run(100_000);
+    let (vectors, members) = w.members[0].done.take().expect("job finished");
+    assert_eq!(vectors, expected(&t));
+    for p in &members {
+        assert!(p.shards_done > 0, "{:?} did no shard", p.member);
+    }
+    let me = w.id(0);
+    assert!(w.members[1].computed_for[&me] > 0);
+    assert!(w.members[2].computed_for[&me] > 0);
+    // Nothing sent through the relay carries a text.
+    for f in &w.relay_frames {
+        assert!(!f.windows(8).any(|x| x == b"sentence"));
+    }
+    let times = w.members[0].node.times().clone();
+    assert!(times.remote_shards > 0 && times.computed > 0);
+    // One countersigned receipt per remote shard, each verifying, none revealing a text.
+    let receipts = &w.members[0].receipts;
+    let remote: u32 = members
+        .iter()
+        .filter(|p| !p.is_self)
+        .map(|p| p.shards_done)
+        .sum();
+    assert_eq!(receipts.len(), remote as usize);
+    for r in receipts {
+        r.verify().unwrap();
+        assert_eq!(r.body.requester, me.0);
+        assert!(r.body.worker == w.id(1).0 || r.body.worker == w.id(2).0);
+        let enc = r.encode();
+        assert_eq!(
+            shoal_tlog::receipt::Receipt::decode_verified(&enc).unwrap(),
+            *r
+        );
+        assert!(!enc.windows(8).any(|x| x == b"sentence"));
+    }
+    let mut shards: Vec<u32> = receipts.iter().map(|r| r.body.shard).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    assert_eq!(shards.len(), receipts.len(), "one receipt per shard");
+    // Workers never countersign: only the requester holds receipts.
+    assert!(w.members[1].receipts.is_empty() && w.members[2].receipts.is_empty());
+}
+
+#[test]
+fn member_dying_mid_job_still_completes_identically() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k.clone(), k]);
+    w.join_all();
+    w.run(10_000);
+    let t = texts(600);
+    let now = w.now;
+    w.members[0].node.start_job(t.clone(), now).unwrap();
+    w.collect(0);
+    w.run(60);
+    w.kill(2);
+    w.run(100_000);
+    let (vectors, members) = w.members[0].done.take().expect("job finished");
+    assert_eq!(vectors, expected(&t));
+    let dead = w.id(2);
+    let p = members.iter().find(|p| p.member == dead).unwrap();
+    assert!(matches!(p.status, MemberStatus::Excluded(_)));
+}
+
+#[test]
+fn stalled_member_times_out_and_job_completes() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k]);
+    w.members[1].stall = true;
+    w.join_all();
+    w.run(10_000);
+    let t = texts(100);
+    let now = w.now;
+    w.members[0].node.start_job(t.clone(), now).unwrap();
+    w.collect(0);
+    for _ in 0..50 {
+        w.run(100_000);
+        if w.members[0].done.is_some() {
+            break;
+        }
+        w.advance(10_000);
+    }
+    let (vectors, _) = w.members[0].done.take().expect("job finished");
+    assert_eq!(vectors, expected(&t));
+}
+
+#[test]
+fn wrong_circle_key_cannot_join_or_inject() {
+    let k = CircleKey::generate().unwrap();
+    let other = CircleKey::generate().unwrap();
+    // Member 2 has another key but (say, via a malicious relay) sits in the same room.
+    let mut w = World::new(&[k.clone(), k, other]);
+    w.join_all();
+    w.run(10_000);
+    let intruder = w.id(2);
+    assert_eq!(w.members[0].up, vec![w.id(1)]);
+    assert_eq!(w.members[1].up, vec![w.id(0)]);
+    assert!(w.members[2].up.is_empty());
+    // Whoever received the intruder's offer (or sent one to it) rejected the seal.
+    let rejected: usize = (0..3).map(|i| w.members[i].rejected.len()).sum();
+    assert!(rejected > 0);
+    assert!(
+        w.members[0]
+            .rejected
+            .iter()
+            .chain(&w.members[1].rejected)
+            .count()
+            + w.members[2].rejected.len()
+            > 0
+    );
+    // Injected garbage signaling from the intruder is rejected too, and opens nothing.
+    let now = w.now;
+    w.members[0].node.on_signal(
+        intruder,
+        b"\x01garbage-payload-of-some-length-xxxxxxxxxxxxxxxxxxxx",
+        now,
+    );
+    w.collect(0);
+    assert!(
+        w.members[0]
+            .rejected
+            .iter()
+            .any(|r| r.contains("signaling"))
+    );
+    // And a job still runs on the two real members only.
+    let t = texts(64);
+    let now = w.now;
+    w.members[0].node.start_job(t.clone(), now).unwrap();
+    w.collect(0);
+    w.run(100_000);
+    let (vectors, members) = w.members[0].done.take().unwrap();
+    assert_eq!(vectors, expected(&t));
+    assert!(members.iter().all(|p| p.member != intruder));
+}
+
+#[test]
+fn replayed_offer_is_ignored_and_forged_record_drops_the_channel() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k]);
+    w.join_all();
+    w.run(10_000);
+    assert_eq!(w.members[0].up.len(), 1);
+    assert_eq!(w.members[1].up.len(), 1);
+    // The lower id offered: replay every relayed payload to both sides.
+    let frames = w.relay_frames.clone();
+    let (a, b) = (w.id(0), w.id(1));
+    for f in frames {
+        let now = w.now;
+        for (i, from) in [(0, b), (1, a)] {
+            w.members[i].node.on_signal(from, &f, now);
+            while let Some(o) = w.members[i].node.poll() {
+                assert!(
+                    !matches!(
+                        o,
+                        NodeOut::Net(NetOp::AcceptOffer { .. } | NetOp::ApplyAnswer { .. })
+                    ),
+                    "replay opened a connection: {o:?}"
+                );
+                if let NodeOut::Net(op) = o {
+                    w.net(i, op);
+                }
+            }
+        }
+    }
+    w.run(10_000);
+    assert_eq!(w.members[0].up.len(), 1, "still up after the replay");
+    // A forged record on the channel: rejected, channel dropped, later re-established.
+    let (&(n, conn), _) = w.links.iter().next().unwrap();
+    let mut forged = vec![1u8, 2];
+    forged.extend_from_slice(&5u64.to_le_bytes());
+    forged.extend_from_slice(&[0u8; 40]);
+    w.queue.push_back((n, Input::Record(conn, forged)));
+    w.run(10_000);
+    assert!(w.members[n].rejected.iter().any(|r| r.contains("record")));
+    w.advance(5_000);
+    w.run(10_000);
+    assert_eq!(w.members[0].up.len(), 1, "reconnected after the retry");
+    assert_eq!(w.members[1].up.len(), 1);
+}
+
+#[test]
+fn outbox_is_back_pressured_by_the_transport() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k]);
+    w.join_all();
+    w.run(10_000);
+    let peer = w.id(1);
+    w.hold_sends = true;
+    let big = PeerMsg::ShardResult {
+        job: crate::jobs::JobId([0; 16]),
+        shard: 0,
+        dim: 384,
+        vectors: vec![0u8; 384 * 4 * 1000], // 1.5 MB → 24 records
+    };
+    // High water 4 MiB: 2 messages go out (≈3 MiB handed over), the rest wait.
+    for _ in 0..6 {
+        let now = w.now;
+        w.members[0].node.send_to(&peer, &big, now).unwrap();
+    }
+    w.collect(0);
+    let handed: usize = w
+        .held
+        .iter()
+        .map(|(_, op)| match op {
+            NetOp::Send { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        ((4 << 20)..(4 << 20) + 70_000).contains(&handed),
+        "handed {handed}"
+    );
+    // The transport drains: the rest follows.
+    let conn = match &w.held[0].1 {
+        NetOp::Send { conn, .. } => *conn,
+        _ => unreachable!(),
+    };
+    let now = w.now;
+    w.members[0].node.on_buffered(conn, 0, now);
+    w.collect(0);
+    let handed2: usize = w
+        .held
+        .iter()
+        .map(|(_, op)| match op {
+            NetOp::Send { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(handed2 > handed);
+    // A full outbox refuses.
+    let mut refused = false;
+    for _ in 0..40 {
+        let now = w.now;
+        if w.members[0].node.send_to(&peer, &big, now).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "outbox is bounded");
+    // Deliver everything in order: the peer opens every message.
+    w.hold_sends = false;
+    let held = std::mem::take(&mut w.held);
+    for (i, op) in held {
+        w.net(i, op);
+    }
+    w.run(100_000);
+    assert!(
+        w.members[1].rejected.is_empty(),
+        "{:?}",
+        w.members[1].rejected
+    );
+}
