@@ -3,7 +3,7 @@
 //! per-member view of the running circle job with a throughput plot. State comes from
 //! `web/circle.js` (`window.shoalCircle`).
 
-use crate::ui::{MemberRow, Spark};
+use crate::widgets::{MemberRow, Spark};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;

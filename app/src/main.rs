@@ -4,6 +4,8 @@
 //! the assistant's chat model in one more such worker (`web/chat.js`, `chat_core.rs`);
 //! this wasm carries the job engine that shards work across them (`pool_job`).
 
+// `#[wasm_bindgen]` exports must be `pub` inside this binary's private modules.
+#![allow(unreachable_pub)]
 #[cfg(target_arch = "wasm32")]
 mod assistant_view;
 #[cfg(target_arch = "wasm32")]
@@ -18,6 +20,8 @@ mod pool_job;
 mod receipts_view;
 #[cfg(target_arch = "wasm32")]
 mod ui;
+#[cfg(target_arch = "wasm32")]
+mod widgets;
 
 fn main() {
     #[cfg(target_arch = "wasm32")]

@@ -15,6 +15,7 @@
 //! kernels), `import` (safetensors importer), `fetch` (weights and log over HTTP natively),
 //! `sodium` (libsodium natively), `signal`, `rtc-native`, `rtc-web`. None is on by default.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub use shoal_mesh::{circle, jobs, rtc, seal, signal};

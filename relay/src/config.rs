@@ -209,13 +209,17 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("reading config file {path}: {source}")]
     Read {
+        /// The `--config` path.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The file is not valid TOML for [`Config`].
     #[error("parsing config file {path}: {source}")]
     Parse {
+        /// The `--config` path.
         path: PathBuf,
+        /// The TOML error (with its line and column).
         source: toml::de::Error,
     },
     /// A `--peer` / `[[log.peers]]` entry is malformed or there are too many.
@@ -287,32 +291,47 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_relay=debug`.
     #[arg(long, env = "SHOAL_RELAY_LOG", default_value = "info")]
     pub log: String,
+    // The flags below override the `[limits]` keys of the same name (see `Limits`).
+    /// Largest frame accepted from a session, bytes (≤ 65536).
     #[arg(long, env = "SHOAL_RELAY_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
+    /// Sustained frames per second per session.
     #[arg(long, env = "SHOAL_RELAY_MSGS_PER_SEC")]
     pub msgs_per_sec: Option<u32>,
+    /// Frame burst per session (token bucket capacity).
     #[arg(long, env = "SHOAL_RELAY_MSGS_BURST")]
     pub msgs_burst: Option<u32>,
+    /// Sustained bytes per second per session.
     #[arg(long, env = "SHOAL_RELAY_BYTES_PER_SEC")]
     pub bytes_per_sec: Option<u32>,
+    /// Byte burst per session (token bucket capacity).
     #[arg(long, env = "SHOAL_RELAY_BYTES_BURST")]
     pub bytes_burst: Option<u32>,
+    /// Most rooms one session may be in.
     #[arg(long, env = "SHOAL_RELAY_MAX_ROOMS_PER_SESSION")]
     pub max_rooms_per_session: Option<usize>,
+    /// Most members one room may hold.
     #[arg(long, env = "SHOAL_RELAY_MAX_MEMBERS_PER_ROOM")]
     pub max_members_per_room: Option<usize>,
+    /// Most concurrent sessions from one IP address.
     #[arg(long, env = "SHOAL_RELAY_MAX_SESSIONS_PER_IP")]
     pub max_sessions_per_ip: Option<usize>,
+    /// Most concurrent sessions in total.
     #[arg(long, env = "SHOAL_RELAY_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+    /// Close a session silent this long, ms.
     #[arg(long, env = "SHOAL_RELAY_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// Time allowed for Hello/Auth after the upgrade, ms.
     #[arg(long, env = "SHOAL_RELAY_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Frames queued towards one session before it counts as a slow reader.
     #[arg(long, env = "SHOAL_RELAY_SEND_QUEUE")]
     pub send_queue: Option<usize>,
+    /// Longest socket write before a session counts as a slow reader, ms.
     #[arg(long, env = "SHOAL_RELAY_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
+    /// Protocol errors tolerated per 10 s before a close.
     #[arg(long, env = "SHOAL_RELAY_MAX_VIOLATIONS")]
     pub max_violations: Option<u32>,
 }
@@ -402,10 +421,7 @@ mod tests {
             "5",
         ]);
         let c = args.resolve().unwrap();
-        assert_eq!(
-            c.listen,
-            "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap()
-        );
+        assert_eq!(c.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(c.limits.msgs_per_sec, 7);
         assert_eq!(c.limits.max_sessions, 5);
         assert_eq!(c.limits.send_queue, Limits::default().send_queue);

@@ -10,6 +10,7 @@
 //! - [`server`]: state, router, admission, lifecycle.
 //! - [`log`]: the receipt transparency log (redb), its HTTP/tiles API and the witness.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod config;

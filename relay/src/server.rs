@@ -27,20 +27,27 @@ pub enum ServerError {
     /// Filesystem trouble with the data directory or key.
     #[error("{what} {path}: {source}")]
     Io {
+        /// What was being done, e.g. `creating data dir` (the message's first words).
         what: &'static str,
+        /// The file or directory involved.
         path: std::path::PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The key file exists but is not a 32-byte seed.
     #[error("relay key {path} is invalid: {reason}")]
     BadKey {
+        /// The key file, `data_dir/relay.key`.
         path: std::path::PathBuf,
+        /// Why the seed was refused (wrong length) or could not be generated.
         reason: String,
     },
     /// Binding the listen address failed.
     #[error("binding {addr}: {source}")]
     Bind {
+        /// The configured listen address.
         addr: SocketAddr,
+        /// The operating system's error (address in use, permission denied).
         source: std::io::Error,
     },
     /// Bad log / witness configuration (name, peers).

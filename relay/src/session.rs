@@ -22,10 +22,10 @@ use crate::state::{AdmissionGuard, AppState};
 
 /// WebSocket close codes used by the relay.
 mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const POLICY: u16 = 1008;
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 fn close_code(code: ErrorCode) -> u16 {

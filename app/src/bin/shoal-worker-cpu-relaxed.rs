@@ -2,6 +2,8 @@
 //! GEMM kernel (`f32x4.relaxed_madd`, cargo feature `relaxed`). `web/worker.js` loads it when
 //! the browser validates a relaxed-SIMD module. See `worker_core.rs`.
 
+// `#[wasm_bindgen]` exports must be `pub` inside this binary's private modules.
+#![allow(unreachable_pub)]
 #[cfg(target_arch = "wasm32")]
 #[path = "../worker_core.rs"]
 mod worker_core;

@@ -3,6 +3,8 @@
 //! `flex` selectable): loaded when the browser offers no WebGPU adapter and no wasm SIMD.
 //! See `worker_core.rs`.
 
+// `#[wasm_bindgen]` exports must be `pub` inside this binary's private modules.
+#![allow(unreachable_pub)]
 #[cfg(target_arch = "wasm32")]
 #[path = "../worker_core.rs"]
 mod worker_core;

@@ -3,6 +3,8 @@
 //! and the assistant on WebGPU (`chat_gpu.rs`) beside the CPU one (`chat_core.rs`).
 //! See `worker_core.rs`.
 
+// `#[wasm_bindgen]` exports must be `pub` inside this binary's private modules.
+#![allow(unreachable_pub)]
 #[cfg(target_arch = "wasm32")]
 #[path = "../worker_core.rs"]
 mod worker_core;

@@ -15,11 +15,11 @@ use shoal_llm::{Control, Engine, GenParams, Generation, Message, Sampling};
 use crate::paths;
 
 /// Largest message accepted from the command line or standard input.
-pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+pub(crate) const MAX_PROMPT_BYTES: usize = 1 << 20;
 
 /// Which chat model, and how to run it.
 #[derive(Args, Debug, Clone)]
-pub struct ChatModelArgs {
+pub(crate) struct ChatModelArgs {
     /// Chat model: a directory written by `shoal-node import-gguf`, a .gguf file, or an
     /// http(s) URL of either. Default: $SHOAL_CHAT_MODEL or
     /// ~/.cache/shoal/models/smollm2-135m-instruct (scripts/setup imports it there).
@@ -32,12 +32,12 @@ pub struct ChatModelArgs {
 
 impl ChatModelArgs {
     /// Load and verify the model.
-    pub fn load(&self) -> Result<Engine> {
+    pub(crate) fn load(&self) -> Result<Engine> {
         Ok(self.load_with_id()?.0)
     }
 
     /// Load and verify the model; also its id (the manifest's, or the file name's).
-    pub fn load_with_id(&self) -> Result<(Engine, String)> {
+    pub(crate) fn load_with_id(&self) -> Result<(Engine, String)> {
         let loc = self
             .model
             .clone()
@@ -136,7 +136,7 @@ fn check_supported(g: &Gguf) -> Result<()> {
 }
 
 /// `shoal-node import-gguf FILE|URL --out DIR`.
-pub fn import(from: &str, out: &Path) -> Result<()> {
+pub(crate) fn import(from: &str, out: &Path) -> Result<()> {
     let is_url = from.starts_with("http://") || from.starts_with("https://");
     let bytes = if is_url {
         download(from, check_supported)?
@@ -231,7 +231,7 @@ fn slug(raw: &str) -> String {
 
 /// Sampling and limits of `chat` (and `ask`).
 #[derive(Args, Debug, Clone)]
-pub struct GenArgs {
+pub(crate) struct GenArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,
@@ -256,7 +256,7 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    pub fn params(&self) -> Result<GenParams> {
+    pub(crate) fn params(&self) -> Result<GenParams> {
         let sampling = Sampling {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -309,7 +309,7 @@ fn clock() -> impl Fn() -> f64 {
 }
 
 /// Stream one answer to stdout; returns the generation.
-pub fn answer(
+pub(crate) fn answer(
     engine: &Engine,
     session: &mut shoal_llm::Session,
     messages: &[Message],
@@ -345,7 +345,7 @@ fn check_len(text: &str, what: &str) -> Result<()> {
 }
 
 /// The `--json` line.
-pub fn json_line(g: &Generation) -> serde_json::Value {
+pub(crate) fn json_line(g: &Generation) -> serde_json::Value {
     serde_json::json!({
         "prompt_tokens": g.prompt_tokens, "tokens": g.tokens, "text": g.text,
         "prefill_tok_s": g.prefill_tok_s, "decode_tok_s": g.decode_tok_s,
@@ -353,7 +353,7 @@ pub fn json_line(g: &Generation) -> serde_json::Value {
 }
 
 /// `shoal-node chat [PROMPT]`.
-pub fn chat(
+pub(crate) fn chat(
     prompt: Option<String>,
     system: Option<String>,
     json: bool,
@@ -459,6 +459,6 @@ pub fn chat(
 }
 
 /// `$SHOAL_CHAT_MODEL`'s default location.
-pub fn default_dir() -> PathBuf {
+pub(crate) fn default_dir() -> PathBuf {
     paths::default_chat_model_dir()
 }

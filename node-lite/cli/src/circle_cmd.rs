@@ -14,10 +14,10 @@ use node_lite::rtc::native::{self, ComputeFn, NativeConfig};
 use tokio::sync::mpsc;
 
 /// Default relay: the one `scripts/run` starts.
-pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7070/v1/signal";
+pub(crate) const DEFAULT_RELAY: &str = "ws://127.0.0.1:7070/v1/signal";
 
 #[derive(Args, Debug, Clone)]
-pub struct NetArgs {
+pub(crate) struct NetArgs {
     /// Relay WebSocket URL (repeat for fallbacks). An http(s) URL of a relay serving the app
     /// works too: it becomes ws(s)://host/v1/signal.
     #[arg(long = "relay", env = "SHOAL_RELAY", value_delimiter = ',', default_value = DEFAULT_RELAY)]
@@ -141,7 +141,7 @@ fn jline(v: serde_json::Value) {
 }
 
 /// `shoal-node join LINK`: serve shards for the circle until killed.
-pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
+pub(crate) fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
     let cfg = config(link, net, &embedder)?;
     jline(
         serde_json::json!({"event": "member", "peer": cfg.keypair.peer_id().to_string(),
@@ -187,7 +187,7 @@ pub fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
 
 /// Options of `embed --circle`.
 #[derive(Args, Debug, Clone)]
-pub struct CircleEmbedArgs {
+pub(crate) struct CircleEmbedArgs {
     /// Run the job across this circle (link, shoal://circle#c=…, or the bare key).
     #[arg(long)]
     pub circle: Option<String>,
@@ -263,7 +263,7 @@ fn relay_http(u: &str) -> String {
 
 /// `shoal-node embed --circle LINK`: be the requester; print `{"text","vector"}` lines in
 /// input order.
-pub fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> Result<()> {
+pub(crate) fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> Result<()> {
     let link = args.circle.as_deref().context("--circle")?;
     let cfg = config(link, &args.net, &embedder)?;
     let rt = runtime()?;

@@ -29,7 +29,7 @@ echo \"some text\" | shoal-node embed   # one JSON object per line: {\"text\", \
 The model is found in --model, $SHOAL_MODEL_DIR or ~/.cache/shoal/models/all-minilm-l6-v2 \
 (scripts/setup puts it there). Weights are verified against their manifest on every load."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -264,7 +264,7 @@ impl ModelArgs {
     }
 }
 
-pub fn run(cli: Cli) -> Result<u8> {
+pub(crate) fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Receipts {
             logs,

@@ -10,7 +10,7 @@ fn home() -> PathBuf {
 
 /// `$SHOAL_MODEL_DIR`, else `$XDG_CACHE_HOME/shoal/models/all-minilm-l6-v2`
 /// (`~/.cache/...`): where `scripts/setup` imports the model.
-pub fn default_model_dir() -> PathBuf {
+pub(crate) fn default_model_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SHOAL_MODEL_DIR") {
         return PathBuf::from(d);
     }
@@ -33,18 +33,18 @@ fn data_file(env: &str, name: &str) -> PathBuf {
 }
 
 /// `$SHOAL_INDEX`, else `$XDG_DATA_HOME/shoal/index.bin` (`~/.local/share/...`).
-pub fn default_index() -> PathBuf {
+pub(crate) fn default_index() -> PathBuf {
     data_file("SHOAL_INDEX", "index.bin")
 }
 
 /// `$SHOAL_RECEIPTS`, else `$XDG_DATA_HOME/shoal/receipts.bin`: the receipts of this node's jobs.
-pub fn default_receipts() -> PathBuf {
+pub(crate) fn default_receipts() -> PathBuf {
     data_file("SHOAL_RECEIPTS", "receipts.bin")
 }
 
 /// `$XDG_CACHE_HOME/shoal/models/smollm2-135m-instruct` (`~/.cache/...`): where `scripts/setup`
 /// imports the default chat model (`$SHOAL_CHAT_MODEL` overrides, through the flag's env).
-pub fn default_chat_model_dir() -> PathBuf {
+pub(crate) fn default_chat_model_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".cache"))

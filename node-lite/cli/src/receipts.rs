@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 /// Growth points kept per log.
 const MAX_GROWTH_POINTS: usize = 512;
 /// Exit code when a log was caught equivocating.
-pub const EXIT_EQUIVOCATION: u8 = 3;
+pub(crate) const EXIT_EQUIVOCATION: u8 = 3;
 
 /// What the light client remembers per log (by origin) between runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ struct Memory {
     logs: BTreeMap<String, LogMemory>,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub store: PathBuf,
     pub logs: Vec<String>,
     pub witnesses: Vec<String>,
@@ -96,7 +96,7 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the command; returns the process exit code.
-pub fn run(o: &Options) -> Result<u8> {
+pub(crate) fn run(o: &Options) -> Result<u8> {
     if o.logs.is_empty() {
         bail!("no log to check: pass --log \"URL KEY\" for each relay (or set SHOAL_LOGS)");
     }

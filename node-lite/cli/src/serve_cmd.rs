@@ -23,14 +23,14 @@ use shoal_llm::{Control, Engine, Finish, GenParams, Message, Sampling};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Largest request body.
-pub const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 /// Most inputs of one embeddings request.
 const MAX_EMBED_INPUTS: usize = 2048;
 /// Most tokens one completion may ask for.
 const MAX_COMPLETION_TOKENS: usize = 4096;
 
 /// The embedding model's id in `/v1/models`.
-pub const EMBED_MODEL_ID: &str = "all-minilm-l6-v2";
+pub(crate) const EMBED_MODEL_ID: &str = "all-minilm-l6-v2";
 
 struct AppState {
     chat: Arc<Engine>,
@@ -44,7 +44,7 @@ struct AppState {
 }
 
 /// Options of `serve`.
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Generations at once.
@@ -74,7 +74,7 @@ fn now_unix() -> u64 {
 }
 
 /// `serve` until Ctrl-C.
-pub fn serve(
+pub(crate) fn serve(
     chat: Engine,
     chat_id: String,
     embedder: Option<Embedder>,

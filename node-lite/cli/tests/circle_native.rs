@@ -249,13 +249,7 @@ fn local_embed(input: &Path) -> Vec<(String, Vec<f32>)> {
     parse_vectors(&out.stdout)
 }
 
-fn run_requester(
-    link: &str,
-    relay: &str,
-    input: &Path,
-    stats: &Path,
-    peers: usize,
-) -> std::process::Child {
+fn run_requester(link: &str, relay: &str, input: &Path, stats: &Path, peers: usize) -> Child {
     node_cmd()
         .args([
             "embed",

@@ -119,6 +119,7 @@ impl Isa {
         }
     }
 
+    /// Short label for logs, benchmarks and `SHOAL_FAST_KERNEL`: `scalar`, `avx2+fma`, ….
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -200,14 +201,17 @@ impl PackedB {
         }
     }
 
+    /// Rows of the packed `B` (the GEMM's inner dimension).
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Columns of the packed `B` (the output width, before panel padding).
     pub fn n(&self) -> usize {
         self.n
     }
 
+    /// The ISA this packing's panel width was chosen for; tiles must run on the same one.
     pub fn isa(&self) -> Isa {
         self.isa
     }
@@ -394,7 +398,7 @@ mod scalar {
     /// # Safety
     /// See `micro`.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -442,7 +446,7 @@ mod avx2 {
     /// See `micro`; the CPU must have AVX2 and FMA.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -461,9 +465,7 @@ mod avx2 {
                 }
             } else if let Some(p) = bias {
                 let (b0, b1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-                for row in acc.iter_mut() {
-                    *row = [b0, b1];
-                }
+                acc.fill([b0, b1]);
             }
             for p in 0..kc {
                 let b0 = _mm256_loadu_ps(b.add(p * 16));
@@ -491,7 +493,7 @@ mod avx512 {
     /// See `micro`; the CPU must have AVX-512F.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -510,9 +512,7 @@ mod avx512 {
                 }
             } else if let Some(p) = bias {
                 let (b0, b1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
-                for row in acc.iter_mut() {
-                    *row = [b0, b1];
-                }
+                acc.fill([b0, b1]);
             }
             for p in 0..kc {
                 let b0 = _mm512_loadu_ps(b.add(p * 32));
@@ -541,13 +541,13 @@ mod simd128 {
     macro_rules! tile {
         ($features:literal, $mr:literal, |$x:ident, $y:ident, $z:ident| $madd:expr) => {
             use core::arch::wasm32::*;
-            pub const MR: usize = $mr;
+            pub(crate) const MR: usize = $mr;
 
             /// # Safety
             /// See `micro`.
             #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = $features)]
-            pub unsafe fn tile(
+            pub(crate) unsafe fn tile(
                 kc: usize,
                 a: *const f32,
                 lda: usize,
@@ -597,12 +597,12 @@ mod simd128 {
         };
     }
 
-    pub mod plain {
+    pub(crate) mod plain {
         tile!("simd128", 6, |a, b, c| f32x4_add(c, f32x4_mul(a, b)));
     }
 
     #[cfg(feature = "wasm-relaxed-simd")]
-    pub mod relaxed {
+    pub(crate) mod relaxed {
         tile!("simd128,relaxed-simd", 6, |a, b, c| f32x4_relaxed_madd(
             a, b, c
         ));

@@ -13,6 +13,7 @@
 //!   wasm);
 //! - [`ops`]: GELU, softmax, residual + LayerNorm, written to vectorise.
 
+#![warn(missing_docs)]
 pub mod kernel;
 pub mod ops;
 pub mod par;

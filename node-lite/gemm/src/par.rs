@@ -21,11 +21,13 @@ impl SendPtr {
     }
 }
 
+/// Worker threads the parallel loops split over: rayon's pool size natively, 1 in wasm.
 #[cfg(not(target_family = "wasm"))]
 pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Worker threads the parallel loops split over: rayon's pool size natively, 1 in wasm.
 #[cfg(target_family = "wasm")]
 pub fn threads() -> usize {
     1

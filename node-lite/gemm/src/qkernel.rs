@@ -61,6 +61,7 @@ impl WeightBits {
         (depth as usize / 2).max(1)
     }
 
+    /// The width's label, `int8` or `int12`: the prefix of a kernel name (`int12-avx2`).
     pub fn name(self) -> &'static str {
         match self {
             WeightBits::Int8 => "int8",
@@ -212,22 +213,27 @@ impl QPackedB {
         }
     }
 
+    /// Rows of the weight: the inner dimension `k`, unpadded (the panels round it up to even).
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Columns of the weight (the output width, before padding to whole panels).
     pub fn n(&self) -> usize {
         self.n
     }
 
+    /// The tile this packing was made for; its [`mr`](QIsa::mr) is the row padding `A` gets.
     pub fn isa(&self) -> QIsa {
         self.isa
     }
 
+    /// How many bits each quantized weight keeps (sets the `i32` chunk depth).
     pub fn bits(&self) -> WeightBits {
         self.bits
     }
 
+    /// Number of [`NR`]-column panels (`n` rounded up to a multiple of `NR`, divided by it).
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)
     }
@@ -553,7 +559,7 @@ mod scalar {
     /// # Safety
     /// See `micro`.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         k2: usize,
         a: *const u32,
         lda: usize,
@@ -601,7 +607,7 @@ mod avx2 {
     /// See `micro`; the CPU must have AVX2.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         k2: usize,
         a: *const u32,
         lda: usize,
@@ -643,13 +649,13 @@ mod avx2 {
 ))]
 mod simd128 {
     use core::arch::wasm32::*;
-    pub const MR: usize = 4;
+    pub(crate) const MR: usize = 4;
 
     /// # Safety
     /// See `micro`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "simd128")]
-    pub unsafe fn tile(
+    pub(crate) unsafe fn tile(
         k2: usize,
         a: *const u32,
         lda: usize,

@@ -13,6 +13,7 @@
 //!   ([`GpuGenerator::step`]) returning the CPU engine's [`shoal_llm::Generation`]. Greedy
 //!   decoding reads back one token id per step; nothing reads synchronously.
 
+#![warn(missing_docs)]
 mod chat;
 mod model;
 

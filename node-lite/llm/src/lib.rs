@@ -6,6 +6,7 @@
 //! [`sample`] → [`Engine`] (prompt → streamed tokens). Sans-IO: no file, network or clock
 //! access; callers pass bytes in and time (`now`) as a function.
 
+#![warn(missing_docs)]
 pub mod config;
 pub mod decode;
 pub mod gguf;
@@ -17,6 +18,7 @@ pub mod quant;
 pub mod rag;
 pub mod sample;
 pub mod template;
+pub mod testdata;
 pub mod tokenizer;
 
 use serde::{Deserialize, Serialize};
@@ -323,7 +325,7 @@ impl Generator {
         engine: &Engine,
         session: &mut Session,
         now: &dyn Fn() -> f64,
-        ex: Option<&mut dyn model::Exchange>,
+        ex: Option<&mut dyn Exchange>,
     ) -> Result<Step, LlmError> {
         let model = &engine.model;
         match self.dec.next_work(session.pos, model.cfg.context) {

@@ -4,7 +4,7 @@
 
 use shoal_math::{dot8, exp, sum8};
 
-use crate::kernels::QK;
+use crate::quant::QK;
 
 #[inline(always)]
 fn quantize_block(xs: &[f32; QK], qs: &mut [i8; QK]) -> (f32, i32) {
@@ -528,7 +528,7 @@ mod wasm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_data;
+    use crate::testdata::test_data;
 
     #[test]
     fn attention_equals_the_f64_definition() {
@@ -557,7 +557,7 @@ mod tests {
                     * 0.125
             })
             .collect();
-        let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+        let mx = s.iter().copied().fold(f64::MIN, f64::max);
         let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
         for i in 0..hd {
             let want: f64 = (0..len)

@@ -16,6 +16,10 @@
 
 use half::f16;
 
+/// Weights per block of the 32-weight types, and per activation block of the integer kernels
+/// (activations are quantized in blocks of this size to meet the weights block by block).
+pub const QK: usize = 32;
+
 /// The element types the engine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -500,7 +504,7 @@ mod tests {
 
     #[test]
     fn every_type_round_trips_within_its_precision() {
-        let x = crate::kernels::test_data(512, 7, 1.0);
+        let x = crate::testdata::test_data(512, 7, 1.0);
         for (ty, tol) in [
             (GgmlType::F32, 0.0),
             (GgmlType::F16, 1e-3),

@@ -140,7 +140,7 @@ pub fn candidates(logits: &[f32], s: &Sampling, recent: &[u32]) -> Vec<(u32, f32
         .map(|&i| (i, ((l[i as usize] - mx) / s.temperature).exp()))
         .collect();
     let sum: f32 = p.iter().map(|x| x.1).sum();
-    for x in p.iter_mut() {
+    for x in &mut p {
         x.1 /= sum;
     }
     if s.top_p < 1.0 {
@@ -155,7 +155,7 @@ pub fn candidates(logits: &[f32], s: &Sampling, recent: &[u32]) -> Vec<(u32, f32
         }
         p.truncate(keep);
         let sum: f32 = p.iter().map(|x| x.1).sum();
-        for x in p.iter_mut() {
+        for x in &mut p {
             x.1 /= sum;
         }
     }

@@ -5,6 +5,7 @@
 //! Shared by the embedder's fast CPU encoder (node-lite) and the chat engine (shoal-llm), so
 //! both keep one `exp`.
 
+#![warn(missing_docs)]
 /// `eˣ` for `x ≤ 88` (relative error ≈ 2 ulp; `x < -87.3` gives ≈ 1e-38, not 0).
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // published coefficients, as printed

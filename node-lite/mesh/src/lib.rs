@@ -14,6 +14,7 @@
 //! `seal` and `shoal-tlog`'s receipts, `rtc` on all of them. Platform code is gated by
 //! `cfg(all(target_family = "wasm", target_os = "unknown"))`.
 
+#![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod circle;

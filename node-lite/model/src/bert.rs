@@ -12,13 +12,21 @@ use serde::{Deserialize, Serialize};
 /// Shape of a BERT model (the subset of Hugging Face's `config.json` we need).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// Rows of the word embedding: valid token ids are `0..vocab_size` (MiniLM: 30522).
     pub vocab_size: usize,
+    /// Width of every hidden state and of the output embedding (MiniLM: 384).
     pub hidden_size: usize,
+    /// Transformer layers in the encoder (MiniLM: 6).
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size` (MiniLM: 12 of 32 dimensions).
     pub num_attention_heads: usize,
+    /// Width of the feed-forward layer inside each block (MiniLM: 1536).
     pub intermediate_size: usize,
+    /// Rows of the position embedding, the most tokens one input may have (MiniLM: 512).
     pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) embedding (MiniLM: 2); only type 0 is used.
     pub type_vocab_size: usize,
+    /// Epsilon of every `LayerNorm` (MiniLM: 1e-12).
     pub layer_norm_eps: f64,
 }
 
@@ -137,7 +145,9 @@ pub struct Encoder {
 /// The encoder: token ids in, one hidden state per token out.
 #[derive(Module, Debug)]
 pub struct Bert {
+    /// Word + position + token-type embeddings and their `LayerNorm` (checkpoint `embeddings.*`).
     pub embeddings: Embeddings,
+    /// The transformer layers (checkpoint `encoder.layer.N.*`).
     pub encoder: Encoder,
     num_heads: usize,
 }

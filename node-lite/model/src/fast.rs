@@ -117,7 +117,7 @@ fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
         .map_err(|e| ModelError::Load(format!("reading a weight: {e:?}")))
 }
 
-fn weight(l: &burn::nn::Linear, k: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+fn weight(l: &nn::Linear, k: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
     let w = l.weight.val();
     if w.dims() != [k, n] {
         return Err(ModelError::Load(format!(
@@ -132,7 +132,7 @@ fn weight(l: &burn::nn::Linear, k: usize, n: usize) -> Result<(Vec<f32>, Vec<f32
     Ok((floats(w)?, b))
 }
 
-fn norm(n: &burn::nn::LayerNorm) -> Result<Norm, ModelError> {
+fn norm(n: &nn::LayerNorm) -> Result<Norm, ModelError> {
     Ok(Norm {
         gamma: floats(n.gamma.val())?,
         beta: match &n.beta {
@@ -410,7 +410,7 @@ impl FastBert {
                         None,
                         out.get().add(c0),
                         h,
-                    )
+                    );
                 };
             },
         );

@@ -12,6 +12,7 @@
 //! Weights arrive verified (`shoal-weights`); `import` (feature `import`) makes them from the
 //! published `model.safetensors`.
 
+#![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 mod bert;
@@ -33,17 +34,25 @@ pub const MAX_SEQ_LEN: usize = 256;
 /// Default number of sentences per forward pass.
 pub const DEFAULT_BATCH: usize = 32;
 
+/// Why loading the model or embedding text failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
+    /// `tokenizer.json` did not load, a text did not encode, or token ids exceed the model's
+    /// vocabulary or positions.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The burn record does not fit the model (missing or mis-shaped tensors).
     #[error("loading weights: {0}")]
     Load(String),
+    /// The manifest's `config` is not a usable [`BertConfig`].
     #[error("model config in manifest: {0}")]
     Config(String),
+    /// burn could not copy the output tensor back from its device (GPU readback).
     #[error("reading results from the device: {0}")]
     Readback(String),
+    /// The engine asked for (named by its `Debug` form) is not compiled in: see the `cpu` and
+    /// `gpu` features.
     #[error("backend {0:?} is not compiled into this build")]
     BackendUnavailable(String),
 }
@@ -213,6 +222,7 @@ impl Embedder {
         Ok((config, model))
     }
 
+    /// Precision of the weights this embedder was loaded from (f16 ones run widened to f32).
     pub fn variant(&self) -> Variant {
         self.variant
     }

@@ -10,11 +10,13 @@ use tokenizers::{Tokenizer, TruncationParams};
 /// 10 MB line can cause.
 const MAX_WORDS: usize = MAX_SEQ_LEN + 64;
 
+/// The model's WordPiece tokenizer, set to truncate at [`MAX_SEQ_LEN`] and never pad.
 pub struct TextTokenizer {
     inner: Tokenizer,
 }
 
 impl TextTokenizer {
+    /// Load a Hugging Face `tokenizer.json` (the verified bytes of the weights bundle).
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
         let mut inner =
             Tokenizer::from_bytes(json).map_err(|e| ModelError::Tokenizer(e.to_string()))?;

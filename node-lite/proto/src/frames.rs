@@ -246,25 +246,45 @@ pub enum Frame {
 
 /// Frame tags (the second byte).
 pub mod tag {
+    /// [`Frame::Hello`], node → relay: opens the handshake.
     pub const HELLO: u8 = 0x01;
+    /// [`Frame::Challenge`], relay → node: the relay's nonce and signature.
     pub const CHALLENGE: u8 = 0x02;
+    /// [`Frame::Auth`], node → relay: the node's signature over the challenge.
     pub const AUTH: u8 = 0x03;
+    /// [`Frame::Welcome`], relay → node: handshake done, session limits.
     pub const WELCOME: u8 = 0x04;
+    /// [`Frame::Join`], node → relay: join a room.
     pub const JOIN: u8 = 0x10;
+    /// [`Frame::Leave`], node → relay: leave a room.
     pub const LEAVE: u8 = 0x11;
+    /// [`Frame::ListMembers`], node → relay: ask for a room's members.
     pub const LIST_MEMBERS: u8 = 0x12;
+    /// [`Frame::Members`], relay → node: a room's member list.
     pub const MEMBERS: u8 = 0x13;
+    /// [`Frame::MemberJoined`], relay → node: a peer joined a room.
     pub const MEMBER_JOINED: u8 = 0x14;
+    /// [`Frame::MemberLeft`], relay → node: a peer left a room.
     pub const MEMBER_LEFT: u8 = 0x15;
+    /// [`Frame::Send`], node → relay: an opaque payload for one room member.
     pub const SEND: u8 = 0x20;
+    /// [`Frame::Deliver`], relay → node: a payload from a room member.
     pub const DELIVER: u8 = 0x21;
+    /// [`Frame::Ping`], either way: keep-alive.
     pub const PING: u8 = 0x30;
+    /// [`Frame::Pong`], either way: the answer to a ping, same nonce.
     pub const PONG: u8 = 0x31;
+    /// [`Frame::Error`], mostly relay → node: an error report (last of the control group).
     pub const ERROR: u8 = 0x3F;
+    /// [`Frame::SubmitReceipts`], node → relay: receipts to append to the log.
     pub const SUBMIT_RECEIPTS: u8 = 0x40;
+    /// [`Frame::Promises`], relay → node: inclusion promises for a submission.
     pub const PROMISES: u8 = 0x41;
+    /// [`Frame::GetCheckpoint`], node → relay: ask for the latest checkpoint.
     pub const GET_CHECKPOINT: u8 = 0x42;
+    /// [`Frame::CheckpointNote`], relay → node: the signed checkpoint note.
     pub const CHECKPOINT_NOTE: u8 = 0x43;
+    /// [`Frame::AnchorError`], relay → node: an anchoring request failed.
     pub const ANCHOR_ERROR: u8 = 0x44;
     /// Anchoring: receipts, inclusion promises/proofs, checkpoints (`0x40..=0x44` assigned,
     /// the rest reserved).

@@ -37,6 +37,7 @@
 //! ```
 //! Nothing but `Hello`/`Auth` (and `Ping`/`Pong`) is accepted before `Welcome`.
 
+#![warn(missing_docs)]
 // `deny` rather than `forbid`: `identity::sodium` (libsodium FFI, feature `sodium`, native only)
 // opts in with `#[allow(unsafe_code)]`.
 #![deny(unsafe_code)]
@@ -105,10 +106,20 @@ pub enum DecodeError {
     TooShort(usize),
     /// The version byte is not one this build speaks.
     #[error("unsupported protocol version {got} (this build speaks {supported})")]
-    UnsupportedVersion { got: u8, supported: u8 },
+    UnsupportedVersion {
+        /// The frame's first byte.
+        got: u8,
+        /// [`PROTOCOL_VERSION`] of this build.
+        supported: u8,
+    },
     /// Larger than the limit in force.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Length of the whole frame in bytes.
+        len: usize,
+        /// The limit applied: the caller's, clamped to [`MAX_FRAME_LEN`].
+        max: usize,
+    },
     /// A tag from a reserved group (anchoring, federation) this build does not implement.
     #[error("frame tag {0:#04x} is reserved (anchoring/federation) and not supported here")]
     ReservedTag(u8),
@@ -117,13 +128,29 @@ pub enum DecodeError {
     UnknownTag(u8),
     /// The body does not parse as the tag's type.
     #[error("malformed {kind} frame: {reason}")]
-    Malformed { kind: &'static str, reason: String },
+    Malformed {
+        /// Frame kind named by the tag, as [`Frame::kind`] spells it (`hello`, `send`, …).
+        kind: &'static str,
+        /// The postcard decoder's error message.
+        reason: String,
+    },
     /// The body parsed but bytes were left over.
     #[error("malformed {kind} frame: {extra} trailing bytes")]
-    Trailing { kind: &'static str, extra: usize },
-    /// A payload longer than [`MAX_PAYLOAD_LEN`].
+    Trailing {
+        /// Frame kind named by the tag, as [`Frame::kind`] spells it.
+        kind: &'static str,
+        /// Number of unconsumed bytes after the body.
+        extra: usize,
+    },
+    /// A payload longer than [`MAX_PAYLOAD_LEN`], or a receipt/promise batch longer than
+    /// [`MAX_SUBMIT_RECEIPTS`].
     #[error("payload of {len} bytes exceeds the limit of {max}")]
-    PayloadTooLarge { len: usize, max: usize },
+    PayloadTooLarge {
+        /// Payload bytes, or entries in the batch.
+        len: usize,
+        /// [`MAX_PAYLOAD_LEN`] or [`MAX_SUBMIT_RECEIPTS`].
+        max: usize,
+    },
     /// Serialisation failed (encoding side).
     #[error("encode failed: {0}")]
     Encode(String),

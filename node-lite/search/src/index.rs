@@ -14,63 +14,103 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Target words per passage (the model reads at most 256 tokens).
 pub const PASSAGE_WORDS: usize = 120;
 
+/// One indexed file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Doc {
+    /// The file's path as given to [`Index::plan`] (displayed; also the lookup key).
     pub path: String,
+    /// Hex SHA-256 of the text when indexed: an unchanged hash skips re-embedding (empty for
+    /// docs created by [`Index::add`] without a plan).
     pub sha256: String,
 }
 
+/// One embedded piece of a [`Doc`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Passage {
+    /// Position of the passage's file in [`Index::docs`].
     pub doc: u32,
     /// 1-based line where the passage starts.
     pub line: u32,
+    /// The passage text as embedded (and shown in search results).
     pub text: String,
 }
 
 /// A passage waiting for its vector.
 #[derive(Debug, Clone)]
 pub struct PendingPassage {
+    /// Path of the file it comes from (matches a [`Doc::path`]).
     pub path: String,
+    /// 1-based line where the passage starts.
     pub line: u32,
+    /// The text the caller must embed.
     pub text: String,
 }
 
+/// The whole index as saved on disk (`SHOALIX1` then postcard): files, passages and their
+/// vectors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Index {
+    /// Name of the embedding model the vectors came from; opening with another model fails.
     pub model: String,
+    /// Dimensions of every vector (MiniLM: 384).
     pub dim: usize,
+    /// Indexed files, referenced by position from [`Passage::doc`].
     pub docs: Vec<Doc>,
+    /// Every passage, in the same order as the rows of `vectors`.
     pub passages: Vec<Passage>,
     /// Row-major `passages.len() × dim`, unit length rows.
     pub vectors: Vec<f32>,
 }
 
+/// One search result of [`Index::search`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
+    /// Dot product of the passage and query vectors: cosine similarity, in `[-1, 1]`.
     pub score: f32,
+    /// Path of the file the passage is in.
     pub path: String,
+    /// 1-based line where the passage starts.
     pub line: u32,
+    /// The passage text.
     pub text: String,
 }
 
+/// Why reading, writing or querying an index failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
+    /// A file system operation on `path` failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory involved.
         path: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The file (named) does not start with the `SHOALIX1` magic.
     #[error("{0}: not a Shoal index (or a newer format)")]
     BadFormat(String),
+    /// The index at the path (first field) did not decode or encode, or its sizes disagree
+    /// (second field: why).
     #[error("{0}: corrupt index: {1}")]
     Corrupt(String, String),
+    /// The index on disk was embedded with a different model; its vectors are not comparable.
     #[error("index was built with model {built:?}, not {current:?}: re-index")]
-    ModelMismatch { built: String, current: String },
+    ModelMismatch {
+        /// The model recorded in the index.
+        built: String,
+        /// The model the caller embeds with.
+        current: String,
+    },
+    /// A vector handed in has the wrong length.
     #[error("vector has {got} dimensions, index has {want}")]
-    Dim { got: usize, want: usize },
+    Dim {
+        /// Length of the vector given.
+        got: usize,
+        /// The index's [`Index::dim`].
+        want: usize,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
@@ -83,13 +123,18 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
 /// What happened to one input file during [`Index::plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileStatus {
+    /// Same SHA-256 as when indexed: its passages are kept, nothing to embed.
     Unchanged,
+    /// Not in the index yet: all its passages are pending.
     New,
+    /// Content changed: its old passages were dropped and the new ones are pending.
     Changed,
+    /// Not indexed, with the reason (unreadable, binary, not UTF-8, over [`MAX_FILE_BYTES`]).
     Skipped(String),
 }
 
 impl Index {
+    /// An empty index for vectors of `dim` dimensions from `model`.
     pub fn new(model: &str, dim: usize) -> Self {
         Self {
             model: model.into(),
@@ -115,6 +160,7 @@ impl Index {
         Ok(idx)
     }
 
+    /// Read and check an index file (magic, decoding, sizes); the model is not checked here.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         let name = path.display().to_string();

@@ -2,6 +2,7 @@
 //! natively, [`index`] (the `shoal-node` passage index: passages with file and line, their
 //! vectors, saved atomically).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 #[cfg(not(target_family = "wasm"))]

@@ -18,15 +18,25 @@ use super::note::{
     is_valid_name, key_id, parse_verifier_key, verifier_key_text,
 };
 
+/// Why a checkpoint could not be parsed, verified or used as an equivocation proof.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum CheckpointError {
+    /// The body breaks the checkpoint grammar (the rule violated).
     #[error("malformed checkpoint: {0}")]
     Malformed(&'static str),
+    /// The enclosing signed note is malformed or its log signature does not verify.
     #[error(transparent)]
     Note(#[from] NoteError),
+    /// Validly signed, but for a different log than the one expected.
     #[error("checkpoint is for origin {got:?}, expected {want:?}")]
-    WrongOrigin { got: String, want: String },
+    WrongOrigin {
+        /// Origin line of the checkpoint.
+        got: String,
+        /// Origin required (the given one, or the log key's name).
+        want: String,
+    },
+    /// Both checkpoints verify but do not conflict (the reason: `different sizes`, `same root`).
     #[error("not an equivocation: {0}")]
     NotEquivocation(&'static str),
 }
@@ -34,14 +44,18 @@ pub enum CheckpointError {
 /// A tree head as a C2SP checkpoint body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The log's identity line (by convention the log key's name); non-empty, first line.
     pub origin: String,
+    /// Tree size: number of leaves the root covers (decimal, second line).
     pub size: u64,
+    /// RFC 9162 root hash of the first `size` leaves (base64, third line).
     pub root: Hash,
     /// Extension lines (without newlines); usually empty.
     pub extensions: Vec<String>,
 }
 
 impl Checkpoint {
+    /// A checkpoint without extension lines.
     pub fn new(origin: &str, size: u64, root: Hash) -> Self {
         Self {
             origin: origin.to_owned(),
@@ -51,6 +65,7 @@ impl Checkpoint {
         }
     }
 
+    /// The body text that gets signed: origin, size, base64 root, extensions, each `\n`-ended.
     pub fn to_body(&self) -> String {
         let mut s = format!(
             "{}\n{}\n{}\n",
@@ -65,6 +80,8 @@ impl Checkpoint {
         s
     }
 
+    /// Strict inverse of [`Checkpoint::to_body`]: canonical decimal size, 32-byte root,
+    /// trailing newline, no empty extension lines.
     pub fn parse_body(body: &str) -> Result<Self, CheckpointError> {
         let body = body
             .strip_suffix('\n')
@@ -121,7 +138,9 @@ impl Checkpoint {
 /// A signed checkpoint whose log signature has been verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedCheckpoint {
+    /// The parsed body of `note`.
     pub checkpoint: Checkpoint,
+    /// The note as received, with every signature line (log and witnesses).
     pub note: Note,
 }
 
@@ -137,6 +156,7 @@ impl SignedCheckpoint {
         Self::verify_note(note, log, origin)
     }
 
+    /// [`SignedCheckpoint::verify`] for a note that is already parsed.
     pub fn verify_note(
         note: Note,
         log: &NoteVerifier,
@@ -176,12 +196,16 @@ pub fn cosign(witness: &dyn NoteSigner, checkpoint_body: &str, timestamp: u64) -
 /// Verifies cosignature/v1 signatures of one witness key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CosignatureVerifier {
+    /// The witness's key name, as it appears on its cosignature lines.
     pub name: String,
+    /// Key id of `name` and `public_key` under alg `0x04` (cosignature/v1).
     pub key_id: u32,
+    /// The witness's Ed25519 public key.
     pub public_key: [u8; 32],
 }
 
 impl CosignatureVerifier {
+    /// A verifier for witness `name`; fails with [`NoteError::BadName`] on an invalid name.
     pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
         if !is_valid_name(name) {
             return Err(NoteError::BadName);
@@ -202,6 +226,7 @@ impl CosignatureVerifier {
         Self::new(&name, pk)
     }
 
+    /// The C2SP verifier key text `name+keyid+base64(0x04||key)`.
     pub fn key_text(&self) -> String {
         verifier_key_text(&self.name, ALG_COSIGNATURE_V1, &self.public_key)
     }

@@ -15,22 +15,41 @@ use super::checkpoint::{
 use super::note::{Note, NoteVerifier};
 use super::{Hash, ProofError, verify_consistency, verify_inclusion};
 
+/// Why the light client refused a checkpoint or an inclusion proof.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The note does not parse, the log signature fails, or the origin is wrong.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Too few distinct configured witnesses cosigned the checkpoint.
     #[error("only {got} of the required {need} witness cosignatures")]
-    Quorum { got: usize, need: usize },
+    Quorum {
+        /// Distinct configured witnesses with a valid cosignature.
+        got: usize,
+        /// The client's configured quorum.
+        need: usize,
+    },
+    /// The new checkpoint is smaller than the last accepted one.
     #[error("checkpoint goes backwards: size {new} < last seen {last}")]
-    Rollback { last: u64, new: u64 },
+    Rollback {
+        /// Tree size of the last accepted checkpoint.
+        last: u64,
+        /// Tree size of the refused checkpoint.
+        new: u64,
+    },
+    /// The consistency proof from the last accepted checkpoint did not verify.
     #[error("inconsistent with the last checkpoint: {0}")]
     Inconsistent(ProofError),
+    /// The log signed two different roots for one size: the log is caught lying.
     #[error("log equivocated at size {size}")]
     Equivocation {
+        /// The tree size both checkpoints claim.
         size: u64,
+        /// Both signed notes, checkable by anyone with the log key (worth publishing).
         proof: Box<EquivocationProof>,
     },
+    /// [`LightClient::verify_inclusion`] failed: the leaf is not at that index under that root.
     #[error("inclusion proof failed: {0}")]
     Inclusion(ProofError),
 }
@@ -74,6 +93,8 @@ impl LightClient {
         Ok(self)
     }
 
+    /// The last accepted checkpoint (persist `note.to_text()` to restore it with
+    /// [`LightClient::with_last`]); `None` before the first accepted one.
     pub fn last(&self) -> Option<&SignedCheckpoint> {
         self.last.as_ref()
     }

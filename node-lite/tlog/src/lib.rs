@@ -21,6 +21,7 @@
 //! change once written, a tree of `n` leaves has fewer than `2n` of them, and every proof or
 //! tree head for any size `≤ n` needs `O(log n)` of them.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -72,22 +73,44 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum ProofError {
+    /// The leaf index is not inside the tree, or the size exceeds [`MAX_TREE_SIZE`].
     #[error("index {index} is not below tree size {size}")]
-    IndexOutOfRange { index: u64, size: u64 },
+    IndexOutOfRange {
+        /// Zero-based leaf index asked for.
+        index: u64,
+        /// Tree size (number of leaves) it was checked against.
+        size: u64,
+    },
+    /// `old > new`, or a size above [`MAX_TREE_SIZE`].
     #[error("sizes out of order or too large: {old} > {new}")]
-    BadSizes { old: u64, new: u64 },
+    BadSizes {
+        /// The smaller tree's size (or a range's start).
+        old: u64,
+        /// The larger tree's size (or a range's end).
+        new: u64,
+    },
+    /// The proof has more or fewer hashes than the two sizes require.
     #[error("proof has the wrong length")]
     WrongLength,
+    /// The proof is well formed but hashes to a different root than the one trusted.
     #[error("proof does not lead to the expected root")]
     RootMismatch,
+    /// A [`HashReader`] had no hash for a subtree the computation needs.
     #[error("the hash store is missing subtree ({level}, {index})")]
-    Missing { level: u8, index: u64 },
+    Missing {
+        /// Subtree height: 0 for leaves, covering `2^level` leaves.
+        level: u8,
+        /// Position among subtrees of that level (first leaf is `index << level`).
+        index: u64,
+    },
 }
 
 /// Reads stored complete-subtree hashes. `read(level, index)` is the hash of leaves
 /// `[index << level, (index + 1) << level)`.
 pub trait HashReader {
+    /// The store's error; proof routines also report their own [`ProofError`]s through it.
     type Error: From<ProofError>;
+    /// The hash of complete subtree `(level, index)`, or an error if it is not stored.
     fn read(&self, level: u8, index: u64) -> Result<Hash, Self::Error>;
 }
 
@@ -318,6 +341,7 @@ pub struct Frontier {
 }
 
 impl Frontier {
+    /// The frontier of the empty tree (size 0, root [`EMPTY_ROOT`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -339,6 +363,7 @@ impl Frontier {
         Ok(Self { size, nodes })
     }
 
+    /// Number of leaves appended so far.
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -363,6 +388,7 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// RFC 9162 root of the current tree, folded from the edge ([`EMPTY_ROOT`] when empty).
     pub fn root(&self) -> Hash {
         let mut it = self.nodes.iter().rev();
         let Some(&(_, mut acc)) = it.next() else {
@@ -383,10 +409,12 @@ pub struct MemoryTree {
 }
 
 impl MemoryTree {
+    /// An empty tree.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Appends a leaf given its already computed [`leaf_hash`], storing every new subtree hash.
     pub fn push_leaf_hash(&mut self, leaf: Hash) {
         let levels = &mut self.levels;
         self.frontier.append(leaf, |level, index, h| {
@@ -399,14 +427,17 @@ impl MemoryTree {
         });
     }
 
+    /// Appends a leaf from its raw entry bytes (hashed with [`leaf_hash`]).
     pub fn push(&mut self, data: &[u8]) {
         self.push_leaf_hash(leaf_hash(data));
     }
 
+    /// Number of leaves in the tree.
     pub fn size(&self) -> u64 {
         self.frontier.size()
     }
 
+    /// RFC 9162 root of all leaves pushed so far.
     pub fn root(&self) -> Hash {
         self.frontier.root()
     }

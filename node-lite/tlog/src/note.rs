@@ -25,17 +25,23 @@ pub const MAX_NOTE_SIGNATURES: usize = 100;
 
 const SIG_PREFIX: &str = "\u{2014} ";
 
+/// Why a note, signature line or verifier key was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum NoteError {
+    /// The note or a signature line breaks the format or a size limit (the rule violated).
     #[error("malformed note: {0}")]
     Malformed(&'static str),
+    /// A verifier key text that does not parse, has a wrong key id or the wrong algorithm.
     #[error("malformed verifier key")]
     BadKey,
+    /// A key name that is empty or contains whitespace or `+`.
     #[error("invalid key name")]
     BadName,
+    /// The note carries no signature line for the required key (its name).
     #[error("no valid signature from {0}")]
     Unsigned(String),
+    /// A signature line claims the required key but does not verify (the key's name).
     #[error("invalid signature from {0}")]
     BadSignature(String),
 }
@@ -93,13 +99,16 @@ pub fn parse_verifier_key(text: &str) -> Result<(String, u8, [u8; 32]), NoteErro
 /// One signature line of a note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteSignature {
+    /// Name of the signing key (no whitespace, no `+`).
     pub name: String,
+    /// The first 4 bytes of the base64 blob: [`key_id`] of the signing key, big endian.
     pub key_id: u32,
     /// The signature bytes after the key id (64 for Ed25519, 72 for cosignature/v1).
     pub sig: Vec<u8>,
 }
 
 impl NoteSignature {
+    /// The line `— <name> <base64(key id || sig)>`, newline included.
     pub fn to_line(&self) -> String {
         let mut b = Vec::with_capacity(4 + self.sig.len());
         b.extend_from_slice(&self.key_id.to_be_bytes());
@@ -135,7 +144,9 @@ impl NoteSignature {
 /// A note: text plus signatures. The text always ends with a newline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
+    /// The signed text, ending in `\n`, no control characters, at most [`MAX_NOTE_BYTES`].
     pub text: String,
+    /// Signature lines in order (at most [`MAX_NOTE_SIGNATURES`] when parsed).
     pub sigs: Vec<NoteSignature>,
 }
 
@@ -150,6 +161,7 @@ fn check_text(text: &str) -> Result<(), NoteError> {
 }
 
 impl Note {
+    /// An unsigned note; `text` must end with a newline and fit [`MAX_NOTE_BYTES`].
     pub fn new(text: impl Into<String>) -> Result<Self, NoteError> {
         let text = text.into();
         check_text(&text)?;
@@ -162,6 +174,8 @@ impl Note {
         })
     }
 
+    /// Parses a signed note (text, blank line, signature lines); checks format only, not
+    /// signatures.
     pub fn parse(bytes: &[u8]) -> Result<Self, NoteError> {
         if bytes.len() > MAX_NOTE_BYTES {
             return Err(NoteError::Malformed("note too large"));
@@ -185,6 +199,7 @@ impl Note {
         Ok(Self { text, sigs: out })
     }
 
+    /// The note as served: text, a blank line, then every signature line.
     pub fn to_text(&self) -> String {
         let mut s = String::with_capacity(self.text.len() + 1 + self.sigs.len() * 110);
         s.push_str(&self.text);
@@ -231,7 +246,9 @@ impl Note {
 /// Something that signs with an Ed25519 key under a key name. The relay's identity module
 /// implements this at merge; [`Ed25519Signer`] is the pure-Rust implementation.
 pub trait NoteSigner: Send + Sync {
+    /// Key name on signature lines (for a log: its checkpoint origin).
     fn name(&self) -> &str;
+    /// The Ed25519 public key, used for key ids and verifier keys.
     fn public_key(&self) -> [u8; 32];
     /// A plain Ed25519 signature of `msg` (RFC 8032; libsodium `crypto_sign_detached`).
     fn sign(&self, msg: &[u8]) -> [u8; 64];
@@ -336,12 +353,16 @@ pub fn ed25519_verify(public_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
 /// A note verifier for one Ed25519 (alg 0x01) key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteVerifier {
+    /// The key's name, as it appears on signature lines.
     pub name: String,
+    /// Key id of `name` and `public_key` under alg `0x01`.
     pub key_id: u32,
+    /// The Ed25519 public key.
     pub public_key: [u8; 32],
 }
 
 impl NoteVerifier {
+    /// A verifier for key `name`; fails with [`NoteError::BadName`] on an invalid name.
     pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
         if !is_valid_name(name) {
             return Err(NoteError::BadName);
@@ -362,6 +383,7 @@ impl NoteVerifier {
         Self::new(&name, pk)
     }
 
+    /// The C2SP verifier key text `name+keyid+base64(0x01||key)`.
     pub fn key_text(&self) -> String {
         verifier_key_text(&self.name, ALG_ED25519, &self.public_key)
     }

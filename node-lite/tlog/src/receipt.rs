@@ -23,25 +23,35 @@ pub const MAX_RECEIPT_BYTES: usize = 512;
 const WORKER_DOMAIN: &[u8] = b"shoal/receipt/v1/worker\0";
 const REQUESTER_DOMAIN: &[u8] = b"shoal/receipt/v1/requester\0";
 
+/// Why a receipt could not be decoded, verified or signed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum ReceiptError {
+    /// The encoding exceeds [`MAX_RECEIPT_BYTES`] (carries its length in bytes).
     #[error("receipt is {0} bytes, more than the {MAX_RECEIPT_BYTES} allowed")]
     TooLarge(usize),
+    /// Zero bytes: not even a version byte.
     #[error("empty receipt")]
     Empty,
+    /// The version byte is not [`RECEIPT_VERSION`] (carries the byte found).
     #[error("unknown receipt version {0}")]
     UnknownVersion(u8),
+    /// The postcard body does not decode (the decoder's message).
     #[error("malformed receipt: {0}")]
     Malformed(String),
+    /// Bytes left over after the postcard body.
     #[error("trailing bytes after the receipt")]
     Trailing,
+    /// `finished_ms` is earlier than `started_ms`.
     #[error("finish time is before start time")]
     BadTimes,
+    /// The worker's signature over the body does not verify under `body.worker`.
     #[error("worker signature does not verify")]
     BadWorkerSignature,
+    /// The requester's countersignature does not verify under `body.requester`.
     #[error("requester countersignature does not verify")]
     BadRequesterSignature,
+    /// The signer's public key is not the one named in the body (`"worker"` or `"requester"`).
     #[error("signer key does not match the receipt's {0} key")]
     WrongSigner(&'static str),
 }
@@ -102,15 +112,19 @@ impl<'de> Deserialize<'de> for Sig {
 pub struct ReceiptBody {
     /// Random job id chosen by the requester.
     pub job_id: [u8; 16],
+    /// Index of the shard within the job.
     pub shard: u32,
     /// BLAKE2b-256 of the sealed (encrypted) shard input as sent to the worker.
     pub input_commitment: [u8; 32],
     /// BLAKE2b-256 of the shard output as returned.
     pub output_commitment: [u8; 32],
+    /// Ed25519 public key (peer id) of the worker that computed the shard.
     pub worker: [u8; 32],
+    /// Ed25519 public key (peer id) of the requester that countersigns.
     pub requester: [u8; 32],
     /// Unix milliseconds.
     pub started_ms: u64,
+    /// Unix milliseconds; never earlier than `started_ms` in a valid receipt.
     pub finished_ms: u64,
 }
 
@@ -141,8 +155,11 @@ impl ReceiptBody {
 /// A complete, countersigned receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The signed facts.
     pub body: ReceiptBody,
+    /// Worker's Ed25519 signature over `"shoal/receipt/v1/worker\0" || body`.
     pub worker_sig: Sig,
+    /// Requester's Ed25519 signature over `"shoal/receipt/v1/requester\0" || body || worker_sig`.
     pub requester_sig: Sig,
 }
 

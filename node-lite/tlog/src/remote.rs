@@ -24,16 +24,29 @@ pub enum FetchError {
     /// The relay answered with an error status.
     #[error("{url}: HTTP {status}: {body}")]
     Status {
+        /// The full URL requested.
         url: String,
+        /// The non-2xx HTTP status code.
         status: u16,
+        /// The error body, lossily decoded as UTF-8 and cut to 512 bytes.
         body: String,
     },
     /// Connection, timeout or I/O trouble.
     #[error("{url}: {message}")]
-    Transport { url: String, message: String },
+    Transport {
+        /// The full URL requested.
+        url: String,
+        /// The HTTP client's error message.
+        message: String,
+    },
     /// The body is not what the API promises.
     #[error("{url}: malformed response: {message}")]
-    Malformed { url: String, message: String },
+    Malformed {
+        /// The full URL requested.
+        url: String,
+        /// What was wrong (too large, not UTF-8, bad JSON or proof hashes, …).
+        message: String,
+    },
 }
 
 impl FetchError {
@@ -250,7 +263,12 @@ fn ok(url: String, status: u16, body: Vec<u8>) -> Result<Vec<u8>, FetchError> {
         Ok(body)
     } else {
         let mut body = String::from_utf8_lossy(&body).into_owned();
-        body.truncate(512);
+        // At most 512 bytes, cut on a character boundary (the relay controls the text).
+        let end = (0..=body.len().min(512))
+            .rev()
+            .find(|&i| body.is_char_boundary(i))
+            .unwrap_or(0);
+        body.truncate(end);
         Err(FetchError::Status { url, status, body })
     }
 }
@@ -522,5 +540,16 @@ mod tests {
             api::witnessed_path("a.example/log"),
             "/log/witness/checkpoint?origin=a.example%2Flog"
         );
+    }
+
+    #[test]
+    fn a_long_non_ascii_error_body_is_cut_on_a_character_boundary() {
+        let body = format!("a{}", "é".repeat(300)).into_bytes();
+        let Err(FetchError::Status { status, body, .. }) = ok("u".into(), 500, body) else {
+            panic!("an error status must be an error");
+        };
+        assert_eq!(status, 500);
+        assert_eq!(body.len(), 511);
+        assert!(body.ends_with('é'));
     }
 }

@@ -14,10 +14,14 @@ pub const TILE_HEIGHT: u8 = 8;
 /// Full tile width.
 pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 
+/// What a tile holds: subtree hashes or log entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TileKind {
     /// Hash tile at tile level `L` (tree level `8 L`).
-    Hash { level: u8 },
+    Hash {
+        /// Tile level `L` (0..=7), the `<L>` path segment; not the tree level.
+        level: u8,
+    },
     /// Entry bundle.
     Entries,
 }
@@ -25,12 +29,15 @@ pub enum TileKind {
 /// A tile coordinate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
+    /// Hash tile (and its level) or entry bundle.
     pub kind: TileKind,
+    /// Tile number `N` at its level: the tile starts at hash/entry index `256 N`.
     pub index: u64,
     /// 1..=256.
     pub width: u16,
 }
 
+/// [`Tile::parse`] refused a path: not a canonical `tile/...` path (or too long).
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[error("bad tile path")]
 pub struct BadTilePath;

@@ -10,6 +10,7 @@
 //!
 //! This crate has no model dependency: the app and relay can verify without burn.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,10 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// Every variant, in the order the importer writes them (f32 first).
     pub const ALL: [Variant; 2] = [Variant::F32, Variant::F16];
 
+    /// The lower-case name used in manifests, directory names and the CLI (`f32`, `f16`).
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::F32 => "f32",
@@ -69,7 +72,9 @@ impl std::fmt::Display for Variant {
 /// One file the manifest vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// Plain file name inside the variant directory (`weights.000`, `tokenizer.json`); no path.
     pub file: String,
+    /// Exact length of the file in bytes; checked before hashing and used as the read cap.
     pub size: u64,
     /// Lower-case hex SHA-256.
     pub sha256: String,
@@ -111,17 +116,23 @@ impl FileEntry {
 /// What a variant directory holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Must equal [`FORMAT`]; anything else is refused by [`Manifest::parse`].
     pub format: String,
+    /// Model id the weights belong to (the embedder's `shoal_proto::MODEL_NAME`).
     pub model: String,
+    /// Precision of the stored tensors.
     pub variant: Variant,
     /// How the concatenated chunks are encoded (`burnpack`).
     pub record: String,
     /// dtype of the stored float tensors.
     pub dtype: String,
+    /// Bytes of the joined record: the sum of the chunk sizes, at most [`MAX_TOTAL_BYTES`].
     pub total_size: u64,
     /// SHA-256 of the concatenated chunks.
     pub sha256: String,
+    /// The record's chunks in order (each [`CHUNK_SIZE`] bytes except possibly the last).
     pub chunks: Vec<FileEntry>,
+    /// The `tokenizer.json` shipped next to the chunks.
     pub tokenizer: FileEntry,
     /// Maximum tokens per input, counting `[CLS]` and `[SEP]`.
     pub max_seq_len: usize,
@@ -220,6 +231,7 @@ pub(crate) fn join_chunks(
 /// Weights and tokenizer whose hashes matched their manifest.
 #[derive(Clone)]
 pub struct VerifiedWeights {
+    /// The manifest every byte below was checked against.
     pub manifest: Manifest,
     /// The burnpack record (chunks joined).
     pub record: Vec<u8>,
@@ -265,31 +277,53 @@ pub fn blake2b256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Why weights could not be loaded, verified or imported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WeightsError {
+    /// A file's length differs from the manifest (or exceeds the read cap).
     #[error("{file}: expected {expected} bytes, got {actual} (truncated or corrupt download?)")]
     SizeMismatch {
+        /// Manifest file name of the offending file.
         file: String,
+        /// Bytes the manifest announces (or the cap that was exceeded).
         expected: u64,
+        /// Bytes actually received or found on disk.
         actual: u64,
     },
+    /// The SHA-256 or BLAKE2b-256 of a file (or of the joined record) is not the manifest's.
     #[error("{file}: hash does not match the manifest (corrupt or tampered)")]
-    HashMismatch { file: String },
+    HashMismatch {
+        /// Manifest file name, or `weights (whole)` for the joined record.
+        file: String,
+    },
+    /// The manifest's `format` tag is not one this build reads (carries the tag found).
     #[error("unsupported weights format {0:?} (this build reads {FORMAT:?})")]
     UnsupportedFormat(String),
+    /// A variant name other than `f32`/`f16` (carries the name given).
     #[error("unknown weight variant {0:?} (expected f32 or f16)")]
     UnknownVariant(String),
+    /// The manifest is oversized, not JSON, or fails a sanity check (the reason).
     #[error("invalid manifest: {0}")]
     Invalid(String),
+    /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file's path as displayed.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// An HTTP fetch failed or its body was larger than announced.
     #[error("fetching {url}: {message}")]
-    Fetch { url: String, message: String },
+    Fetch {
+        /// The full URL requested.
+        url: String,
+        /// Transport error or reason for refusing the body.
+        message: String,
+    },
+    /// Converting source weights into this format failed (set by `shoal-model`'s importer).
     #[error("importing weights: {0}")]
     Import(String),
 }

@@ -274,13 +274,10 @@ async fn run_row(
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for (i, ws) in wss.into_iter().enumerate() {
-        let ws = match ws {
-            Ok(ws) => ws,
-            Err(_) => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                senders.push(None);
-                continue;
-            }
+        let Ok(ws) = ws else {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            senders.push(None);
+            continue;
         };
         let room = (i < paired).then(|| {
             let mut r = [0u8; 32];

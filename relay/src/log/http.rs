@@ -48,7 +48,9 @@ pub const MAX_SUBMIT_BYTES: usize = MAX_SUBMIT_RECEIPTS * (MAX_RECEIPT_BYTES + 2
 /// Shared state of the log routes.
 #[derive(Clone)]
 pub struct LogState {
+    /// The relay's own log: submissions, tiles, proofs and checkpoints.
     pub log: Arc<Log>,
+    /// The witness of peer logs; `None` → the `/log/witness/*` routes answer 404.
     pub witness: Option<Arc<Witness>>,
     /// Check receipt encoding and signatures on submit (on in production; the benchmark
     /// may turn it off to measure the log alone).
@@ -66,7 +68,9 @@ pub use shoal_tlog::api::LogKeys;
 /// instead: same origin and size, another root, signed by the log key.
 #[derive(Clone)]
 pub struct Equivocate {
+    /// Signs the fork: the log's own key, so the fork verifies like an honest checkpoint.
     pub signer: Arc<dyn NoteSigner>,
+    /// Cosignatures the honest checkpoint must carry before the fork is served.
     pub after_cosignatures: usize,
 }
 

@@ -42,19 +42,26 @@ fn hash_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
 }
 
+/// Why a log operation failed; the HTTP API maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
+    /// redb failed (I/O, corruption, database already open): HTTP 500.
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),
+    /// A proof was asked for impossible indices or sizes, or a subtree hash is missing: 400.
     #[error(transparent)]
     Proof(#[from] ProofError),
+    /// A tree size, tile or entry beyond what is committed (the text names it): 404.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request itself is invalid (entry too large, empty or oversized range): 400.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The log holds 2^56 entries, the most its hash keys can address: 503.
     #[error("log is full")]
     Full,
+    /// The writer thread has stopped (shutdown or a failed commit): 503.
     #[error("the log writer has stopped")]
     Closed,
 }
@@ -75,6 +82,7 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
+    /// Defaults for `origin`: 4096 queued submissions, 16 Ki entries per commit, 256 MiB cache.
     pub fn new(origin: &str) -> Self {
         Self {
             origin: origin.to_owned(),
@@ -232,6 +240,7 @@ impl Log {
         p.checkpoint.map(|(s, n)| (s, n, p.cosignatures.len()))
     }
 
+    /// The checkpoint origin line this log signs under (from [`LogConfig::origin`]).
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -340,6 +349,7 @@ impl Log {
         Ok(())
     }
 
+    /// Merkle root of the first `size` entries; `size` must be committed.
     pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
         self.check_size(size)?;
         let r = self.db.begin_read()?;
@@ -347,6 +357,7 @@ impl Log {
         tlog::tree_root(&StoreReader(&t), size)
     }
 
+    /// RFC 6962 inclusion proof of leaf `index` in the tree of `size` (committed) entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         self.check_size(size)?;
         let r = self.db.begin_read()?;
@@ -361,6 +372,7 @@ impl Log {
         Ok(t.get(leaf_hash)?.map(|g| g.value()))
     }
 
+    /// RFC 6962 consistency proof from the tree of `old` entries to that of `new` (committed).
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
         self.check_size(new)?;
         let r = self.db.begin_read()?;

@@ -30,21 +30,29 @@ pub const MAX_ADD_CHECKPOINT_BYTES: usize = 16 * 1024;
 /// Most consistency proof lines accepted (C2SP: at most 63).
 pub const MAX_PROOF_LINES: usize = 63;
 
+/// Why an add-checkpoint request was refused (C2SP tlog-witness: each maps to an HTTP status).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WitnessError {
+    /// The body or note does not parse, or `old` exceeds the checkpoint's size: 400.
     #[error("malformed request: {0}")]
     BadRequest(String),
+    /// The checkpoint's origin line names no log this witness follows: 404.
     #[error("unknown log origin {0:?}")]
     UnknownOrigin(String),
+    /// The note carries no valid signature from the log's key: 403.
     #[error("no valid signature from the log's key")]
     Forbidden,
+    /// `old` is not the size last cosigned (given here, served as `text/x.tlog.size`): 409.
     #[error("old size does not match the latest cosigned size {0}")]
     Conflict(u64),
+    /// Same size as the stored checkpoint (given here) but another root; proof kept: 409.
     #[error("log equivocated at size {0}: same size, different root")]
     Equivocation(u64),
+    /// The consistency proof from the stored checkpoint does not verify: 422.
     #[error("consistency proof does not verify")]
     Inconsistent,
+    /// redb failed: 500.
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),
 }
@@ -54,8 +62,11 @@ redb_errors_into!(WitnessError);
 /// A parsed add-checkpoint request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddCheckpoint {
+    /// The `old` line: size of the checkpoint the submitter believes was last cosigned.
     pub old_size: u64,
+    /// Consistency proof from `old_size` to the new checkpoint (at most [`MAX_PROOF_LINES`]).
     pub proof: Vec<Hash>,
+    /// The new signed checkpoint note, unparsed (after the blank line).
     pub note: Vec<u8>,
 }
 
@@ -72,6 +83,8 @@ impl AddCheckpoint {
         s
     }
 
+    /// Parse a request body (the form [`encode`](Self::encode) writes), at most
+    /// [`MAX_ADD_CHECKPOINT_BYTES`]; the note is checked later, by [`Witness::add_checkpoint`].
     pub fn parse(body: &[u8]) -> Result<Self, WitnessError> {
         let bad = |m: &str| WitnessError::BadRequest(m.to_owned());
         if body.len() > MAX_ADD_CHECKPOINT_BYTES {
@@ -144,6 +157,8 @@ impl Witness {
         }
     }
 
+    /// Open (or create) the witness database at `path`; `signer` cosigns, `logs` are the
+    /// verifier keys of the logs to witness (origin = key name).
     pub fn open(
         path: &Path,
         signer: Arc<dyn NoteSigner>,

@@ -15,24 +15,24 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Generous: the test machine is a loaded 2-core box.
-pub const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
-pub struct TestRelay {
+pub(crate) struct TestRelay {
     pub relay: Relay,
     pub dir: tempfile::TempDir,
 }
 
 impl TestRelay {
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}/v1/signal", self.relay.addr)
     }
 }
 
-pub async fn start(limits: Limits) -> TestRelay {
+pub(crate) async fn start(limits: Limits) -> TestRelay {
     start_at("127.0.0.1:0".parse().unwrap(), limits, None).await
 }
 
-pub async fn start_at(
+pub(crate) async fn start_at(
     addr: SocketAddr,
     limits: Limits,
     dir: Option<tempfile::TempDir>,
@@ -49,22 +49,22 @@ pub async fn start_at(
     TestRelay { relay, dir }
 }
 
-pub fn room(n: u8) -> RoomId {
+pub(crate) fn room(n: u8) -> RoomId {
     RoomId([n; 32])
 }
 
-pub struct Raw {
+pub(crate) struct Raw {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub kp: Keypair,
 }
 
-pub enum Got {
+pub(crate) enum Got {
     Frame(Frame),
     Closed(Option<u16>),
 }
 
 impl Raw {
-    pub async fn connect(url: &str) -> Raw {
+    pub(crate) async fn connect(url: &str) -> Raw {
         let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
             .await
             .unwrap()
@@ -75,15 +75,15 @@ impl Raw {
         }
     }
 
-    pub fn peer(&self) -> PeerId {
+    pub(crate) fn peer(&self) -> PeerId {
         self.kp.peer_id()
     }
 
-    pub async fn send(&mut self, f: &Frame) {
+    pub(crate) async fn send(&mut self, f: &Frame) {
         self.send_bytes(f.encode().unwrap()).await;
     }
 
-    pub async fn send_bytes(&mut self, b: Vec<u8>) {
+    pub(crate) async fn send_bytes(&mut self, b: Vec<u8>) {
         tokio::time::timeout(T, self.ws.send(Message::Binary(b.into())))
             .await
             .unwrap()
@@ -91,7 +91,7 @@ impl Raw {
     }
 
     /// Next protocol frame or the close.
-    pub async fn next(&mut self) -> Got {
+    pub(crate) async fn next(&mut self) -> Got {
         loop {
             let m = tokio::time::timeout(T, self.ws.next())
                 .await
@@ -105,7 +105,7 @@ impl Raw {
         }
     }
 
-    pub async fn frame(&mut self) -> Frame {
+    pub(crate) async fn frame(&mut self) -> Frame {
         match self.next().await {
             Got::Frame(f) => f,
             Got::Closed(c) => panic!("closed ({c:?}) while waiting for a frame"),
@@ -113,7 +113,7 @@ impl Raw {
     }
 
     /// Skip frames until an error frame; return its code.
-    pub async fn error(&mut self) -> ErrorCode {
+    pub(crate) async fn error(&mut self) -> ErrorCode {
         loop {
             match self.next().await {
                 Got::Frame(Frame::Error(e)) => return e.code,
@@ -124,7 +124,7 @@ impl Raw {
     }
 
     /// Expect the connection to end (after any frames).
-    pub async fn closed(&mut self) {
+    pub(crate) async fn closed(&mut self) {
         loop {
             if let Got::Closed(_) = self.next().await {
                 return;
@@ -133,7 +133,7 @@ impl Raw {
     }
 
     /// Hello → Challenge → Auth → Welcome.
-    pub async fn auth(&mut self) {
+    pub(crate) async fn auth(&mut self) {
         let peer = self.peer();
         self.send(&Frame::Hello(Hello {
             peer,
@@ -159,14 +159,14 @@ impl Raw {
         }
     }
 
-    pub async fn connect_auth(url: &str) -> Raw {
+    pub(crate) async fn connect_auth(url: &str) -> Raw {
         let mut r = Raw::connect(url).await;
         r.auth().await;
         r
     }
 
     /// Join and wait for the members list.
-    pub async fn join(&mut self, room: RoomId) -> Vec<PeerId> {
+    pub(crate) async fn join(&mut self, room: RoomId) -> Vec<PeerId> {
         self.send(&Frame::Join(RoomRef { room })).await;
         loop {
             match self.frame().await {
@@ -177,13 +177,13 @@ impl Raw {
         }
     }
 
-    pub async fn send_to(&mut self, room: RoomId, to: PeerId, payload: Vec<u8>) {
+    pub(crate) async fn send_to(&mut self, room: RoomId, to: PeerId, payload: Vec<u8>) {
         self.send(&Frame::Send(SendTo { room, to, payload })).await;
     }
 }
 
 /// GET a path over plain HTTP/1.1; returns the whole response text (headers + body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
@@ -197,7 +197,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// A valid, countersigned, encoded receipt; distinct for every `i` (fixed test keys).
-pub fn receipt(i: u64) -> Vec<u8> {
+pub(crate) fn receipt(i: u64) -> Vec<u8> {
     let w = Ed25519Signer::from_seed("w", &[1; 32]).expect("key");
     let r = Ed25519Signer::from_seed("r", &[2; 32]).expect("key");
     let body = ReceiptBody {

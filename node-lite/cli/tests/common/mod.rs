@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// The imported model (scripts/setup + the test script put it there).
-pub fn model_dir() -> PathBuf {
+pub(crate) fn model_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SHOAL_MODEL_DIR") {
         return PathBuf::from(d);
     }
@@ -17,7 +17,7 @@ pub fn model_dir() -> PathBuf {
         .join("shoal/models/all-minilm-l6-v2")
 }
 
-pub fn variant_dir(variant: &str) -> PathBuf {
+pub(crate) fn variant_dir(variant: &str) -> PathBuf {
     let d = model_dir().join(variant);
     assert!(
         d.join("manifest.json").exists(),
@@ -28,7 +28,7 @@ pub fn variant_dir(variant: &str) -> PathBuf {
 }
 
 /// The directory `scripts/setup` unpacks the Hugging Face files into.
-pub fn hf_dir() -> PathBuf {
+pub(crate) fn hf_dir() -> PathBuf {
     model_dir()
         .parent()
         .and_then(|p| p.parent())
@@ -37,18 +37,18 @@ pub fn hf_dir() -> PathBuf {
 }
 
 #[derive(serde::Deserialize)]
-pub struct Golden {
+pub(crate) struct Golden {
     pub producer: String,
     pub items: Vec<GoldenItem>,
 }
 
 #[derive(serde::Deserialize)]
-pub struct GoldenItem {
+pub(crate) struct GoldenItem {
     pub text: String,
     pub vector: Vec<f32>,
 }
 
-pub fn golden() -> Golden {
+pub(crate) fn golden() -> Golden {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/data/golden.json");
     let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_slice(&bytes).expect("golden.json parses")

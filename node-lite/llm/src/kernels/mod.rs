@@ -37,8 +37,8 @@ use crate::par::SharedMut;
 use crate::quant::GgmlType;
 pub use packed::{Acts, Format, PackedMat};
 
-/// Weights per activation block.
-pub const QK: usize = 32;
+pub use crate::quant::QK;
+pub use crate::testdata::test_data;
 
 /// One token's quantized activations, borrowed (`x ≈ d[b] · q[32b + i]`).
 #[derive(Debug, Clone, Copy)]
@@ -223,14 +223,14 @@ pub(crate) unsafe fn gemm_shared(
     match tier {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512Vnni | Tier::AvxVnni | Tier::Avx2 if m.r == 8 => unsafe {
-            x86::gemm(tier, m, acts, g0, g1, out, ld)
+            x86::gemm(tier, m, acts, g0, g1, out, ld);
         },
         #[cfg(all(
             target_arch = "wasm32",
             any(target_feature = "simd128", feature = "wasm-simd")
         ))]
         Tier::WasmRelaxed | Tier::Wasm128 if m.r == 4 => unsafe {
-            wasm::gemm(tier, m, acts, g0, g1, out, ld)
+            wasm::gemm(tier, m, acts, g0, g1, out, ld);
         },
         Tier::Scalar => unsafe { packed::gemm_scalar(m, acts, g0, g1, out, ld) },
         _ => panic!(
@@ -368,19 +368,6 @@ fn check_gemm(
         }
     }
     Ok(worst)
-}
-
-/// Deterministic pseudo-random values in `[-scale, scale]` (xorshift).
-pub fn test_data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9E37_79B9) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 - 0.5) * 2.0 * scale
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -396,6 +396,6 @@ pub(super) unsafe fn gemm(
             g1,
             out,
             ld,
-        )
+        );
     }
 }

@@ -14,7 +14,7 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../llm/tests/data");
 
 /// `$SHOAL_LLM_GGUF`, else the file setup puts in the cache (`$SHOAL_CACHE`, default
 /// `~/.cache/shoal`).
-pub fn gguf_path() -> PathBuf {
+pub(crate) fn gguf_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SHOAL_LLM_GGUF") {
         return PathBuf::from(p);
     }
@@ -27,7 +27,7 @@ pub fn gguf_path() -> PathBuf {
 }
 
 /// The GGUF's bytes, read once per test binary.
-pub fn gguf_bytes() -> &'static [u8] {
+pub(crate) fn gguf_bytes() -> &'static [u8] {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
         let p = gguf_path();
@@ -37,7 +37,7 @@ pub fn gguf_bytes() -> &'static [u8] {
 }
 
 /// `golden.json`, parsed once.
-pub fn golden() -> &'static Value {
+pub(crate) fn golden() -> &'static Value {
     static G: OnceLock<Value> = OnceLock::new();
     G.get_or_init(|| {
         let raw = std::fs::read(format!("{DATA}/golden.json")).expect("golden.json");
@@ -46,7 +46,7 @@ pub fn golden() -> &'static Value {
 }
 
 /// A JSON array of token ids.
-pub fn ids(v: &Value) -> Vec<u32> {
+pub(crate) fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .expect("an array of ids")
         .iter()
@@ -55,12 +55,12 @@ pub fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// Chat `chat`'s prompt token ids.
-pub fn prompt(chat: usize) -> Vec<u32> {
+pub(crate) fn prompt(chat: usize) -> Vec<u32> {
     ids(&golden()["chats"][chat]["prompt_tokens"])
 }
 
 /// llama.cpp's first-step logits: (chat, logits over the vocabulary) per row of the file.
-pub fn llama_cpp_first_logits() -> Vec<(usize, Vec<f32>)> {
+pub(crate) fn llama_cpp_first_logits() -> Vec<(usize, Vec<f32>)> {
     let g = golden();
     let f = &g["logits"];
     let file = f["file"].as_str().expect("logits file");
@@ -84,7 +84,7 @@ pub fn llama_cpp_first_logits() -> Vec<(usize, Vec<f32>)> {
 }
 
 /// Cosine similarity, accumulated in f64.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         let (x, y) = (f64::from(x), f64::from(y));

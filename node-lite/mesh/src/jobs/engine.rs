@@ -324,7 +324,7 @@ impl<M: Clone + Eq + Debug> Job<M> {
         }
         let dim = self.cfg.dim;
         let mut out = Vec::with_capacity(self.texts.len());
-        for r in self.results.iter_mut() {
+        for r in &mut self.results {
             let flat = r.take()?;
             out.extend(flat.chunks_exact(dim).map(<[f32]>::to_vec));
         }

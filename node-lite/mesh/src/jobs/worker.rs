@@ -86,7 +86,7 @@ impl<M: Clone + Eq> Worker<M> {
                 self.queue
                     .retain(|t| !(t.from == from && hit(&t.job, &t.shard)));
                 let mut n = before - self.queue.len();
-                for r in self.running.iter_mut() {
+                for r in &mut self.running {
                     if r.0 == from && hit(&r.1, &r.2) && !r.3 {
                         r.3 = true;
                         n += 1;
@@ -104,7 +104,7 @@ impl<M: Clone + Eq> Worker<M> {
         let before = self.queue.len();
         self.queue.retain(|t| &t.from != from);
         let mut n = before - self.queue.len();
-        for r in self.running.iter_mut() {
+        for r in &mut self.running {
             if &r.0 == from && !r.3 {
                 r.3 = true;
                 n += 1;

@@ -97,7 +97,7 @@ pub type ComputeFn = Box<dyn FnMut(&[String]) -> Result<(Vec<f32>, u32), String>
 pub enum RtcError {
     /// The signaling client could not start.
     #[error("signaling: {0}")]
-    Signal(#[from] crate::signal::SignalError),
+    Signal(#[from] signal::SignalError),
     /// No webrtc runtime.
     #[error("no webrtc-rs runtime")]
     Runtime,

@@ -537,7 +537,7 @@ impl CircleNode {
                 match o {
                     Out::Net(op) => self.out.push_back(NodeOut::Net(op)),
                     Out::Event(PeerEvent::Message { peer, msg }) => {
-                        self.on_peer_msg(peer, msg, now_ms)
+                        self.on_peer_msg(peer, msg, now_ms);
                     }
                     Out::Event(PeerEvent::Up { peer, caps }) => {
                         if let Some(r) = self.job.as_mut()
@@ -557,7 +557,7 @@ impl CircleNode {
                         self.out.push_back(NodeOut::PeerDown { peer });
                     }
                     Out::Event(PeerEvent::Rejected { peer, reason }) => {
-                        self.out.push_back(NodeOut::Rejected { peer, reason })
+                        self.out.push_back(NodeOut::Rejected { peer, reason });
                     }
                 }
             }

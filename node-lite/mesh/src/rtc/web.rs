@@ -118,7 +118,7 @@ impl Drop for WebCircle {
 pub enum WebRtcError {
     /// The signaling client could not start.
     #[error("signaling: {0}")]
-    Signal(#[from] crate::signal::SignalError),
+    Signal(#[from] signal::SignalError),
 }
 
 /// A JS event handler kept alive by its connection.
@@ -189,7 +189,7 @@ impl ConnShared {
                 }
                 s.pending.set(s.pending.get() + 1);
                 s.push(In::Record(s.conn, js_sys::Uint8Array::new(&buf).to_vec()));
-            })
+            });
         });
         let w = Rc::downgrade(self);
         let low = self.on(move |_| with(&w, |s| s.push(In::Drained(s.conn))));
@@ -224,7 +224,7 @@ impl ConnShared {
 
 fn with(w: &Weak<ConnShared>, f: impl FnOnce(&Rc<ConnShared>)) {
     if let Some(s) = w.upgrade() {
-        f(&s)
+        f(&s);
     }
 }
 
@@ -346,13 +346,13 @@ impl Driver {
             In::Sig(ev) => match ev {
                 Event::Connected { url, .. } => (self.on_event)(AppEvent::Connected { url }),
                 Event::Members { room, members } if room == self.room => {
-                    self.node.on_members(&members, t)
+                    self.node.on_members(&members, t);
                 }
                 Event::MemberJoined { room, peer } if room == self.room => {
-                    self.node.on_member_joined(peer, t)
+                    self.node.on_member_joined(peer, t);
                 }
                 Event::MemberLeft { room, peer } if room == self.room => {
-                    self.node.on_member_left(&peer, t)
+                    self.node.on_member_left(&peer, t);
                 }
                 Event::Message {
                     room,
@@ -534,7 +534,7 @@ impl Driver {
                 ) {
                     s.fail("peer connection lost");
                 }
-            })
+            });
         });
         pc.set_onconnectionstatechange(Some(&state));
         self.conns.insert(conn, s.clone());
@@ -561,7 +561,7 @@ impl Driver {
                                 dc.close();
                             }
                         }
-                    })
+                    });
                 });
                 pc.set_ondatachannel(Some(&on_dc));
                 spawn_local(async move {

@@ -20,16 +20,27 @@ pub enum Command {
     ListMembers(RoomId),
     /// Send an opaque payload to one member of a room. Dropped while disconnected.
     Send {
+        /// The room both peers are in (the relay forwards only within a room).
         room: RoomId,
+        /// The recipient member.
         to: PeerId,
+        /// Opaque bytes (a sealed signaling message); the relay caps their size.
         payload: Vec<u8>,
     },
     /// Append encoded receipts to the relay's log (answered by [`Event::Promises`] or
     /// [`Event::AnchorError`] with the same `id`). Dropped while disconnected: resubmit after
     /// [`Event::Connected`] (appending is idempotent).
-    SubmitReceipts { id: u32, receipts: Vec<Vec<u8>> },
+    SubmitReceipts {
+        /// Caller-chosen request id, echoed in the answer.
+        id: u32,
+        /// Encoded receipts, one log entry each.
+        receipts: Vec<Vec<u8>>,
+    },
     /// Ask for the relay's latest checkpoint (answered by [`Event::Checkpoint`]).
-    GetCheckpoint { id: u32 },
+    GetCheckpoint {
+        /// Caller-chosen request id, echoed in the answer.
+        id: u32,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -54,43 +65,83 @@ impl std::fmt::Debug for Command {
 pub enum Event {
     /// Authenticated to a relay.
     Connected {
+        /// The relay's WebSocket URL.
         url: String,
+        /// The relay's key, verified in the handshake (the pinned one, if pinned).
         relay: PeerId,
+        /// The relay's limits for this session, from its `Welcome`.
         limits: SessionLimits,
     },
     /// The connection ended; the client will reconnect (with backoff, trying the next relay).
-    Disconnected { url: String, reason: String },
+    Disconnected {
+        /// The relay's WebSocket URL.
+        url: String,
+        /// Why it ended, in words (transport error, close reason, timeout).
+        reason: String,
+    },
     /// A room's members (after `Join`, after every rejoin, or on `ListMembers`).
-    Members { room: RoomId, members: Vec<PeerId> },
+    Members {
+        /// The room listed.
+        room: RoomId,
+        /// Everyone in the room as the relay sees it.
+        members: Vec<PeerId>,
+    },
     /// A member joined a room.
-    MemberJoined { room: RoomId, peer: PeerId },
+    MemberJoined {
+        /// The room joined.
+        room: RoomId,
+        /// The new member.
+        peer: PeerId,
+    },
     /// A member left a room.
-    MemberLeft { room: RoomId, peer: PeerId },
+    MemberLeft {
+        /// The room left.
+        room: RoomId,
+        /// The member that left (or disconnected).
+        peer: PeerId,
+    },
     /// A payload from a member.
     Message {
+        /// The room it was sent in.
         room: RoomId,
+        /// The sender, as authenticated by the relay.
         from: PeerId,
+        /// Opaque bytes as the sender gave them (not yet unsealed).
         payload: Vec<u8>,
     },
     /// The relay reported an error.
     RelayError {
+        /// What went wrong (never a fatal code: those end the session as [`SignalError::Closed`]).
         code: ErrorCode,
+        /// The room the error is about, if any.
         room: Option<RoomId>,
+        /// The relay's explanation, for logs.
         detail: String,
     },
     /// The receipts of `SubmitReceipts{id}` are durably in the log of `origin`.
     Promises {
+        /// The `id` of the [`Command::SubmitReceipts`] answered.
         id: u32,
+        /// The log's checkpoint origin line (names the log whose checkpoints redeem these).
         origin: String,
+        /// One promise per submitted receipt, in submission order.
         promises: Vec<InclusionPromise>,
     },
     /// The relay's latest checkpoint (signed note text with cosignatures): verify it with
     /// `tlog::client::LightClient`.
-    Checkpoint { id: u32, note: String },
+    Checkpoint {
+        /// The `id` of the [`Command::GetCheckpoint`] answered.
+        id: u32,
+        /// The signed checkpoint note, as text.
+        note: String,
+    },
     /// An anchoring request failed.
     AnchorError {
+        /// The `id` of the [`Command::SubmitReceipts`] or [`Command::GetCheckpoint`] that failed.
         id: u32,
+        /// What went wrong.
         code: ErrorCode,
+        /// The relay's explanation, for logs.
         detail: String,
     },
 }
@@ -145,7 +196,12 @@ pub enum SignalError {
     Protocol(String),
     /// The relay closed the session with a fatal error.
     #[error("relay closed the session: {code:?} {detail}")]
-    Closed { code: ErrorCode, detail: String },
+    Closed {
+        /// The fatal error code.
+        code: ErrorCode,
+        /// The relay's explanation, for logs.
+        detail: String,
+    },
     /// Identity / randomness failure.
     #[error("identity: {0}")]
     Identity(#[from] shoal_proto::identity::IdentityError),
@@ -304,13 +360,13 @@ impl ClientCore {
                 }
             }
             (State::Ready, Frame::Members(Members { room, members })) => {
-                out.push(Output::Event(Event::Members { room, members }))
+                out.push(Output::Event(Event::Members { room, members }));
             }
             (State::Ready, Frame::MemberJoined(MemberEvent { room, peer })) => {
-                out.push(Output::Event(Event::MemberJoined { room, peer }))
+                out.push(Output::Event(Event::MemberJoined { room, peer }));
             }
             (State::Ready, Frame::MemberLeft(MemberEvent { room, peer })) => {
-                out.push(Output::Event(Event::MemberLeft { room, peer }))
+                out.push(Output::Event(Event::MemberLeft { room, peer }));
             }
             (State::Ready, Frame::Deliver(d)) => out.push(Output::Event(Event::Message {
                 room: d.room,
@@ -326,7 +382,7 @@ impl ClientCore {
                 out.push(Output::Event(Event::Checkpoint {
                     id: c.id,
                     note: c.note,
-                }))
+                }));
             }
             (State::Ready, Frame::AnchorError(e)) => out.push(Output::Event(Event::AnchorError {
                 id: e.id,
