@@ -12,24 +12,23 @@
 //!   proof (`/log/proof/inclusion?leaf_hash=…&size=…`) verified against that checkpoint.
 //! - Log growth: (time, size) of each accepted checkpoint, last [`MAX_GROWTH`] kept.
 //!
-//! All verification is `node_lite::tlog` (the same code as `shoal-node receipts`); this file
-//! is only fetch and storage glue. Every body read is size-capped.
+//! All verification is `node_lite::tlog`: the sans-IO [`Audit`] flow, the same code
+//! `shoal-node receipts` drives with `ureq`; this file is only fetch and storage glue. Every
+//! body read is size-capped.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use node_lite::receipt::Receipt;
+use node_lite::tlog::audit::{Audit, AuditError};
 use node_lite::tlog::checkpoint::CosignatureVerifier;
-use node_lite::tlog::client::{ClientError, LightClient};
-use node_lite::tlog::note::NoteVerifier;
-use node_lite::tlog::{Hash, api, leaf_hash};
+use node_lite::tlog::note::{NoteError, NoteVerifier};
+use node_lite::tlog::{api, leaf_hash};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// Growth points kept.
 const MAX_GROWTH: usize = 200;
-/// Largest response body read.
-const MAX_BODY: usize = 1 << 20;
 
 #[wasm_bindgen]
 extern "C" {
@@ -75,50 +74,103 @@ pub struct Report {
     pub receipts: Vec<ReceiptView>,
 }
 
-fn window() -> Result<web_sys::Window, String> {
-    web_sys::window().ok_or_else(|| "no window".to_owned())
+/// Why a check could not complete (shown in the Receipts view as `Report::error`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LightError {
+    /// Not running in a window (a worker has no page to check for).
+    #[error("no window")]
+    NoWindow,
+    /// A browser API was missing or threw.
+    #[error("{api}: {message}")]
+    Js {
+        /// The API or call.
+        api: String,
+        /// What it threw.
+        message: String,
+    },
+    /// A response body over [`api::MAX_BODY_BYTES`].
+    #[error("GET {0}: response too large")]
+    TooLarge(String),
+    /// The tab's receipt store (`app/web/receipts.js`) is not there or failed.
+    #[error("receipt store: {0}")]
+    ReceiptStore(String),
+    /// No pinned keys, and the relay publishes none.
+    #[error("this relay publishes no log keys ({})", api::KEYS)]
+    NoKeys,
+    /// The pinned log key does not parse.
+    #[error("log key: {0}")]
+    LogKey(NoteError),
+    /// The audit of the log failed (transport, status, a refused checkpoint, equivocation).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The checkpoint carries too few witness cosignatures.
+    #[error("checkpoint has {got} witness cosignatures, {need} needed")]
+    Quorum {
+        /// Distinct configured witnesses that cosigned.
+        got: usize,
+        /// The quorum.
+        need: usize,
+    },
 }
 
-fn js_err(e: JsValue) -> String {
+fn window() -> Result<web_sys::Window, LightError> {
+    web_sys::window().ok_or(LightError::NoWindow)
+}
+
+fn js_message(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| e.as_string())
         .unwrap_or_else(|| "unknown error".into())
 }
 
-fn call0(obj: &JsValue, name: &str) -> Result<JsValue, String> {
-    let f: js_sys::Function = js_sys::Reflect::get(obj, &name.into())
-        .map_err(js_err)?
-        .dyn_into()
-        .map_err(|_| format!("{name} is not a function"))?;
-    f.call0(obj).map_err(js_err)
+fn js_err(api: &str) -> impl Fn(JsValue) -> LightError + '_ {
+    move |e| LightError::Js {
+        api: api.to_owned(),
+        message: js_message(&e),
+    }
 }
 
-/// GET `path` (same origin) → (status, body text), body capped.
-async fn get(path: &str) -> Result<(u16, String), String> {
+fn call0(obj: &JsValue, name: &str) -> Result<JsValue, LightError> {
+    let f: js_sys::Function = js_sys::Reflect::get(obj, &name.into())
+        .map_err(js_err(name))?
+        .dyn_into()
+        .map_err(|_| LightError::Js {
+            api: name.to_owned(),
+            message: "not a function".into(),
+        })?;
+    f.call0(obj).map_err(js_err(name))
+}
+
+/// GET `path` (same origin) → (status, body bytes), body capped. A failed fetch is an `Err`
+/// whose message the audit reports as a transport error.
+async fn get(path: &str) -> Result<(u16, Vec<u8>), LightError> {
     let w = window()?;
     let fetch: js_sys::Function = js_sys::Reflect::get(&w, &"fetch".into())
-        .map_err(js_err)?
+        .map_err(js_err("fetch"))?
         .dyn_into()
-        .map_err(|_| "fetch unavailable".to_owned())?;
+        .map_err(|_| LightError::Js {
+            api: "fetch".into(),
+            message: "unavailable".into(),
+        })?;
     let resp = JsFuture::from(js_sys::Promise::from(
-        fetch.call1(&w, &path.into()).map_err(js_err)?,
+        fetch.call1(&w, &path.into()).map_err(js_err("fetch"))?,
     ))
     .await
-    .map_err(|e| format!("GET {path}: {}", js_err(e)))?;
+    .map_err(js_err("fetch"))?;
     let status = js_sys::Reflect::get(&resp, &"status".into())
-        .map_err(js_err)?
+        .map_err(js_err("fetch"))?
         .as_f64()
         .unwrap_or(0.0) as u16;
-    let text = JsFuture::from(js_sys::Promise::from(call0(&resp, "text")?))
+    let buf = JsFuture::from(js_sys::Promise::from(call0(&resp, "arrayBuffer")?))
         .await
-        .map_err(js_err)?
-        .as_string()
-        .unwrap_or_default();
-    if text.len() > MAX_BODY {
-        return Err(format!("GET {path}: response too large"));
+        .map_err(js_err("arrayBuffer"))?;
+    let body = js_sys::Uint8Array::new(&buf);
+    if u64::from(body.length()) > api::MAX_BODY_BYTES {
+        return Err(LightError::TooLarge(path.to_owned()));
     }
-    Ok((status, text))
+    Ok((status, body.to_vec()))
 }
 
 /// `window.localStorage` (absent or throwing in some private modes: then nothing persists).
@@ -164,15 +216,14 @@ fn query_quorum() -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
-fn hashes(b64s: &[String]) -> Result<Vec<Hash>, String> {
-    api::decode_proof(b64s).map_err(|e| format!("proof: {e}"))
-}
-
 /// My receipts, from IndexedDB (base64 strings; undecodable ones are skipped).
-async fn my_receipts() -> Result<Vec<Receipt>, String> {
-    let p = receipts_list().map_err(|_| "receipt store not loaded".to_owned())?;
-    let list = JsFuture::from(p).await.map_err(js_err)?;
-    let arr: Vec<String> = serde_wasm_bindgen::from_value(list).map_err(|e| e.to_string())?;
+async fn my_receipts() -> Result<Vec<Receipt>, LightError> {
+    let p = receipts_list().map_err(|_| LightError::ReceiptStore("not loaded".into()))?;
+    let list = JsFuture::from(p)
+        .await
+        .map_err(|e| LightError::ReceiptStore(js_message(&e)))?;
+    let arr: Vec<String> = serde_wasm_bindgen::from_value(list)
+        .map_err(|e| LightError::ReceiptStore(e.to_string()))?;
     Ok(arr
         .iter()
         .filter_map(|b| B64.decode(b).ok())
@@ -180,9 +231,9 @@ async fn my_receipts() -> Result<Vec<Receipt>, String> {
         .collect())
 }
 
-async fn trust(report: &mut Report) -> Result<Trust, String> {
+async fn trust(report: &mut Report) -> Result<Trust, LightError> {
     let published: Option<Trust> = match get(api::KEYS).await {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
         _ => None,
     };
     let mut t = match (load::<Trust>("shoal.trust"), published) {
@@ -195,7 +246,7 @@ async fn trust(report: &mut Report) -> Result<Trust, String> {
             save("shoal.trust", &p);
             p
         }
-        (None, None) => return Err("this relay publishes no log keys (/log/keys)".into()),
+        (None, None) => return Err(LightError::NoKeys),
     };
     if let Some(q) = query_quorum() {
         t.quorum = Some(q);
@@ -210,12 +261,13 @@ pub async fn check() -> Report {
         ..Report::default()
     };
     if let Err(e) = check_into(&mut report).await {
-        report.error = Some(e);
+        report.error = Some(e.to_string());
     }
     report
 }
 
-async fn check_into(report: &mut Report) -> Result<(), String> {
+/// The [`Audit`] flow (the same code as `shoal-node receipts`), driven with `fetch()`.
+async fn check_into(report: &mut Report) -> Result<(), LightError> {
     let receipts = my_receipts().await?;
     report.receipts = receipts
         .iter()
@@ -231,7 +283,7 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
         })
         .collect();
     let t = trust(report).await?;
-    let log = NoteVerifier::from_key_text(&t.log).map_err(|e| format!("log key: {e}"))?;
+    let log = NoteVerifier::from_key_text(&t.log).map_err(LightError::LogKey)?;
     let witnesses: Vec<CosignatureVerifier> = t
         .witnesses
         .iter()
@@ -240,85 +292,46 @@ async fn check_into(report: &mut Report) -> Result<(), String> {
     let quorum = t.quorum.unwrap_or(witnesses.len().min(2));
     report.origin = log.name.clone();
     report.quorum = quorum;
-    let mut client = LightClient::new(log, None, witnesses, quorum);
     let last: Option<String> = load("shoal.checkpoint");
-    if let Some(l) = &last {
-        client = client.clone().with_last(l.as_bytes()).unwrap_or(client);
+    let leaves = receipts.iter().map(|r| leaf_hash(&r.encode())).collect();
+    let mut audit = Audit::new(log, witnesses, quorum, last.as_deref(), leaves);
+    while let Some(path) = audit.next_request() {
+        match get(&path).await {
+            Ok((status, body)) => audit.on_response(status, &body),
+            Err(e) => audit.on_transport_error(e.to_string()),
+        }
     }
-    let (status, note) = get(api::CHECKPOINT).await?;
-    if status != 200 {
-        return Err(format!("no checkpoint yet (HTTP {status})"));
-    }
-    // Consistency proof from the last accepted checkpoint, when the tree grew.
-    let proof = match client.last().map(|l| l.checkpoint.size) {
-        Some(old) if old > 0 => {
-            let new = node_lite::tlog::checkpoint::SignedCheckpoint::verify(
-                note.as_bytes(),
-                &NoteVerifier::from_key_text(&t.log).map_err(|e| e.to_string())?,
-                None,
-            )
-            .map_err(|e| format!("checkpoint: {e}"))?
-            .checkpoint
-            .size;
-            if new > old {
-                let (s, body) = get(&api::consistency_path(old, new)).await?;
-                if s != 200 {
-                    return Err(format!("consistency proof: HTTP {s}"));
-                }
-                let c: api::ConsistencyResponse =
-                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
-                hashes(&c.proof)?
-            } else {
-                Vec::new()
-            }
-        }
-        _ => Vec::new(),
-    };
-    let accepted = match client.update(note.as_bytes(), &proof) {
-        Ok(sc) => sc.clone(),
-        Err(ClientError::Equivocation { proof, .. }) => {
-            report.equivocation = Some([proof.a.clone(), proof.b.clone()]);
-            save("shoal.equivocation", &[&proof.a, &proof.b]);
-            return Err("the log signed two different trees of the same size".into());
-        }
-        Err(ClientError::Quorum { got, need }) => {
-            report.cosigners = got;
-            return Err(format!(
-                "checkpoint has {got} witness cosignatures, {need} needed"
-            ));
-        }
-        Err(e) => return Err(format!("checkpoint refused: {e}")),
-    };
-    report.size = accepted.checkpoint.size;
-    report.cosigners = client.count_cosignatures(&accepted.note);
-    report.witnessed = report.cosigners >= quorum;
-    save("shoal.checkpoint", &accepted.note.to_text());
-    let now = js_sys::Date::now();
-    if report.growth.last().map(|g| g.1) != Some(report.size) || report.growth.is_empty() {
-        report.growth.push((now, report.size));
-    }
-    let excess = report.growth.len().saturating_sub(MAX_GROWTH);
-    report.growth.drain(..excess);
-    save("shoal.growth", &report.growth);
-
-    for (r, view) in receipts.iter().zip(report.receipts.iter_mut()) {
-        let leaf = leaf_hash(&r.encode());
-        let (s, body) = get(&api::inclusion_by_leaf_path(
-            &leaf,
-            accepted.checkpoint.size,
-        ))
-        .await?;
-        if s != 200 {
-            continue; // not (yet) in this log
-        }
-        let p: api::InclusionResponse = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if LightClient::verify_inclusion(&accepted.checkpoint, p.index, &leaf, &hashes(&p.proof)?)
-            .is_ok()
-        {
+    let a = audit.finish();
+    report.size = a.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size);
+    report.cosigners = a.cosigners.len();
+    report.witnessed = a.witnessed;
+    for (view, index) in report.receipts.iter_mut().zip(&a.included) {
+        if let Some(i) = index {
             view.included = true;
-            view.index = Some(p.index);
-            view.witnessed = report.witnessed;
+            view.index = Some(*i);
+            view.witnessed = a.witnessed;
         }
+    }
+    if let Some(proof) = &a.equivocation {
+        report.equivocation = Some([proof.a.clone(), proof.b.clone()]);
+        save("shoal.equivocation", &[&proof.a, &proof.b]);
+    }
+    if let Some(e) = a.error {
+        return Err(e.into());
+    }
+    if let Some((got, need)) = a.short_of_quorum() {
+        return Err(LightError::Quorum { got, need });
+    }
+    // Witnessed and consistent with what this tab saw before: the new baseline.
+    if let Some(cp) = &a.checkpoint {
+        save("shoal.checkpoint", &cp.note.to_text());
+        let now = js_sys::Date::now();
+        if report.growth.last().map(|g| g.1) != Some(report.size) || report.growth.is_empty() {
+            report.growth.push((now, report.size));
+        }
+        let excess = report.growth.len().saturating_sub(MAX_GROWTH);
+        report.growth.drain(..excess);
+        save("shoal.growth", &report.growth);
     }
     Ok(())
 }

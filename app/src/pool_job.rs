@@ -4,9 +4,8 @@
 //! Members are `u32` ids: local model workers are their index (`0..N`), the requester itself
 //! ("self", never excluded, no deadline) is [`SELF_MEMBER`] — the pool, a last-resort member with
 //! a nominal rate that only gets work when no worker is left, and then runs it on whichever local
-//! worker is alive (respawning one if needed). Remote circle members (WebRTC) take ids from
-//! [`REMOTE_BASE`] up and go through the same calls: `assign` actions become sealed
-//! `ShardRequest`s, their `ShardResult`/`ShardError` come back through `onResult`/`onError`.
+//! worker is alive (respawning one if needed). Circle members are members of the circle's job
+//! (`circle.rs`), not of this one.
 //!
 //! Texts are ordered longest first before sharding ([`LengthOrder`]), so each shard holds similar
 //! lengths; `takeOutput` returns the vectors in input order.
@@ -19,8 +18,6 @@ use wasm_bindgen::prelude::*;
 
 /// Member id of the requester itself (the pool).
 pub const SELF_MEMBER: u32 = u32::MAX;
-/// First member id for remote circle members.
-pub const REMOTE_BASE: u32 = 1 << 16;
 /// Nominal capacity of the self member: it only gets shards when no other member can take them.
 const SELF_RATE: f64 = 1e-3;
 
@@ -263,11 +260,5 @@ impl PoolJob {
     #[wasm_bindgen(js_name = selfMember)]
     pub fn self_member() -> u32 {
         SELF_MEMBER
-    }
-
-    /// First id of remote members (`web/pool.js` checks its copy against it).
-    #[wasm_bindgen(js_name = remoteBase)]
-    pub fn remote_base() -> u32 {
-        REMOTE_BASE
     }
 }

@@ -10,14 +10,12 @@
 //   worker touches the network; a restarted worker loads from the Cache API.
 // - Members: worker i is job member i. The requester ("self", never excluded, no deadline) is the
 //   pool itself: a last-resort member with a nominal rate that gets shards only when no worker
-//   can take them, and runs them on any live worker (restarting one if none is left). Remote
-//   circle members (WebRTC) plug in through `addRemote(member)`: an object with
-//   `{id (≥ REMOTE_BASE), label, rate, assign(jobKey, shard, texts, reply), cancel(jobKey, shard|null)}`
-//   where `reply.result(vectors)` / `reply.error(reason)` / `reply.left()` feed the same job.
+//   can take them, and runs them on any live worker (restarting one if none is left). Circle
+//   members are not pool members: circle.js runs the circle's job (Rust) and this pool computes
+//   the tab's share of it.
 // - The page thread only posts messages and copies vectors: it never blocks.
 "use strict";
 
-export const REMOTE_BASE = 1 << 16;
 const MAX_IN_FLIGHT = 2; // per worker: one running, one queued, so a worker never idles
 const LOCAL_MIN_DEADLINE_MS = 30_000; // workers that die are seen at once; deadlines catch hangs
 const RESPAWN_DELAY_MS = 500;
@@ -64,7 +62,6 @@ export class Pool {
     this.opts = opts;
     this.size = Math.max(1, Math.min(16, opts.size | 0 || defaultPoolSize()));
     this.slots = [];
-    this.remotes = new Map();
     this.runs = new Set();
     this.rates = new Map(); // member → texts/s measured in earlier jobs
     this.nextRequest = 1;
@@ -235,19 +232,6 @@ export class Pool {
     return id;
   }
 
-  // ------------------------------------------------------------------ remote members
-  // A remote circle member joins future jobs and the running ones (see the header).
-  addRemote(member) {
-    if (!(member && member.id >= REMOTE_BASE)) throw new Error(`remote member ids start at ${REMOTE_BASE}`);
-    this.remotes.set(member.id, member);
-    for (const run of this.runs) run.addMember(member.id, member.rate);
-  }
-
-  removeRemote(id) {
-    this.remotes.delete(id);
-    for (const run of this.runs) run.memberLeft(id);
-  }
-
   // ------------------------------------------------------------------ jobs
   // Embed `texts`; resolves to Float32Array views in input order. opts: {signal, onProgress}.
   async embed(texts, opts = {}) {
@@ -281,7 +265,6 @@ export class Pool {
     return {
       size: this.size,
       workers: this.slots.map((s) => ({ id: s.id, status: s.status, backend: s.backend, engine: s.engine, error: s.error })),
-      remotes: [...this.remotes.values()].map((r) => ({ id: r.id, label: r.label })),
       job: this.view && {
         total: this.view.total,
         done: this.view.done,
@@ -309,17 +292,14 @@ class Run {
     this.promise = new Promise((res, rej) => { this.resolve = res; this.reject = rej; });
     const ready = pool._readySlots();
     const id = crypto.getRandomValues(new Uint8Array(16));
-    const members = ready.length + pool.remotes.size;
-    this.job = new app.PoolJob(id, texts, shardSize(texts, members), MAX_IN_FLIGHT, LOCAL_MIN_DEADLINE_MS);
+    this.job = new app.PoolJob(id, texts, shardSize(texts, ready.length), MAX_IN_FLIGHT, LOCAL_MIN_DEADLINE_MS);
     this.selfId = app.PoolJob.selfMember();
-    if (app.PoolJob.remoteBase() !== REMOTE_BASE) throw new Error("pool.js and shoal-app disagree on REMOTE_BASE");
     // The UI shows jobs of more than one text (a search query would flash by).
     if (texts.length > 1) {
       pool.view = { key: this.key, total: texts.length, done: 0, running: true, startedAt: now(), endedAt: 0, members: new Map(), history: [], lastSample: now(), lastDone: 0 };
     }
     const t = now();
     for (const s of ready) this.job.addMember(s.id, pool.rates.get(s.id) ?? NaN, t);
-    for (const r of pool.remotes.values()) this.job.addMember(r.id, r.rate ?? NaN, t);
     if (signal) {
       if (signal.aborted) { this.cancel(); return; }
       signal.addEventListener("abort", () => this.cancel(), { once: true });
@@ -398,8 +378,7 @@ class Run {
       switch (a.type) {
         case "assign":
           if (end) break;
-          if (a.to >= REMOTE_BASE && a.to !== this.selfId) this._dispatchRemote(a);
-          else this._dispatchLocal(a.to, a.shard, a.texts);
+          this._dispatchLocal(a.to, a.shard, a.texts);
           break;
         case "cancel": this._cancelAt(a.to, a.shard); break;
         case "progress": this._progress(a); changed = true; break;
@@ -416,24 +395,8 @@ class Run {
     if (changed) this._changedThrottled();
   }
 
-  _dispatchRemote(a) {
-    const r = this.pool.remotes.get(a.to);
-    if (!r) { this.job.memberLeft(a.to, now()); return; }
-    this._track(a.to, a.shard, -1);
-    r.assign(this.key, a.shard, a.texts, {
-      result: (vectors) => { this._untrack(a.to, a.shard); this._result(a.to, a.shard, vectors); },
-      error: (reason) => { this._untrack(a.to, a.shard); if (!this.settled) { this.job.onError(a.to, a.shard, String(reason), now()); this.pump(); } },
-      left: () => this.memberLeft(a.to),
-    });
-  }
-
   _cancelAt(member, shard) {
     const m = this.requests.get(member);
-    if (member >= REMOTE_BASE && member !== this.selfId) {
-      this.pool.remotes.get(member)?.cancel(this.key, shard ?? null);
-      if (shard == null) this.requests.delete(member); else m?.delete(shard);
-      return;
-    }
     if (!m) return;
     const shards = shard == null ? [...m.keys()] : [shard];
     for (const s of shards) {
@@ -454,7 +417,7 @@ class Run {
     }
     const v = this.pool.view;
     if (v && v.key === this.key) {
-      const label = p.isSelf ? "pool (fallback)" : p.member >= REMOTE_BASE ? (this.pool.remotes.get(p.member)?.label || `peer ${p.member - REMOTE_BASE}`) : `worker ${p.member + 1}`;
+      const label = p.isSelf ? "pool (fallback)" : `worker ${p.member + 1}`;
       v.members.set(p.member, { id: p.member, label, isSelf: p.isSelf, status: p.status, shardsDone: p.shardsDone, textsDone: p.textsDone, inFlight: p.inFlight, rate: p.rate });
       v.done = p.jobDone;
       const t = now();

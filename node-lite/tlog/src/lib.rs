@@ -9,6 +9,8 @@
 //! - [`tiles`]: C2SP `tlog-tiles` paths and tile data.
 //! - [`api`]: the relay log's HTTP API (paths, bodies, checked decoding), defined once for
 //!   the relay, the native client and the page.
+//! - [`audit`]: the light client's flow against one log (checkpoint → consistency → quorum →
+//!   inclusion), sans-IO: the native client and the page drive the same code.
 //! - `remote` (native, feature `fetch`): the relay log API over HTTP and `receipt_status`
 //!   (included / witnessed per receipt), for `shoal-node receipts` and the relay's witness.
 //! - [`client`]: the light client (checkpoint signature, k-of-n witness quorum, inclusion,
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod checkpoint;
 pub mod client;
 pub mod note;

@@ -1,6 +1,7 @@
 //! Talking to relay logs over HTTP (native, feature `fetch`, blocking `ureq`): the log API
 //! client used by the relay's witness tasks and by `shoal-node receipts`, and
-//! [`receipt_status`], which answers "is each of my receipts included, and witnessed?".
+//! [`receipt_status`] (the [`crate::audit`] flow over HTTP), which answers "is each of my
+//! receipts included, and witnessed?".
 //!
 //! Every body read is capped ([`MAX_BODY_BYTES`]) and every request has a timeout.
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::api::{self, ConsistencyResponse, Equivocation, InclusionResponse, SubmitResponse};
+use super::audit::{Audit, AuditReport};
 use super::checkpoint::{CosignatureVerifier, EquivocationProof, SignedCheckpoint};
-use super::client::{ClientError, LightClient};
 use super::note::NoteVerifier;
 use super::{Hash, leaf_hash};
 
@@ -125,6 +126,13 @@ impl LogHttp {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// `GET path`: the status and the (capped) body, whatever the status.
+    pub fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>), FetchError> {
+        let url = format!("{}{path}", self.base);
+        let (status, _, body) = Self::result(&url, self.agent.get(&url).call())?;
+        Ok((status, body))
     }
 
     fn get(&self, path: &str) -> Result<Vec<u8>, FetchError> {
@@ -366,140 +374,97 @@ pub struct StatusReport {
 
 /// For each receipt (encoded bytes), find a log that includes it and verify: the log's
 /// checkpoint signature, the witness quorum on it, consistency with the last checkpoint the
-/// caller saw (if any), and the receipt's inclusion proof against that checkpoint.
-/// Network errors are reported per log, never panics; a receipt found nowhere is
+/// caller saw (if any), and the receipt's inclusion proof against that checkpoint — the
+/// [`Audit`] flow, one log after the other, each asked only for the receipts no earlier log
+/// proved. Network errors are reported per log, never panics; a receipt found nowhere is
 /// `included: false`.
 pub fn receipt_status(
     logs: &[TrustedLog],
     receipts: &[Vec<u8>],
     opts: &StatusOptions,
 ) -> StatusReport {
-    let mut views: Vec<(LogStatus, Option<SignedCheckpoint>, LogHttp)> = Vec::new();
-    for log in logs {
-        let http = LogHttp::new(&log.url, opts.timeout);
-        let (status, sc) = log_status(log, logs, &http, opts);
-        views.push((status, sc, http));
-    }
-    let mut out = Vec::with_capacity(receipts.len());
-    for r in receipts {
-        let leaf = leaf_hash(r);
-        let mut st = ReceiptStatus {
-            leaf_hash: leaf,
+    let leaves: Vec<Hash> = receipts.iter().map(|r| leaf_hash(r)).collect();
+    let mut out: Vec<ReceiptStatus> = leaves
+        .iter()
+        .map(|&leaf_hash| ReceiptStatus {
+            leaf_hash,
             origin: None,
             index: None,
             included: false,
             witnessed: false,
-        };
-        for (view, sc, http) in &mut views {
-            let Some(sc) = sc else { continue };
-            match http.inclusion_by_leaf(&leaf, sc.checkpoint.size) {
-                Ok(Some((index, proof))) => {
-                    if LightClient::verify_inclusion(&sc.checkpoint, index, &leaf, &proof).is_ok() {
-                        st = ReceiptStatus {
-                            leaf_hash: leaf,
-                            origin: Some(view.origin.clone()),
-                            index: Some(index),
-                            included: true,
-                            witnessed: view.witnessed,
-                        };
-                        break;
-                    }
-                    view.error = Some(format!("bad inclusion proof for leaf index {index}"));
-                }
-                Ok(None) => {}
-                Err(e) => view.error = Some(e.to_string()),
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(logs.len());
+    for log in logs {
+        let pending: Vec<usize> = (0..out.len()).filter(|&i| !out[i].included).collect();
+        let report = audit_log(
+            log,
+            logs,
+            opts,
+            pending.iter().map(|&i| leaves[i]).collect(),
+        );
+        for (k, &i) in pending.iter().enumerate() {
+            if let Some(index) = report.included.get(k).copied().flatten() {
+                out[i] = ReceiptStatus {
+                    leaf_hash: leaves[i],
+                    origin: Some(report.origin.clone()),
+                    index: Some(index),
+                    included: true,
+                    witnessed: report.witnessed,
+                };
             }
         }
-        out.push(st);
+        statuses.push(LogStatus {
+            url: log.url.clone(),
+            size: report.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size),
+            checkpoint: report.checkpoint.as_ref().map(|c| c.note.to_text()),
+            origin: report.origin,
+            cosigners: report.cosigners,
+            witnessed: report.witnessed,
+            equivocation: report.equivocation,
+            error: report.error.map(|e| e.to_string()),
+        });
     }
     StatusReport {
-        logs: views.into_iter().map(|v| v.0).collect(),
+        logs: statuses,
         receipts: out,
     }
 }
 
-fn log_status(
+/// One log's [`Audit`] over HTTP. Its witnesses are the *other* logs' keys (a relay cosigns
+/// with its log key) plus the extra ones; its last checkpoint the first of
+/// `opts.last_checkpoints` that this log signed.
+fn audit_log(
     log: &TrustedLog,
     all: &[TrustedLog],
-    http: &LogHttp,
     opts: &StatusOptions,
-) -> (LogStatus, Option<SignedCheckpoint>) {
+    leaves: Vec<Hash>,
+) -> AuditReport {
     let mut witnesses: Vec<CosignatureVerifier> = all
         .iter()
         .filter(|l| l.key.public_key != log.key.public_key)
         .filter_map(|l| CosignatureVerifier::new(&l.key.name, l.key.public_key).ok())
         .collect();
     witnesses.extend(opts.extra_witnesses.iter().cloned());
-    let mut st = LogStatus {
-        url: log.url.clone(),
-        origin: log.key.name.clone(),
-        checkpoint: None,
-        size: 0,
-        cosigners: Vec::new(),
-        witnessed: false,
-        equivocation: None,
-        error: None,
-    };
-    let note = match http.checkpoint() {
-        Ok(n) => n,
-        Err(e) => {
-            st.error = Some(e.to_string());
-            return (st, None);
-        }
-    };
-    let lc = LightClient::new(log.key.clone(), None, witnesses.clone(), 0);
-    let sc = match lc.check_checkpoint(note.as_bytes()) {
-        Ok(sc) => sc,
-        Err(e) => {
-            st.error = Some(e.to_string());
-            return (st, None);
-        }
-    };
-    st.checkpoint = Some(note.clone());
-    st.size = sc.checkpoint.size;
-    st.cosigners = witnesses
-        .iter()
-        .filter(|w| w.verify(&sc.note).is_some())
-        .map(|w| w.name.clone())
-        .collect();
-    st.cosigners.dedup();
-    let mut consistent = true;
     let last = opts
         .last_checkpoints
         .iter()
-        .find_map(|t| SignedCheckpoint::verify(t.as_bytes(), &log.key, None).ok());
-    if let Some(last) = last {
-        let mut lc = LightClient::new(log.key.clone(), None, witnesses, 0);
-        match lc.clone().with_last(last.note.to_text().as_bytes()) {
-            Ok(with) => lc = with,
-            Err(e) => st.error = Some(e.to_string()),
-        }
-        let proof = if last.checkpoint.size > 0 && last.checkpoint.size < sc.checkpoint.size {
-            match http.consistency(last.checkpoint.size, sc.checkpoint.size) {
-                Ok(p) => p,
-                Err(e) => {
-                    st.error = Some(e.to_string());
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        match lc.update(note.as_bytes(), &proof) {
-            Ok(_) => {}
-            Err(ClientError::Equivocation { proof, .. }) => {
-                st.equivocation = Some(*proof);
-                st.error = Some("log equivocated".into());
-                consistent = false;
-            }
-            Err(e) => {
-                st.error = Some(e.to_string());
-                consistent = false;
-            }
+        .find(|t| SignedCheckpoint::verify(t.as_bytes(), &log.key, None).is_ok());
+    let http = LogHttp::new(&log.url, opts.timeout);
+    let mut audit = Audit::new(
+        log.key.clone(),
+        witnesses,
+        opts.quorum,
+        last.map(String::as_str),
+        leaves,
+    );
+    while let Some(path) = audit.next_request() {
+        match http.get_raw(&path) {
+            Ok((status, body)) => audit.on_response(status, &body),
+            Err(e) => audit.on_transport_error(e.to_string()),
         }
     }
-    st.witnessed = consistent && st.cosigners.len() >= opts.quorum;
-    (st, Some(sc))
+    audit.finish()
 }
 
 #[cfg(test)]
