@@ -340,7 +340,7 @@ pub(crate) fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedd
             .iter()
             .map(|p| {
                 let name = if p.is_self { "self".to_string() } else {
-                    up.get(&p.member).map(|c| c.name.clone()).unwrap_or_else(|| p.member.short())
+                    p.member.peer().and_then(|m| up.get(m)).map(|c| c.name.clone()).unwrap_or_else(|| p.member.short())
                 };
                 let status = match &p.status {
                     MemberStatus::Active => "active".to_string(),

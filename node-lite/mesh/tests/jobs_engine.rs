@@ -520,3 +520,50 @@ proptest! {
         prop_assert_eq!(out.progress[0].status.clone(), MemberStatus::Active);
     }
 }
+
+/// Floats from an in-process member (`on_vectors`) are checked like bytes from a peer: the
+/// right count and finite values are accepted, anything else excludes the member and its
+/// shard goes to another; the self member's floats finish the job.
+#[test]
+fn in_process_floats_are_checked_like_peer_bytes() {
+    let t = texts(20);
+    let mut job = Job::new(JobId([9; 16]), t.clone(), cfg(5), 0usize, 1e-3).unwrap();
+    job.add_member(1, Some(100.0), 0).unwrap();
+    job.add_member(2, Some(100.0), 0).unwrap();
+    job.start(0);
+    let mut now = 0;
+    let mut liar_excluded = false;
+    while job.is_running() && now < 10_000 {
+        now += 1;
+        let Some(a) = job.poll_action() else {
+            job.tick(now);
+            continue;
+        };
+        if let Action::Assign {
+            to,
+            msg: PeerMsg::ShardRequest { shard, texts, .. },
+            ..
+        } = a
+        {
+            let mut v: Vec<f32> = texts.iter().flat_map(|s| embed(s)).collect();
+            if to == 2 {
+                v.pop(); // member 2 returns one float short
+            }
+            job.on_vectors(&to, shard, v, now).unwrap();
+        }
+        if job.progress().iter().any(|p| {
+            p.member == 2
+                && p.status == MemberStatus::Excluded(Exclusion::Malformed("wrong vector count"))
+        }) {
+            liar_excluded = true;
+        }
+    }
+    assert!(liar_excluded, "the short member is excluded");
+    let out = job.take_output().expect("finished");
+    assert_eq!(out, t.iter().map(|s| embed(s)).collect::<Vec<_>>());
+    assert_eq!(
+        job.on_vectors(&7, 0, vec![0.0; DIM], now),
+        Err(JobError::NotForThisJob),
+        "not a member"
+    );
+}

@@ -459,7 +459,7 @@ impl<M: Clone + Eq + Debug> Job<M> {
                 dim,
                 vectors,
             } if job == self.id => {
-                self.on_result(i, shard, dim, &vectors, now_ms);
+                self.on_result(i, shard, dim, le_to_f32s(&vectors), now_ms);
                 Ok(())
             }
             PeerMsg::ShardError { job, shard, reason } if job == self.id => {
@@ -479,6 +479,23 @@ impl<M: Clone + Eq + Debug> Job<M> {
             }
             _ => Err(JobError::NotForThisJob),
         }
+    }
+
+    /// Member `from` returned the vectors of `shard` as floats (`texts × dim`, row-major): the
+    /// same as a [`PeerMsg::ShardResult`] through [`Job::on_message`], without the byte encoding
+    /// (for members that run in this process, like a tab's own model workers).
+    pub fn on_vectors(
+        &mut self,
+        from: &M,
+        shard: u32,
+        vectors: Vec<f32>,
+        now_ms: u64,
+    ) -> Result<(), JobError> {
+        let Some(i) = self.index(from) else {
+            return Err(JobError::NotForThisJob);
+        };
+        self.on_result(i, shard, self.cfg.dim as u32, Some(vectors), now_ms);
+        Ok(())
     }
 
     fn fail(&mut self, e: JobError) {
@@ -503,7 +520,14 @@ impl<M: Clone + Eq + Debug> Job<M> {
         }
     }
 
-    fn on_result(&mut self, i: usize, shard: u32, dim: u32, bytes: &[u8], now_ms: u64) {
+    fn on_result(
+        &mut self,
+        i: usize,
+        shard: u32,
+        dim: u32,
+        vectors: Option<Vec<f32>>,
+        now_ms: u64,
+    ) {
         if self.state != JobState::Running {
             return;
         }
@@ -534,7 +558,7 @@ impl<M: Clone + Eq + Debug> Job<M> {
         let problem = if dim as usize != self.cfg.dim {
             Some("wrong dimension")
         } else {
-            match le_to_f32s(bytes) {
+            match vectors {
                 None => Some("vector bytes"),
                 Some(v) if v.len() != n * self.cfg.dim => Some("wrong vector count"),
                 Some(v) if !v.iter().all(|x| x.is_finite()) => Some("non-finite value"),

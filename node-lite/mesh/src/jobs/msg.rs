@@ -22,6 +22,16 @@ pub const MAX_DIM: usize = 4096;
 /// Longest free-text field (reasons, names).
 pub const MAX_LABEL_LEN: usize = 256;
 
+/// `reason` cut to at most [`MAX_LABEL_LEN`] bytes on a character boundary.
+pub fn truncate_label(mut reason: String) -> String {
+    let cut = (0..=MAX_LABEL_LEN.min(reason.len()))
+        .rev()
+        .find(|&i| reason.is_char_boundary(i))
+        .unwrap_or(0);
+    reason.truncate(cut);
+    reason
+}
+
 /// A job id: 16 random bytes chosen by the requester.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JobId(pub [u8; 16]);

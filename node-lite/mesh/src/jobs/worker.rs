@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::msg::{JobId, MAX_LABEL_LEN, PeerMsg, f32s_to_le};
+use super::msg::{JobId, PeerMsg, f32s_to_le, truncate_label};
 
 /// One shard to compute.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,6 +128,25 @@ impl<M: Clone + Eq> Worker<M> {
         Some(t)
     }
 
+    /// Let `n` shards compute at once (one per model the driver runs).
+    pub fn set_max_running(&mut self, n: usize) {
+        self.max_running = n.max(1);
+    }
+
+    /// A task from [`Worker::next_task`] finished: frees its slot. `false` if it was
+    /// cancelled meanwhile (or is unknown): its outcome is to be dropped.
+    pub fn finish(&mut self, task: &Task<M>) -> bool {
+        let Some(pos) = self
+            .running
+            .iter()
+            .position(|r| r.0 == task.from && r.1 == task.job && r.2 == task.shard)
+        else {
+            return false;
+        };
+        let (_, _, _, cancelled) = self.running.swap_remove(pos);
+        !cancelled
+    }
+
     /// The outcome of a task from [`Worker::next_task`]: `Ok(row-major vectors, dim)` or
     /// `Err(reason)`. Returns the requester and the reply, or `None` if it was cancelled.
     pub fn complete(
@@ -135,12 +154,7 @@ impl<M: Clone + Eq> Worker<M> {
         task: &Task<M>,
         outcome: Result<(Vec<f32>, u32), String>,
     ) -> Option<(M, PeerMsg)> {
-        let pos = self
-            .running
-            .iter()
-            .position(|r| r.0 == task.from && r.1 == task.job && r.2 == task.shard)?;
-        let (_, _, _, cancelled) = self.running.swap_remove(pos);
-        if cancelled {
+        if !self.finish(task) {
             return None;
         }
         let msg = match outcome {
@@ -150,19 +164,11 @@ impl<M: Clone + Eq> Worker<M> {
                 dim,
                 vectors: f32s_to_le(&vectors),
             },
-            Err(mut reason) => {
-                reason.truncate(
-                    (0..=MAX_LABEL_LEN.min(reason.len()))
-                        .rev()
-                        .find(|&i| reason.is_char_boundary(i))
-                        .unwrap_or(0),
-                );
-                PeerMsg::ShardError {
-                    job: task.job,
-                    shard: task.shard,
-                    reason,
-                }
-            }
+            Err(reason) => PeerMsg::ShardError {
+                job: task.job,
+                shard: task.shard,
+                reason: truncate_label(reason),
+            },
         };
         Some((task.from.clone(), msg))
     }

@@ -1,10 +1,15 @@
 //! What a circle member's application sees, whichever driver runs it (webrtc-rs natively,
-//! the browser's `RTCPeerConnection` in wasm): commands in, events out, and [`route`], which
-//! splits the node's outputs into transport work, model work and application events.
+//! the browser's `RTCPeerConnection` in wasm): commands in, events out. The part of the driver
+//! loop that does not touch a transport is here, written once for both drivers:
+//! [`on_signal_event`] (the relay's events into the node), [`on_command`] (the application's
+//! commands into the node) and [`route`] (the node's outputs split into transport work, model
+//! work and application events).
 
-use super::node::{NodeOut, ShardTimes};
+use super::node::{CircleNode, Member, NodeOut, ShardTimes};
 use super::session::{NetOp, PeerStats, Phase};
-use crate::jobs::{Capabilities, Progress, Task};
+use crate::jobs::{Capabilities, JobId, Progress, Task};
+use crate::signal::Event;
+use shoal_proto::RoomId;
 use shoal_proto::identity::PeerId;
 
 /// What the application asks.
@@ -16,6 +21,19 @@ pub enum AppCmd {
     Cancel,
     /// Report peers and counters ([`AppEvent::Stats`]).
     Stats,
+    /// Local model worker `worker` is up (`rate`: measured texts/s, if known): a member of
+    /// jobs from now on (see [`CircleNode::local_up`]).
+    LocalUp {
+        /// The worker.
+        worker: u32,
+        /// Its measured rate.
+        rate: Option<f64>,
+    },
+    /// Local model worker `worker` is gone.
+    LocalDown {
+        /// The worker.
+        worker: u32,
+    },
 }
 
 /// What the application hears.
@@ -46,13 +64,13 @@ pub enum AppEvent {
         reason: String,
     },
     /// Live progress of our job.
-    Progress(Progress<PeerId>),
+    Progress(Progress<Member>),
     /// Our job finished.
     JobDone {
         /// Vectors in input order.
         vectors: Vec<Vec<f32>>,
         /// Every member's final progress.
-        members: Vec<Progress<PeerId>>,
+        members: Vec<Progress<Member>>,
     },
     /// A countersigned receipt of a shard a peer computed for our job (to anchor and keep).
     Receipt(Box<shoal_tlog::receipt::Receipt>),
@@ -74,8 +92,19 @@ pub enum AppEvent {
 pub enum Routed {
     /// To the transport.
     Net(NetOp),
-    /// To the model.
+    /// To the model (any local worker); the outcome goes to [`CircleNode::computed`].
     Compute(Task<PeerId>),
+    /// To local worker `worker`; the outcome goes to [`CircleNode::local_done`].
+    RunLocal {
+        /// The worker.
+        worker: u32,
+        /// Job.
+        job: JobId,
+        /// Shard.
+        shard: u32,
+        /// Texts.
+        texts: Vec<String>,
+    },
     /// To the application.
     App(AppEvent),
 }
@@ -85,6 +114,17 @@ pub fn route(o: NodeOut) -> Routed {
     match o {
         NodeOut::Net(op) => Routed::Net(op),
         NodeOut::Compute(task) => Routed::Compute(task),
+        NodeOut::RunLocal {
+            worker,
+            job,
+            shard,
+            texts,
+        } => Routed::RunLocal {
+            worker,
+            job,
+            shard,
+            texts,
+        },
         NodeOut::PeerUp { peer, caps } => Routed::App(AppEvent::PeerUp { peer, caps }),
         NodeOut::PeerDown { peer } => Routed::App(AppEvent::PeerDown { peer }),
         NodeOut::Rejected { peer, reason } => {
@@ -98,4 +138,49 @@ pub fn route(o: NodeOut) -> Routed {
         NodeOut::Receipt(r) => Routed::App(AppEvent::Receipt(r)),
         NodeOut::JobFailed { error, .. } => Routed::App(AppEvent::JobFailed(error.to_string())),
     }
+}
+
+/// A signaling event for `room` into the node; `Connected` is for the application.
+pub fn on_signal_event(
+    node: &mut CircleNode,
+    room: RoomId,
+    ev: Event,
+    now_ms: u64,
+) -> Option<AppEvent> {
+    match ev {
+        Event::Connected { url, .. } => return Some(AppEvent::Connected { url }),
+        Event::Members { room: r, members } if r == room => node.on_members(&members, now_ms),
+        Event::MemberJoined { room: r, peer } if r == room => node.on_member_joined(peer, now_ms),
+        Event::MemberLeft { room: r, peer } if r == room => node.on_member_left(&peer, now_ms),
+        Event::Message {
+            room: r,
+            from,
+            payload,
+        } if r == room => node.on_signal(from, &payload, now_ms),
+        other => tracing::debug!(event = ?other, "signaling event"),
+    }
+    None
+}
+
+/// An application command into the node; the answer, if any, is for the application.
+pub fn on_command(node: &mut CircleNode, cmd: AppCmd, now_ms: u64) -> Option<AppEvent> {
+    match cmd {
+        AppCmd::StartJob(texts) => {
+            if let Err(e) = node.start_job(texts, now_ms) {
+                return Some(AppEvent::JobFailed(e.to_string()));
+            }
+        }
+        AppCmd::Cancel => node.cancel_job(now_ms),
+        AppCmd::Stats => {
+            let s = node.session();
+            return Some(AppEvent::Stats {
+                peers: s.peers(),
+                times: node.times().clone(),
+                rejected: s.rejected(),
+            });
+        }
+        AppCmd::LocalUp { worker, rate } => node.local_up(worker, rate, now_ms),
+        AppCmd::LocalDown { worker } => node.local_down(worker, now_ms),
+    }
+    None
 }

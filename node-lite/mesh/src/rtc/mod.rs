@@ -4,7 +4,8 @@
 //! - [`signal_msg`]: the offer/answer/bye messages sealed inside signaling payloads.
 //! - [`session`]: the sans-IO per-peer state machine (who offers, replay-safe SDP exchange,
 //!   seal handshake over the channel, bounded back-pressured outboxes).
-//! - [`node`]: a circle member = session + job engine (requester `Job` and `Worker`).
+//! - [`node`]: a circle member = session + job engine (requester `Job` over peers and local
+//!   model workers, and `Worker`).
 //! - [`app`]: the application's commands and events, shared by both drivers.
 //! - `native` (feature `rtc-native`): the webrtc-rs + tokio driver used by `shoal-node`.
 //! - `web` (feature `rtc-web`, wasm): the browser's `RTCPeerConnection` driver used by the app.
@@ -26,7 +27,7 @@ pub mod web;
 #[cfg(test)]
 mod tests;
 
-pub use node::{CircleNode, NodeOut, ShardTimes};
+pub use node::{CircleNode, Member, NodeOut, ShardTimes};
 pub use session::{
     CHANNEL_LABEL, ConnId, NetOp, Out, PeerEvent, PeerStats, Phase, Session, SessionConfig,
     SessionError,

@@ -24,12 +24,12 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-use super::app::{AppCmd, AppEvent, Routed, route};
+use super::app::{AppCmd, AppEvent, Routed, on_command, on_signal_event, route};
 use super::node::CircleNode;
 use super::session::{CHANNEL_LABEL, ConnId, NetOp, SessionConfig};
 use crate::circle::Circle;
 use crate::jobs::{Capabilities, JobConfig, Task};
-use crate::signal::{self, ClientConfig, Command, Event};
+use crate::signal::{self, ClientConfig, Command};
 use shoal_proto::identity::{Keypair, PeerId};
 
 /// Settings of a native circle member.
@@ -195,16 +195,8 @@ pub async fn run(
         tokio::select! {
             ev = sig_events.next() => {
                 let Some(ev) = ev else { break };
-                let t = now();
-                match ev {
-                    Event::Connected { url, .. } => {
-                        let _ = events.send(AppEvent::Connected { url }).await;
-                    }
-                    Event::Members { room: r, members } if r == room => node.on_members(&members, t),
-                    Event::MemberJoined { room: r, peer } if r == room => node.on_member_joined(peer, t),
-                    Event::MemberLeft { room: r, peer } if r == room => node.on_member_left(&peer, t),
-                    Event::Message { room: r, from, payload } if r == room => node.on_signal(from, &payload, t),
-                    other => tracing::debug!(event = ?other, "signaling event"),
+                if let Some(ev) = on_signal_event(&mut node, room, ev, now()) {
+                    let _ = events.send(ev).await;
                 }
             }
             ev = tev_rx.recv() => {
@@ -230,23 +222,9 @@ pub async fn run(
                 node.computed(&task, outcome, ms, now());
             }
             cmd = cmds.recv() => {
-                let t = now();
-                match cmd {
-                    None => break,
-                    Some(AppCmd::StartJob(texts)) => {
-                        if let Err(e) = node.start_job(texts, t) {
-                            let _ = events.send(AppEvent::JobFailed(e.to_string())).await;
-                        }
-                    }
-                    Some(AppCmd::Cancel) => node.cancel_job(t),
-                    Some(AppCmd::Stats) => {
-                        let s = node.session();
-                        let _ = events.send(AppEvent::Stats {
-                            peers: s.peers(),
-                            times: node.times().clone(),
-                            rejected: s.rejected(),
-                        }).await;
-                    }
+                let Some(cmd) = cmd else { break };
+                if let Some(ev) = on_command(&mut node, cmd, now()) {
+                    let _ = events.send(ev).await;
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(wake)) => node.tick(now()),
@@ -262,6 +240,19 @@ pub async fn run(
                     if task_tx.try_send(task.clone()).is_err() {
                         node.computed(&task, Err("compute thread busy".into()), 0, now());
                     }
+                }
+                // The native node registers no local workers (its one model is the compute
+                // thread); should one be registered, its shards fail over to the others.
+                Routed::RunLocal {
+                    worker, job, shard, ..
+                } => {
+                    node.local_done(
+                        worker,
+                        job,
+                        shard,
+                        Err("no such local worker".into()),
+                        now(),
+                    );
                 }
                 Routed::App(ev) => {
                     let _ = events.send(ev).await;

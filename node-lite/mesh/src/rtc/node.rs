@@ -5,8 +5,14 @@
 //! for finished local work, and carries out what [`CircleNode::poll`] returns: transport ops,
 //! [`NodeOut::Compute`] (run the model on a task, local or for a peer), and job events.
 //!
-//! The requester is member 0 of its own job: its own shards go through the same worker queue
-//! as the peers' (one model, one queue), and their results straight back into the job.
+//! Members of a job are [`Member`]s: peers that are up, and this node's own model workers
+//! ([`Member::Local`], registered by the driver with [`CircleNode::local_up`]: a tab's Web
+//! Workers). One engine owns the job whoever computes a shard: a local worker's shard goes out as
+//! [`NodeOut::RunLocal`] and comes back as floats through [`CircleNode::local_done`] (no byte
+//! encoding, no second job engine beneath this one). The requester itself is the job's self
+//! member (never excluded, no deadline): with no local workers registered (the native node) its
+//! shards go through the same worker queue as the peers' (one model, one queue); with local
+//! workers it is a last-resort member with a nominal rate, run on whichever local worker is free.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -17,13 +23,68 @@ use shoal_proto::identity::{Keypair, PeerId};
 
 use super::session::{ConnId, NetOp, Out, PeerEvent, Session, SessionConfig};
 
+/// A member of a job this node requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    /// This node's own model worker `n` (see [`CircleNode::local_up`]).
+    Local(u32),
+    /// A peer of the circle — or this node itself, the job's self member.
+    Peer(PeerId),
+}
+
+impl Member {
+    /// The peer, if it is one.
+    pub fn peer(&self) -> Option<&PeerId> {
+        match self {
+            Member::Peer(p) => Some(p),
+            Member::Local(_) => None,
+        }
+    }
+
+    /// A short name: the peer id's (`PeerId::short`), or `worker N` (1-based).
+    pub fn short(&self) -> String {
+        match self {
+            Member::Peer(p) => p.short(),
+            Member::Local(i) => format!("worker {}", u64::from(*i) + 1),
+        }
+    }
+}
+
+/// The peer id's text form, or `local:N` for local worker `N`.
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Member::Peer(p) => write!(f, "{p}"),
+            Member::Local(i) => write!(f, "local:{i}"),
+        }
+    }
+}
+
+/// Rate of the self member when local workers are members: it gets shards only when no
+/// member can take them.
+const SELF_FALLBACK_RATE: f64 = 1e-3;
+/// Most local workers a node registers.
+pub const MAX_LOCAL_WORKERS: usize = 16;
+
 /// Outputs of [`CircleNode::poll`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeOut {
     /// For the transport.
     Net(NetOp),
-    /// Run the model on `task.texts`, then call [`CircleNode::computed`].
+    /// Run the model on `task.texts` (any local worker), then call [`CircleNode::computed`].
     Compute(Task<PeerId>),
+    /// Run shard `shard` of our job `job` on local worker `worker`, then call
+    /// [`CircleNode::local_done`].
+    RunLocal {
+        /// The local worker (a member of the job).
+        worker: u32,
+        /// Job.
+        job: JobId,
+        /// Shard index.
+        shard: u32,
+        /// The texts.
+        texts: Vec<String>,
+    },
     /// A peer is up.
     PeerUp {
         /// Peer.
@@ -44,7 +105,7 @@ pub enum NodeOut {
         reason: String,
     },
     /// Live progress of a member of our job.
-    Progress(Progress<PeerId>),
+    Progress(Progress<Member>),
     /// Our job finished: vectors in input order, and every member's final progress.
     JobDone {
         /// Job.
@@ -52,7 +113,7 @@ pub enum NodeOut {
         /// `texts × dim` vectors.
         vectors: Vec<Vec<f32>>,
         /// Final state of every member.
-        members: Vec<Progress<PeerId>>,
+        members: Vec<Progress<Member>>,
     },
     /// A receipt of a shard a peer computed for our job: worker-signed, countersigned by us.
     Receipt(Box<shoal_tlog::receipt::Receipt>),
@@ -84,7 +145,7 @@ pub struct ShardTimes {
 }
 
 struct Running {
-    job: Job<PeerId>,
+    job: Job<Member>,
     /// (peer, shard) → dispatch time.
     sent: BTreeMap<(PeerId, u32), u64>,
     /// Keys the receipt commitments of this job; sent to each peer before its first shard.
@@ -115,6 +176,8 @@ pub struct CircleNode {
     job: Option<Running>,
     job_cfg: JobConfig,
     self_rate: f64,
+    /// Local workers that are up, with their measured rate (texts/s) if known.
+    locals: BTreeMap<u32, Option<f64>>,
     out: VecDeque<NodeOut>,
     times: ShardTimes,
     /// (peer, job, shard) → arrival time of requests being served (bounded by the worker queue).
@@ -165,6 +228,7 @@ impl CircleNode {
             job: None,
             job_cfg,
             self_rate,
+            locals: BTreeMap::new(),
             out: VecDeque::new(),
             times: ShardTimes::default(),
             arrivals: BTreeMap::new(),
@@ -300,16 +364,24 @@ impl CircleNode {
             return Err(JobError::Config("a job is already running"));
         }
         let id = job_id();
+        let self_rate = if self.locals.is_empty() {
+            self.self_rate
+        } else {
+            SELF_FALLBACK_RATE
+        };
         let mut job = Job::new(
             id,
             texts,
             self.job_cfg.clone(),
-            self.session.my_id(),
-            self.self_rate,
+            Member::Peer(self.session.my_id()),
+            self_rate,
         )?;
+        for (&worker, &rate) in &self.locals {
+            let _ = job.add_member(Member::Local(worker), rate, now_ms);
+        }
         for (peer, caps) in self.session.up_peers() {
             let rate = f64::from(caps.texts_per_sec);
-            let _ = job.add_member(peer, (rate > 0.0).then_some(rate), now_ms);
+            let _ = job.add_member(Member::Peer(peer), (rate > 0.0).then_some(rate), now_ms);
         }
         job.start(now_ms);
         let mut receipt_key = [0u8; 32];
@@ -323,6 +395,70 @@ impl CircleNode {
         });
         self.drain(now_ms);
         Ok(id)
+    }
+
+    /// Local model worker `worker` is up (`rate`: its measured texts/s, if known). It becomes a
+    /// member of every job from now on, the running one included. Ignored beyond
+    /// [`MAX_LOCAL_WORKERS`].
+    pub fn local_up(&mut self, worker: u32, rate: Option<f64>, now_ms: u64) {
+        let rate = rate.filter(|r| r.is_finite() && *r > 0.0);
+        if !self.locals.contains_key(&worker) && self.locals.len() >= MAX_LOCAL_WORKERS {
+            return;
+        }
+        self.locals.insert(worker, rate);
+        if let Some(r) = self.job.as_mut()
+            && r.job.is_running()
+        {
+            // Already a member (a restarted worker): it rejoins from the next job on.
+            let _ = r.job.add_member(Member::Local(worker), rate, now_ms);
+        }
+        self.drain(now_ms);
+    }
+
+    /// Local model worker `worker` is gone (crashed, terminated): its shards go to others.
+    pub fn local_down(&mut self, worker: u32, now_ms: u64) {
+        self.locals.remove(&worker);
+        if let Some(r) = self.job.as_mut() {
+            r.job.member_left(&Member::Local(worker), now_ms);
+        }
+        self.drain(now_ms);
+    }
+
+    /// Local workers that are up.
+    pub fn locals(&self) -> usize {
+        self.locals.len()
+    }
+
+    /// Let `n` tasks of [`NodeOut::Compute`] run at once (default 1: one model).
+    pub fn set_compute_slots(&mut self, n: usize) {
+        self.worker.set_max_running(n);
+    }
+
+    /// A [`NodeOut::RunLocal`] finished: `Ok(row-major vectors)` or `Err(reason)`.
+    pub fn local_done(
+        &mut self,
+        worker: u32,
+        job: JobId,
+        shard: u32,
+        outcome: Result<Vec<f32>, String>,
+        now_ms: u64,
+    ) {
+        let member = Member::Local(worker);
+        if let Some(r) = self.job.as_mut().filter(|r| r.job.id() == job) {
+            let _ = match outcome {
+                Ok(vectors) => r.job.on_vectors(&member, shard, vectors, now_ms),
+                Err(reason) => r.job.on_message(
+                    &member,
+                    PeerMsg::ShardError {
+                        job,
+                        shard,
+                        reason: crate::jobs::msg::truncate_label(reason),
+                    },
+                    now_ms,
+                ),
+            };
+        }
+        self.drain(now_ms);
     }
 
     /// Cancel our job.
@@ -348,21 +484,40 @@ impl CircleNode {
             self.times.served_residence_ms += now_ms.saturating_sub(t);
         }
         let serving = self.serving.remove(&(task.from, task.job, task.shard));
-        if let Some((to, reply)) = self.worker.complete(task, outcome) {
-            if to == self.session.my_id() {
-                if let Some(r) = self.job.as_mut() {
-                    let _ = r.job.on_message(&to, reply, now_ms);
-                }
-            } else {
-                self.times.served += 1;
-                let sig = self.receipt_sig(&to, &reply, serving, now_ms);
-                if let Err(e) = self.session.send(&to, &reply) {
-                    tracing::debug!(error = %e, "shard reply not sent");
-                } else if let Some(sig) = sig
-                    && let Err(e) = self.session.send(&to, &sig)
-                {
-                    tracing::debug!(error = %e, "receipt signature not sent");
-                }
+        let me = self.session.my_id();
+        if task.from == me {
+            // Our own shard: straight into the job as floats.
+            let dim = self.job_cfg.dim;
+            if self.worker.finish(task)
+                && let Some(r) = self.job.as_mut().filter(|r| r.job.id() == task.job)
+            {
+                let member = Member::Peer(me);
+                let outcome = match outcome {
+                    Ok((_, d)) if d as usize != dim => Err(format!("dimension {d}, not {dim}")),
+                    other => other,
+                };
+                let _ = match outcome {
+                    Ok((vectors, _)) => r.job.on_vectors(&member, task.shard, vectors, now_ms),
+                    Err(reason) => r.job.on_message(
+                        &member,
+                        PeerMsg::ShardError {
+                            job: task.job,
+                            shard: task.shard,
+                            reason: crate::jobs::msg::truncate_label(reason),
+                        },
+                        now_ms,
+                    ),
+                };
+            }
+        } else if let Some((to, reply)) = self.worker.complete(task, outcome) {
+            self.times.served += 1;
+            let sig = self.receipt_sig(&to, &reply, serving, now_ms);
+            if let Err(e) = self.session.send(&to, &reply) {
+                tracing::debug!(error = %e, "shard reply not sent");
+            } else if let Some(sig) = sig
+                && let Err(e) = self.session.send(&to, &sig)
+            {
+                tracing::debug!(error = %e, "receipt signature not sent");
             }
         }
         self.drain(now_ms);
@@ -423,7 +578,7 @@ impl CircleNode {
                     } else {
                         r.commits.remove(&(peer, shard));
                     }
-                    let _ = r.job.on_message(&peer, msg, now_ms);
+                    let _ = r.job.on_message(&Member::Peer(peer), msg, now_ms);
                 }
             }
             PeerMsg::ReceiptKey { job, key } => {
@@ -544,14 +699,18 @@ impl CircleNode {
                             && r.job.is_running()
                         {
                             let rate = f64::from(caps.texts_per_sec);
-                            let _ = r.job.add_member(peer, (rate > 0.0).then_some(rate), now_ms);
+                            let _ = r.job.add_member(
+                                Member::Peer(peer),
+                                (rate > 0.0).then_some(rate),
+                                now_ms,
+                            );
                         }
                         self.out.push_back(NodeOut::PeerUp { peer, caps });
                     }
                     Out::Event(PeerEvent::Down { peer }) => {
                         self.worker.cancel_from(&peer);
                         if let Some(r) = self.job.as_mut() {
-                            r.job.member_left(&peer, now_ms);
+                            r.job.member_left(&Member::Peer(peer), now_ms);
                             r.sent.retain(|(p, _), _| *p != peer);
                         }
                         self.out.push_back(NodeOut::PeerDown { peer });
@@ -582,14 +741,42 @@ impl CircleNode {
         }
     }
 
-    fn on_action(&mut self, a: Action<PeerId>, me: PeerId, now_ms: u64) {
+    fn on_action(&mut self, a: Action<Member>, me: PeerId, now_ms: u64) {
         match a {
-            Action::Assign { to, is_self, msg } | Action::Cancel { to, is_self, msg } => {
+            Action::Assign {
+                to: Member::Local(worker),
+                msg: PeerMsg::ShardRequest { job, shard, texts },
+                ..
+            } => self.out.push_back(NodeOut::RunLocal {
+                worker,
+                job,
+                shard,
+                texts,
+            }),
+            // A local worker's queued shards run out; their results are dropped by the job.
+            Action::Assign {
+                to: Member::Local(_),
+                ..
+            }
+            | Action::Cancel {
+                to: Member::Local(_),
+                ..
+            } => {}
+            Action::Assign {
+                to: Member::Peer(to),
+                is_self,
+                msg,
+            }
+            | Action::Cancel {
+                to: Member::Peer(to),
+                is_self,
+                msg,
+            } => {
                 if is_self {
                     if let Accepted::Reply(reply) = self.worker.on_message(me, msg)
                         && let Some(r) = self.job.as_mut()
                     {
-                        let _ = r.job.on_message(&me, reply, now_ms);
+                        let _ = r.job.on_message(&Member::Peer(me), reply, now_ms);
                     }
                     return;
                 }
@@ -633,7 +820,7 @@ impl CircleNode {
                     Err(e) => {
                         tracing::debug!(error = %e, "shard not sent");
                         if let Some(r) = self.job.as_mut() {
-                            r.job.member_left(&to, now_ms);
+                            r.job.member_left(&Member::Peer(to), now_ms);
                         }
                     }
                 }

@@ -34,10 +34,12 @@ enum Input {
     Record(ConnId, Vec<u8>),
     Closed(ConnId),
     Computed(Task<PeerId>),
+    /// Local worker's shard: (worker, job, shard, texts).
+    LocalRun(u32, crate::jobs::JobId, u32, Vec<String>),
 }
 
 /// A finished job: vectors and every member's final progress.
-type Done = (Vec<Vec<f32>>, Vec<crate::jobs::Progress<PeerId>>);
+type Done = (Vec<Vec<f32>>, Vec<crate::jobs::Progress<super::Member>>);
 
 struct Member {
     node: CircleNode,
@@ -49,6 +51,8 @@ struct Member {
     up: Vec<PeerId>,
     rejected: Vec<String>,
     receipts: Vec<shoal_tlog::receipt::Receipt>,
+    /// Shards each local worker computed; a worker not in the map is dead (its shards vanish).
+    local_done: BTreeMap<u32, usize>,
 }
 
 /// The in-memory world: a relay room, connections linked pairwise, a clock.
@@ -106,6 +110,7 @@ impl World {
                 up: Vec::new(),
                 rejected: Vec::new(),
                 receipts: Vec::new(),
+                local_done: BTreeMap::new(),
             })
             .collect();
         World {
@@ -186,6 +191,26 @@ impl World {
                     .node
                     .computed(&task, Ok((flat, DIM as u32)), 5, now);
             }
+            Input::LocalRun(worker, job, shard, texts) => {
+                let Some(n) = self.members[i].local_done.get_mut(&worker) else {
+                    return; // the worker died: its shard never comes back
+                };
+                *n += 1;
+                let flat: Vec<f32> = texts.iter().flat_map(|t| fake_embed(t)).collect();
+                self.members[i]
+                    .node
+                    .local_done(worker, job, shard, Ok(flat), now);
+            }
+        }
+        self.collect(i);
+    }
+
+    /// Member `i` gets local model workers `0..n`.
+    fn add_locals(&mut self, i: usize, n: u32) {
+        for w in 0..n {
+            self.members[i].local_done.insert(w, 0);
+            let now = self.now;
+            self.members[i].node.local_up(w, Some(100.0), now);
         }
         self.collect(i);
     }
@@ -204,6 +229,14 @@ impl World {
                 NodeOut::PeerUp { peer, .. } => self.members[i].up.push(peer),
                 NodeOut::PeerDown { peer } => self.members[i].up.retain(|p| *p != peer),
                 NodeOut::Rejected { reason, .. } => self.members[i].rejected.push(reason),
+                NodeOut::RunLocal {
+                    worker,
+                    job,
+                    shard,
+                    texts,
+                } => self
+                    .queue
+                    .push_back((i, Input::LocalRun(worker, job, shard, texts))),
                 NodeOut::Progress(_) => {}
                 NodeOut::JobDone {
                     vectors, members, ..
@@ -361,8 +394,67 @@ fn member_dying_mid_job_still_completes_identically() {
     let (vectors, members) = w.members[0].done.take().expect("job finished");
     assert_eq!(vectors, expected(&t));
     let dead = w.id(2);
-    let p = members.iter().find(|p| p.member == dead).unwrap();
+    let p = members
+        .iter()
+        .find(|p| p.member == super::Member::Peer(dead))
+        .unwrap();
     assert!(matches!(p.status, MemberStatus::Excluded(_)));
+}
+
+#[test]
+fn local_workers_and_peers_share_one_job_and_a_dead_worker_loses_nothing() {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&[k.clone(), k]);
+    w.add_locals(0, 3);
+    w.join_all();
+    w.run(10_000);
+    let t = texts(600);
+    let now = w.now;
+    w.members[0].node.start_job(t.clone(), now).unwrap();
+    w.collect(0);
+    w.run(40);
+    // Local worker 1 dies mid-job, owing shards: they go to the others.
+    w.members[0].local_done.remove(&1);
+    let now = w.now;
+    w.members[0].node.local_down(1, now);
+    w.collect(0);
+    w.run(100_000);
+    let (vectors, members) = w.members[0].done.take().expect("job finished");
+    assert_eq!(vectors, expected(&t));
+    let find = |m: super::Member| members.iter().find(|p| p.member == m).unwrap();
+    for worker in [0, 2] {
+        let p = find(super::Member::Local(worker));
+        assert!(
+            p.shards_done > 0 && p.status == MemberStatus::Active,
+            "{p:?}"
+        );
+    }
+    assert!(matches!(
+        find(super::Member::Local(1)).status,
+        MemberStatus::Excluded(_)
+    ));
+    let peer = find(super::Member::Peer(w.id(1)));
+    assert!(peer.shards_done > 0, "{peer:?}");
+    // The self member is a fallback only: local workers and the peer did the work.
+    let me = find(super::Member::Peer(w.id(0)));
+    assert!(me.is_self && me.shards_done == 0, "{me:?}");
+    assert_eq!(
+        members.iter().map(|p| p.texts_done).sum::<u64>(),
+        t.len() as u64
+    );
+    // Local shards never went through the worker queue; the peer's through its own.
+    assert!(!w.members[0].computed_for.contains_key(&w.id(0)));
+    assert!(w.members[1].computed_for[&w.id(0)] > 0);
+    // A restarted worker joins the next job.
+    w.members[0].local_done.insert(1, 0);
+    let now = w.now;
+    w.members[0].node.local_up(1, None, now);
+    w.members[0].node.start_job(texts(200), now).unwrap();
+    w.collect(0);
+    w.run(100_000);
+    let (vectors, _) = w.members[0].done.take().expect("second job finished");
+    assert_eq!(vectors, expected(&texts(200)));
+    assert!(w.members[0].local_done[&1] > 0);
 }
 
 #[test]
@@ -433,7 +525,11 @@ fn wrong_circle_key_cannot_join_or_inject() {
     w.run(100_000);
     let (vectors, members) = w.members[0].done.take().unwrap();
     assert_eq!(vectors, expected(&t));
-    assert!(members.iter().all(|p| p.member != intruder));
+    assert!(
+        members
+            .iter()
+            .all(|p| p.member != super::Member::Peer(intruder))
+    );
 }
 
 #[test]

@@ -8,10 +8,12 @@
 //! never buffered without limit. Back-pressure on the way out: after every batch of sends the
 //! loop reports the channel's real `bufferedAmount` to the session, which holds records back
 //! above its high-water mark until `bufferedamountlow` (threshold [`LOW_WATER`]) says it
-//! drained. The model runs one task at a time through the application's compute callback.
+//! drained. The model runs through the application's compute callback, on a [`Lane`]: a given
+//! local worker (a member of our job, [`NodeOut::RunLocal`](super::NodeOut::RunLocal)) or any
+//! (our fallback shard, or one a peer asked for; at most [`WebConfig::compute_slots`] at once).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -28,11 +30,11 @@ use web_sys::{
     RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
 };
 
-use super::app::{AppCmd, AppEvent, Routed, route};
+use super::app::{AppCmd, AppEvent, Routed, on_command, on_signal_event, route};
 use super::node::CircleNode;
 use super::session::{CHANNEL_LABEL, ConnId, NetOp, SessionConfig};
 use crate::circle::Circle;
-use crate::jobs::{Capabilities, JobConfig, Task};
+use crate::jobs::{Capabilities, JobConfig, JobId, Task};
 use crate::signal::{self, ClientConfig, Command, Event};
 use shoal_proto::identity::{Keypair, PeerId};
 
@@ -61,6 +63,8 @@ pub struct WebConfig {
     pub job: JobConfig,
     /// Longest wait for ICE gathering before sending what we have.
     pub gather_timeout: Duration,
+    /// Shards computed at once on [`Lane::Any`] (the tab's worker count).
+    pub compute_slots: usize,
 }
 
 impl WebConfig {
@@ -80,14 +84,29 @@ impl WebConfig {
             session: SessionConfig::default(),
             job: JobConfig::default(),
             gather_timeout: Duration::from_secs(3),
+            compute_slots: 1,
         }
     }
 }
 
 /// The model's answer: `(row-major vectors, dim)` or why not.
 pub type ComputeResult = Result<(Vec<f32>, u32), String>;
-/// Runs the model on texts (the tab's worker pool).
-pub type ComputeFn = Box<dyn FnMut(Vec<String>) -> Pin<Box<dyn Future<Output = ComputeResult>>>>;
+/// Runs the model on texts on a [`Lane`] of the tab's worker pool.
+pub type ComputeFn =
+    Box<dyn FnMut(Lane, Vec<String>) -> Pin<Box<dyn Future<Output = ComputeResult>>>>;
+
+/// Where the compute callback runs a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// On local worker `n`: a member of our job ([`AppCmd::LocalUp`]).
+    Worker(u32),
+    /// On whichever local worker is free: a shard a peer asked for (`for_peer`), or our own
+    /// job's fallback shard.
+    Any {
+        /// Whether a peer asked for it.
+        for_peer: bool,
+    },
+}
 /// Receives the member's events.
 pub type EventFn = Box<dyn FnMut(AppEvent)>;
 
@@ -133,6 +152,7 @@ enum In {
     Drained(ConnId),
     Closed(ConnId, String),
     Computed(Task<PeerId>, ComputeResult, u64),
+    LocalDone(u32, JobId, u32, Result<Vec<f32>, String>),
     Cmd(AppCmd),
     Stop,
 }
@@ -262,23 +282,24 @@ pub fn spawn(
         }
         let _ = fwd.unbounded_send(In::SigEnded);
     });
+    let mut node = CircleNode::new(
+        cfg.keypair.clone(),
+        cfg.circle.clone(),
+        cfg.caps.clone(),
+        cfg.session.clone(),
+        cfg.job.clone(),
+        2 * crate::jobs::MAX_MEMBERS + 8,
+    );
+    node.set_compute_slots(cfg.compute_slots);
     let driver = Driver {
-        node: CircleNode::new(
-            cfg.keypair.clone(),
-            cfg.circle.clone(),
-            cfg.caps.clone(),
-            cfg.session.clone(),
-            cfg.job.clone(),
-            2 * crate::jobs::MAX_MEMBERS + 8,
-        ),
+        me: cfg.keypair.peer_id(),
+        node,
         sig,
         room,
         conns: BTreeMap::new(),
         tx: tx.clone(),
         compute,
         on_event,
-        tasks: VecDeque::new(),
-        computing: false,
         ice_servers: cfg.ice_servers.clone(),
         gather_timeout: cfg.gather_timeout,
     };
@@ -287,6 +308,7 @@ pub fn spawn(
 }
 
 struct Driver {
+    me: PeerId,
     node: CircleNode,
     sig: signal::SignalHandle,
     room: shoal_proto::RoomId,
@@ -294,8 +316,6 @@ struct Driver {
     tx: mpsc::UnboundedSender<In>,
     compute: ComputeFn,
     on_event: EventFn,
-    tasks: VecDeque<Task<PeerId>>,
-    computing: bool,
     ice_servers: Vec<String>,
     gather_timeout: Duration,
 }
@@ -343,24 +363,11 @@ impl Driver {
     fn on_input(&mut self, ev: In) {
         let t = now_ms();
         match ev {
-            In::Sig(ev) => match ev {
-                Event::Connected { url, .. } => (self.on_event)(AppEvent::Connected { url }),
-                Event::Members { room, members } if room == self.room => {
-                    self.node.on_members(&members, t);
+            In::Sig(ev) => {
+                if let Some(ev) = on_signal_event(&mut self.node, self.room, ev, t) {
+                    (self.on_event)(ev);
                 }
-                Event::MemberJoined { room, peer } if room == self.room => {
-                    self.node.on_member_joined(peer, t);
-                }
-                Event::MemberLeft { room, peer } if room == self.room => {
-                    self.node.on_member_left(&peer, t);
-                }
-                Event::Message {
-                    room,
-                    from,
-                    payload,
-                } if room == self.room => self.node.on_signal(from, &payload, t),
-                other => tracing::debug!(event = ?other, "signaling event"),
-            },
+            }
             In::SigEnded => tracing::warn!("signaling client stopped"),
             In::LocalSdp(c, sdp) => self.node.on_local_description(c, sdp, t),
             In::Open(c) => self.node.on_open(c, t),
@@ -382,30 +389,22 @@ impl Driver {
                     self.node.on_closed(c, t);
                 }
             }
-            In::Computed(task, outcome, ms) => {
-                self.computing = false;
-                self.node.computed(&task, outcome, ms, t);
+            In::Computed(task, outcome, ms) => self.node.computed(&task, outcome, ms, t),
+            In::LocalDone(worker, job, shard, outcome) => {
+                self.node.local_done(worker, job, shard, outcome, t);
             }
-            In::Cmd(AppCmd::StartJob(texts)) => {
-                if let Err(e) = self.node.start_job(texts, t) {
-                    (self.on_event)(AppEvent::JobFailed(e.to_string()));
+            In::Cmd(cmd) => {
+                if let Some(ev) = on_command(&mut self.node, cmd, t) {
+                    (self.on_event)(ev);
                 }
-            }
-            In::Cmd(AppCmd::Cancel) => self.node.cancel_job(t),
-            In::Cmd(AppCmd::Stats) => {
-                let s = self.node.session();
-                (self.on_event)(AppEvent::Stats {
-                    peers: s.peers(),
-                    times: self.node.times().clone(),
-                    rejected: s.rejected(),
-                });
             }
             In::Stop => {}
         }
     }
 
     /// Carry out everything the node asked for (reporting the channels' real queues after
-    /// each batch of sends, which may release held records), then start the next model task.
+    /// each batch of sends, which may release held records); model work starts at once (the
+    /// node bounds how much of it is out).
     fn pump(&mut self) {
         loop {
             let mut sent = Vec::new();
@@ -416,7 +415,13 @@ impl Driver {
                             sent.push(c);
                         }
                     }
-                    Routed::Compute(task) => self.tasks.push_back(task),
+                    Routed::Compute(task) => self.compute_any(task),
+                    Routed::RunLocal {
+                        worker,
+                        job,
+                        shard,
+                        texts,
+                    } => self.run_local(worker, job, shard, texts),
                     Routed::App(ev) => (self.on_event)(ev),
                 }
             }
@@ -432,18 +437,28 @@ impl Driver {
                 }
             }
         }
-        if !self.computing
-            && let Some(task) = self.tasks.pop_front()
-        {
-            self.computing = true;
-            let fut = (self.compute)(task.texts.clone());
-            let tx = self.tx.clone();
-            spawn_local(async move {
-                let t0 = now_ms();
-                let r = fut.await;
-                let _ = tx.unbounded_send(In::Computed(task, r, now_ms().saturating_sub(t0)));
-            });
-        }
+    }
+
+    fn compute_any(&mut self, task: Task<PeerId>) {
+        let lane = Lane::Any {
+            for_peer: task.from != self.me,
+        };
+        let fut = (self.compute)(lane, task.texts.clone());
+        let tx = self.tx.clone();
+        spawn_local(async move {
+            let t0 = now_ms();
+            let r = fut.await;
+            let _ = tx.unbounded_send(In::Computed(task, r, now_ms().saturating_sub(t0)));
+        });
+    }
+
+    fn run_local(&mut self, worker: u32, job: JobId, shard: u32, texts: Vec<String>) {
+        let fut = (self.compute)(Lane::Worker(worker), texts);
+        let tx = self.tx.clone();
+        spawn_local(async move {
+            let r = fut.await.map(|(v, _dim)| v);
+            let _ = tx.unbounded_send(In::LocalDone(worker, job, shard, r));
+        });
     }
 
     /// One transport op; returns a connection we sent on.
