@@ -104,7 +104,7 @@ shoal_node_bin() { echo "$CARGO_TARGET_DIR/debug/shoal-node"; }
 # than `cargo test --workspace`, and everything above them would build twice (24 min cold here).
 build_native() {
   if [ "${SHOAL_NATIVE_BUILD:-}" = tests ]; then
-    (cd "$ROOT" && cargo test --workspace --exclude shoal-app --no-run)
+    (cd "$ROOT" && cargo test --workspace --no-run)
   else
     (cd "$ROOT" && cargo build -q -p shoal-node --bin shoal-node -p shoal-relay --bin shoal-relay)
   fi

@@ -7,6 +7,7 @@
 //! prefill progress and tokens/s, and the download progress. State comes from
 //! `window.shoalChat` (`subscribe`); actions call its methods.
 
+use crate::state::ChatStatus;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;
@@ -43,7 +44,7 @@ extern "C" {
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
 #[serde(default)]
 struct ChatState {
-    status: String,
+    status: ChatStatus,
     message: String,
     model: ChatModel,
     models: Vec<ChatModel>,
@@ -167,8 +168,8 @@ fn js_error(e: JsValue) -> String {
 
 /// The status line under the title: what is loaded, or what loading it costs.
 fn model_line(s: &ChatState) -> String {
-    match (s.status.as_str(), &s.info) {
-        ("ready", Some(i)) => {
+    match (s.status, &s.info) {
+        (ChatStatus::Ready, Some(i)) => {
             let engine = if i.device == "webgpu" {
                 format!("GPU ({}), {}", i.adapter, i.kernel)
             } else {
@@ -182,14 +183,14 @@ fn model_line(s: &ChatState) -> String {
                 i.load_ms / 1000.0
             )
         }
-        ("loading", _) => {
+        (ChatStatus::Loading, _) => {
             if s.message.is_empty() {
                 format!("Loading {}…", s.model.name)
             } else {
                 s.message.clone()
             }
         }
-        ("error", _) => format!("{} could not be loaded: {}", s.model.name, s.message),
+        (ChatStatus::Error, _) => format!("{} could not be loaded: {}", s.model.name, s.message),
         _ if s.model.available == Some(false) => format!(
             "{} is not in this build (scripts/build-web copies it into dist/).",
             s.model.name
@@ -267,7 +268,7 @@ pub fn AssistantPanel() -> impl IntoView {
     });
 
     let busy = move || st.get().generating;
-    let loading = move || st.get().status == "loading";
+    let loading = move || st.get().status == ChatStatus::Loading;
 
     view! {
         <div class="assistant" data-testid="assistant">
@@ -298,7 +299,7 @@ pub fn AssistantPanel() -> impl IntoView {
                         "Remove model"
                     </button>
                 </Show>
-                <Show when=move || st.get().status != "ready" && st.get().status != "loading" && st.get().model.available != Some(false)>
+                <Show when=move || !matches!(st.get().status, ChatStatus::Ready | ChatStatus::Loading) && st.get().model.available != Some(false)>
                     <button type="button" class="secondary" data-testid="chat-load" on:click=move |_| run(chat_load())>"Load now"</button>
                 </Show>
             </div>
@@ -333,7 +334,7 @@ pub fn AssistantPanel() -> impl IntoView {
             <div class="status-line">
                 <span data-testid="chat-status">{move || model_line(&st.get())}</span>
                 <span class="muted">
-                    {move || st.get().download.filter(|d| d.total > 0.0 && st.get().status == "loading").map(|d| {
+                    {move || st.get().download.filter(|d| d.total > 0.0 && st.get().status == ChatStatus::Loading).map(|d| {
                         let rate = if d.net_bytes > 0.0 && d.rate > 0.0 { format!(" · {:.1} MB/s", d.rate / 1e6) } else { String::new() };
                         format!("{:.1} / {:.1} MB{rate}", d.loaded / 1e6, d.total / 1e6)
                     })}

@@ -1,18 +1,27 @@
 //! The tab as a circle member: node-lite's browser WebRTC driver ([`node_lite::rtc::web`])
 //! exported to `web/circle.js` as `CircleMember`, plus circle links.
 //!
-//! JS gives a compute callback (texts → `Promise<{data: Float32Array, dim}>`, the tab's worker
-//! pool) and an event callback; events arrive as plain objects with a `type`:
-//! `connected`, `peerUp`, `peerDown`, `rejected`, `progress`, `done` (`data` Float32Array in
-//! input order, `dim`, `members`), `failed`, `receipt` (base64 log entry), `stats`.
+//! One job engine owns a circle job: the node's (Rust), whose members are the circle's peers
+//! *and* this tab's model workers (`localUp(i, rate)` / `localDown(i)` from `web/pool.js`).
+//! JS gives a compute callback `(worker, texts, forPeer) → Promise<{data: Float32Array, dim}>`
+//! that only runs texts on a Web Worker: `worker` is a worker index (that worker's shard of our
+//! job) or `null` (any free worker: a shard a peer asked for when `forPeer`, else our own
+//! fallback shard). Vectors come back as floats and stay floats into the job.
+//!
+//! Events arrive as plain objects with a `type`: `connected`, `peerUp`, `peerDown`, `rejected`,
+//! `progress`, `done` (`data` Float32Array in input order, `dim`, `members`), `failed`,
+//! `receipt` (base64 log entry), `stats`. In `progress` and `done`, this tab is one member (its
+//! workers' and fallback shares summed, `isSelf`), with the per-worker rows in `workers`.
 
 use js_sys::{Float32Array, Function, Promise, Reflect};
 use node_lite::circle::{Circle, CircleKey};
 use node_lite::identity::{Keypair, PeerId};
-use node_lite::jobs::{Capabilities, MemberStatus, Progress};
+use node_lite::jobs::Capabilities;
 use node_lite::rtc::app::{AppCmd, AppEvent};
-use node_lite::rtc::web::{self, ComputeResult, WebCircle, WebConfig};
+use node_lite::rtc::web::{self, ComputeResult, Lane, WebCircle, WebConfig};
 use serde::Serialize;
+
+use crate::members::{JsProgress, TabParts, rows};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -40,43 +49,13 @@ struct Opts {
     rate: f32,
     #[serde(default)]
     ice: Vec<String>,
+    /// The tab's model workers (shards served for peers at once).
+    #[serde(default = "one")]
+    workers: usize,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsProgress {
-    id: String,
-    short: String,
-    is_self: bool,
-    status: String,
-    shards_done: u32,
-    texts_done: u64,
-    in_flight: usize,
-    rate: f64,
-    job_texts_done: u64,
-    job_texts_total: u64,
-}
-
-fn progress(p: &Progress<PeerId>) -> JsProgress {
-    JsProgress {
-        id: p.member.to_string(),
-        short: p.member.short(),
-        is_self: p.is_self,
-        status: match &p.status {
-            MemberStatus::Active => "active".into(),
-            MemberStatus::Excluded(why) => format!("{why:?}")
-                .split('(')
-                .next()
-                .unwrap_or("excluded")
-                .to_lowercase(),
-        },
-        shards_done: p.shards_done,
-        texts_done: p.texts_done,
-        in_flight: p.in_flight,
-        rate: p.rate,
-        job_texts_done: p.job_texts_done,
-        job_texts_total: p.job_texts_total,
-    }
+fn one() -> usize {
+    1
 }
 
 #[derive(Serialize)]
@@ -134,7 +113,7 @@ enum JsEvent {
     },
 }
 
-fn to_js(ev: AppEvent) -> JsValue {
+fn to_js(ev: AppEvent, tab: &mut TabParts) -> JsValue {
     let ser = serde_wasm_bindgen::Serializer::json_compatible();
     let plain = |e: JsEvent| e.serialize(&ser).unwrap_or(JsValue::NULL);
     match ev {
@@ -153,8 +132,11 @@ fn to_js(ev: AppEvent) -> JsValue {
             id: peer.to_string(),
             reason,
         }),
-        AppEvent::Progress(p) => plain(JsEvent::Progress(progress(&p))),
-        AppEvent::JobFailed(error) => plain(JsEvent::Failed { error }),
+        AppEvent::Progress(p) => plain(JsEvent::Progress(tab.on_progress(p))),
+        AppEvent::JobFailed(error) => {
+            tab.clear();
+            plain(JsEvent::Failed { error })
+        }
         AppEvent::Receipt(r) => {
             use base64::Engine as _;
             plain(JsEvent::Receipt {
@@ -189,11 +171,12 @@ fn to_js(ev: AppEvent) -> JsValue {
             rejected,
         }),
         AppEvent::JobDone { vectors, members } => {
+            tab.clear();
             // Vectors as one flat Float32Array (2,000 × 384 as nested JS arrays is slow).
             let dim = vectors.first().map_or(0, Vec::len);
             let flat: Vec<f32> = vectors.into_iter().flatten().collect();
             let o = js_sys::Object::new();
-            let members: Vec<JsProgress> = members.iter().map(progress).collect();
+            let members = rows(&members);
             let _ = Reflect::set(&o, &"type".into(), &"done".into());
             let _ = Reflect::set(&o, &"dim".into(), &(dim as u32).into());
             let _ = Reflect::set(&o, &"data".into(), &Float32Array::from(&flat[..]));
@@ -207,10 +190,14 @@ fn to_js(ev: AppEvent) -> JsValue {
     }
 }
 
-async fn run_compute(f: Function, texts: Vec<String>) -> ComputeResult {
+async fn run_compute(f: Function, lane: Lane, texts: Vec<String>) -> ComputeResult {
     let arr: js_sys::Array = texts.iter().map(|t| JsValue::from_str(t)).collect();
+    let (worker, for_peer) = match lane {
+        Lane::Worker(i) => (JsValue::from(i), false),
+        Lane::Any { for_peer } => (JsValue::NULL, for_peer),
+    };
     let p = f
-        .call1(&JsValue::NULL, &arr)
+        .call3(&JsValue::NULL, &worker, &arr, &JsValue::from(for_peer))
         .map_err(|e| format!("compute: {e:?}"))?;
     let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| {
         match e.dyn_ref::<js_sys::Error>() {
@@ -242,7 +229,8 @@ pub struct CircleMember {
 
 #[wasm_bindgen]
 impl CircleMember {
-    /// Join: `opts = {link, relays: [ws URL…], name, backend, rate, ice?: [url…]}`.
+    /// Join: `opts = {link, relays: [ws URL…], name, backend, rate, ice?: [url…], workers?}`;
+    /// `compute(worker, texts, forPeer)`, `onEvent(event)` as in the module docs.
     #[wasm_bindgen(constructor)]
     pub fn new(opts: JsValue, compute: Function, on_event: Function) -> Result<Self, JsError> {
         let o: Opts =
@@ -260,10 +248,12 @@ impl CircleMember {
         };
         let mut cfg = WebConfig::new(o.relays, keypair, Circle::new(key.clone()), caps);
         cfg.ice_servers = o.ice;
+        cfg.compute_slots = o.workers.clamp(1, node_lite::rtc::node::MAX_LOCAL_WORKERS);
         let compute: web::ComputeFn =
-            Box::new(move |texts| Box::pin(run_compute(compute.clone(), texts)));
+            Box::new(move |lane, texts| Box::pin(run_compute(compute.clone(), lane, texts)));
+        let mut tab = TabParts::default();
         let on_event: web::EventFn = Box::new(move |ev| {
-            if let Err(e) = on_event.call1(&JsValue::NULL, &to_js(ev)) {
+            if let Err(e) = on_event.call1(&JsValue::NULL, &to_js(ev, &mut tab)) {
                 web_sys::console::error_1(&e);
             }
         });
@@ -296,6 +286,20 @@ impl CircleMember {
     /// Cancel the running job (a `failed` event follows).
     pub fn cancel(&self) -> Result<(), JsError> {
         self.cmd(AppCmd::Cancel)
+    }
+
+    /// This tab's model worker `worker` is up (`rate`: its measured texts/s, or NaN): a member
+    /// of circle jobs from now on.
+    #[wasm_bindgen(js_name = localUp)]
+    pub fn local_up(&self, worker: u32, rate: f64) -> Result<(), JsError> {
+        let rate = (rate.is_finite() && rate > 0.0).then_some(rate);
+        self.cmd(AppCmd::LocalUp { worker, rate })
+    }
+
+    /// This tab's model worker `worker` is gone: its shards go to the others.
+    #[wasm_bindgen(js_name = localDown)]
+    pub fn local_down(&self, worker: u32) -> Result<(), JsError> {
+        self.cmd(AppCmd::LocalDown { worker })
     }
 
     /// Ask for a `stats` event.

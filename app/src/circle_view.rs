@@ -3,6 +3,7 @@
 //! per-member view of the running circle job with a throughput plot. State comes from
 //! `web/circle.js` (`window.shoalCircle`).
 
+use crate::state::{CircleStatus, MemberStatus, PeerState};
 use crate::widgets::{MemberRow, Spark};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -24,7 +25,7 @@ extern "C" {
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
 #[serde(rename_all = "camelCase", default)]
 struct CircleState {
-    status: String,
+    status: CircleStatus,
     message: String,
     link: Option<String>,
     id: Option<String>,
@@ -44,7 +45,7 @@ struct Peer {
     name: String,
     backend: String,
     rate: f64,
-    state: String,
+    state: PeerState,
 }
 
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
@@ -70,11 +71,13 @@ struct Member {
     id: String,
     short: String,
     is_self: bool,
-    status: String,
+    status: MemberStatus,
     shards_done: f64,
     texts_done: f64,
     in_flight: f64,
     rate: f64,
+    /// This tab's row: its model workers, each a member of the job.
+    workers: Vec<Member>,
 }
 
 /// The link as an SVG QR code in a `data:` URL (allowed by the CSP's `img-src data:`).
@@ -103,7 +106,11 @@ fn backend_label(b: &str) -> &str {
 
 fn member_label(m: &Member, peers: &[Peer]) -> String {
     if m.is_self {
-        return "this tab".into();
+        return match m.workers.len() {
+            0 => "this tab".into(),
+            1 => "this tab (1 worker)".into(),
+            n => format!("this tab ({n} workers)"),
+        };
     }
     peers
         .iter()
@@ -137,7 +144,7 @@ pub fn CirclePanel() -> impl IntoView {
             }
         });
     };
-    let active = move || st.get().status != "off";
+    let active = move || st.get().status != CircleStatus::Off;
 
     view! {
         <div class="circle" data-testid="circle">
@@ -161,7 +168,7 @@ pub fn CirclePanel() -> impl IntoView {
                     let s = st.get();
                     let link = s.link.clone().unwrap_or_default();
                     let qr = (!link.is_empty()).then(|| qr_data_url(&link)).flatten();
-                    let up = s.peers.iter().filter(|p| p.state == "up").count();
+                    let up = s.peers.iter().filter(|p| p.state == PeerState::Up).count();
                     view! {
                         <div class="circle-head">
                             {qr.map(|src| view! { <img class="qr" src=src width="176" height="176" alt="QR code of the circle link" /> })}
@@ -169,7 +176,7 @@ pub fn CirclePanel() -> impl IntoView {
                                 <label class="muted" for="circle-link">"Open this link on your other devices (the key is in the part after #, which is never sent to a server):"</label>
                                 <input id="circle-link" type="text" readonly prop:value=link.clone() data-testid="circle-link" />
                                 <div class="status-line">
-                                    <span data-testid="circle-status">{format!("{} · {up} peer{} up", s.status, if up == 1 { "" } else { "s" })}</span>
+                                    <span data-testid="circle-status">{format!("{} · {up} peer{} up", s.status.label(), if up == 1 { "" } else { "s" })}</span>
                                     <button class="secondary" on:click=move |_| circle_leave()>"Leave"</button>
                                 </div>
                                 <span class="muted">{s.message.clone()}</span>
@@ -180,9 +187,9 @@ pub fn CirclePanel() -> impl IntoView {
                         </div>
                         <ul class="members peers" data-testid="circle-peers">
                             {s.peers.iter().map(|p| {
-                                let detail = format!("{} · {:.0} texts/s · {}", backend_label(&p.backend), p.rate, p.state);
+                                let detail = format!("{} · {:.0} texts/s · {}", backend_label(&p.backend), p.rate, p.state.label());
                                 view! {
-                                    <li class=format!("member {}", p.state)>
+                                    <li class=format!("member {}", p.state.label())>
                                         <span class="who">{format!("{} ({})", p.name, p.short)}</span>
                                         <span class="muted">{detail}</span>
                                     </li>
@@ -200,7 +207,7 @@ pub fn CirclePanel() -> impl IntoView {
                                     {j.members.iter().map(|m| {
                                         let label = member_label(m, &s.peers);
                                         let detail = format!("{} shards · {} texts · {:.0}/s{}", m.shards_done, m.texts_done, m.rate,
-                                            if m.status == "active" { String::new() } else { format!(" · {}", m.status) });
+                                            if m.status == MemberStatus::Active { String::new() } else { format!(" · {}", m.status.label()) });
                                         view! { <MemberRow class="member".to_string() label busy={m.in_flight > 0.0} total done=m.texts_done detail /> }
                                     }).collect_view()}
                                 </ul>

@@ -2,7 +2,8 @@
 //! the model worker, the document store (IndexedDB) and search. No model code is linked here:
 //! MiniLM runs in the `shoal-worker` wasm inside dedicated Web Workers (a pool, `web/pool.js`),
 //! the assistant's chat model in one more such worker (`web/chat.js`, `chat_core.rs`);
-//! this wasm carries the job engine that shards work across them (`pool_job`).
+//! this wasm carries the job engines that shard work across them (`pool_job` for the tab alone,
+//! the circle's in `circle`, whose members are the peers and the tab's workers).
 
 // `#[wasm_bindgen]` exports must be `pub` inside this binary's private modules.
 #![allow(unreachable_pub)]
@@ -14,10 +15,17 @@ mod circle;
 mod circle_view;
 #[cfg(target_arch = "wasm32")]
 mod light;
+// Pure modules: also built natively for their unit tests (`cargo test -p shoal-app`).
+#[cfg(any(target_arch = "wasm32", test))]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod members;
 #[cfg(target_arch = "wasm32")]
 mod pool_job;
 #[cfg(target_arch = "wasm32")]
 mod receipts_view;
+#[cfg(any(target_arch = "wasm32", test))]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod state;
 #[cfg(target_arch = "wasm32")]
 mod ui;
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,7 @@
 //! The Leptos UI. State flows one way: `shoal.subscribe` pushes snapshots into a signal; user
 //! actions call `window.shoal` methods, whose promises are awaited off the render path.
 
+use crate::state::{MemberStatus, ModelStatus as ModelState, NoticeLevel, Precision, WorkerStatus};
 use crate::widgets::{MemberRow, Spark};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -29,13 +30,13 @@ extern "C" {
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
 #[serde(rename_all = "camelCase", default)]
 struct State {
-    status: String,
+    status: ModelState,
     message: String,
     backend: Option<String>,
     requested_backend: String,
     profile: String,
     profile_auto: bool,
-    precision: String,
+    precision: Precision,
     webgpu: bool,
     download: Option<Download>,
     job: Option<Job>,
@@ -58,7 +59,7 @@ struct PoolState {
 #[serde(default)]
 struct PoolWorker {
     id: f64,
-    status: String,
+    status: WorkerStatus,
     backend: Option<String>,
 }
 
@@ -79,7 +80,7 @@ struct PoolJobView {
 struct PoolMember {
     id: f64,
     label: String,
-    status: String,
+    status: MemberStatus,
     shards_done: f64,
     texts_done: f64,
     in_flight: f64,
@@ -107,7 +108,7 @@ struct Job {
 #[derive(Deserialize, Clone, Default, PartialEq, Debug)]
 #[serde(default)]
 struct Notice {
-    level: String,
+    level: NoticeLevel,
     message: String,
     at: f64,
 }
@@ -236,7 +237,7 @@ pub fn App() -> impl IntoView {
         <For
             each=move || state.get().notices
             key=|n| (n.at as u64, n.message.clone())
-            children=move |n| view! { <div class=format!("notice {}", n.level)>{n.message}</div> }
+            children=move |n| view! { <div class=format!("notice {}", n.level.label())>{n.message}</div> }
         />
         <main class="grid">
             <section class="card wide" aria-labelledby="assistant-h">
@@ -288,20 +289,20 @@ fn Settings(
     };
     view! {
         <div class="settings">
-            <span class=move || format!("pill {}", state.get().status) data-testid="backend">
+            <span class=move || format!("pill {}", state.get().status.label()) data-testid="backend">
                 {move || {
                     let s = state.get();
-                    match (s.status.as_str(), s.backend) {
-                        ("ready", Some(b)) => format!(
+                    match (s.status, s.backend) {
+                        (ModelState::Ready, Some(b)) => format!(
                             "{} · {}",
                             if b == "webgpu" { "WebGPU" } else { "CPU" },
-                            match (s.profile.as_str(), s.precision.as_str()) {
+                            match (s.profile.as_str(), s.precision) {
                                 ("f16", _) => "light",
-                                ("f32", "exact") if b != "webgpu" => "full, exact",
+                                ("f32", Precision::Exact) if b != "webgpu" => "full, exact",
                                 _ => "full",
                             }
                         ),
-                        ("error", _) => "model error".to_string(),
+                        (ModelState::Error, _) => "model error".to_string(),
                         _ => "loading…".to_string(),
                     }
                 }}
@@ -325,9 +326,9 @@ fn Settings(
                     on:change=move |ev| choose_profile(event_target_value(&ev))
                     prop:value=move || {
                         let s = state.get();
-                        match (s.profile_auto, s.profile.as_str(), s.precision.as_str()) {
+                        match (s.profile_auto, s.profile.as_str(), s.precision) {
                             (true, _, _) => "auto".to_string(),
-                            (false, "f32", "exact") => "f32-exact".to_string(),
+                            (false, "f32", Precision::Exact) => "f32-exact".to_string(),
                             _ => s.profile,
                         }
                     }
@@ -345,7 +346,7 @@ fn Settings(
 #[component]
 fn ModelStatus(state: ReadSignal<State>) -> impl IntoView {
     view! {
-        <Show when=move || state.get().status != "ready">
+        <Show when=move || state.get().status != ModelState::Ready>
             <div class="card status" aria-live="polite">
                 <div class="status-line">
                     <span>{move || state.get().message}</span>
@@ -370,14 +371,19 @@ fn ModelStatus(state: ReadSignal<State>) -> impl IntoView {
 /// Live compute view: every pool worker (and other job members), their shards and texts/s.
 #[component]
 fn PoolView(state: ReadSignal<State>) -> impl IntoView {
-    let pool = move || state.get().pool.filter(|_| state.get().status == "ready");
+    let pool = move || {
+        state
+            .get()
+            .pool
+            .filter(|_| state.get().status == ModelState::Ready)
+    };
     view! {
         <Show when=move || pool().is_some()>
             <section class="card pool" aria-label="Compute" data-testid="pool">
                 {move || {
                     let p = pool().unwrap_or_default();
                     let job = p.job.clone();
-                    let ready = p.workers.iter().filter(|w| w.status == "ready").count();
+                    let ready = p.workers.iter().filter(|w| w.status == WorkerStatus::Ready).count();
                     let kind = p.workers.first().and_then(|w| w.backend.clone()).map(|b| if b == "webgpu" { "WebGPU" } else { "CPU" }).unwrap_or("CPU");
                     let head = format!("{ready} of {} {kind} worker{}", p.size, if p.size == 1.0 { "" } else { "s" });
                     let rate = job.as_ref().map(|j| {
@@ -386,13 +392,13 @@ fn PoolView(state: ReadSignal<State>) -> impl IntoView {
                     }).unwrap_or_else(|| "idle".into());
                     let total = job.as_ref().map(|j| j.total.max(1.0)).unwrap_or(1.0);
                     // One row per worker, then any other member of the job (self fallback, peers).
-                    let mut rows: Vec<(String, String, Option<PoolMember>)> = p.workers.iter().map(|w| {
+                    let mut rows: Vec<(String, WorkerStatus, Option<PoolMember>)> = p.workers.iter().map(|w| {
                         let m = job.as_ref().and_then(|j| j.members.iter().find(|m| m.id == w.id).cloned());
-                        (format!("worker {}", w.id + 1.0), w.status.clone(), m)
+                        (format!("worker {}", w.id + 1.0), w.status, m)
                     }).collect();
                     if let Some(j) = &job {
                         for m in j.members.iter().filter(|m| !p.workers.iter().any(|w| w.id == m.id)) {
-                            rows.push((m.label.clone(), "ready".into(), Some(m.clone())));
+                            rows.push((m.label.clone(), WorkerStatus::Ready, Some(m.clone())));
                         }
                     }
                     let history = job.as_ref().map(|j| j.history.clone()).unwrap_or_default();
@@ -404,15 +410,15 @@ fn PoolView(state: ReadSignal<State>) -> impl IntoView {
                         <ul class="members">
                             {rows.into_iter().map(|(label, status, m)| {
                                 let m = m.unwrap_or_default();
-                                let excluded = m.status.starts_with("excluded");
-                                let detail = if status != "ready" {
-                                    status.clone()
+                                let excluded = m.status != MemberStatus::Active;
+                                let detail = if status != WorkerStatus::Ready {
+                                    status.label().to_string()
                                 } else if excluded {
                                     format!("{} shards · left the job", m.shards_done)
                                 } else {
                                     format!("{} shard{} · {} texts · {:.0}/s", m.shards_done, if m.shards_done == 1.0 { "" } else { "s" }, m.texts_done, m.rate)
                                 };
-                                let class = format!("member {status}{}", if excluded { " excluded" } else { "" });
+                                let class = format!("member {}{}", status.label(), if excluded { " excluded" } else { "" });
                                 view! { <MemberRow class label busy={m.in_flight > 0.0} total done=m.texts_done detail /> }
                             }).collect_view()}
                         </ul>
@@ -470,7 +476,7 @@ fn SearchPanel(state: ReadSignal<State>) -> impl IntoView {
                 prop:value=query
                 on:input=move |ev| { let v = event_target_value(&ev); set_query.set(v.clone()); run(v); }
             />
-            <button type="submit" disabled=move || state.get().status != "ready">"Search"</button>
+            <button type="submit" disabled=move || state.get().status != ModelState::Ready>"Search"</button>
         </form>
         <Show when=move || err.get().is_some()>
             <p class="notice warn">{move || err.get().unwrap_or_default()}</p>
@@ -570,7 +576,7 @@ fn AddDocuments(
         });
     };
 
-    let ready = move || state.get().status == "ready";
+    let ready = move || state.get().status == ModelState::Ready;
     view! {
         <form class="add" on:submit=move |ev| {
             ev.prevent_default();

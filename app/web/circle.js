@@ -1,7 +1,8 @@
 // Circles: this tab shares embedding jobs with the user's other tabs, devices and native nodes
 // over WebRTC, sealed end to end. The protocol, the job engine and the WebRTC driver are Rust
-// (node-lite, in the page wasm as `CircleMember`); this module joins/leaves, calibrates, feeds
-// the tab's worker pool to the circle, and keeps the state the UI shows.
+// (node-lite, in the page wasm as `CircleMember`): one engine per job, whose members are the
+// peers and this tab's model workers. This module joins/leaves, calibrates, tells the engine
+// which pool workers are up, runs the shards it hands out on them, and keeps the UI's state.
 //
 //   shoalCircle.create()        → link (new random key K; joins it; the key lives only in #c=)
 //   shoalCircle.join(link)      → joins (also done at load when the URL has #c=…)
@@ -46,6 +47,7 @@ function emit() { const s = snapshot(); for (const f of listeners) { try { f(s);
 function set(patch) { Object.assign(state, patch); emit(); }
 
 let member = null;
+let unwatch = null; // stops telling the member about pool workers
 let job = null; // {resolve, reject, onProgress, total}
 let statsWaiter = [];
 let joinSeq = 0;
@@ -192,30 +194,34 @@ async function join(link) {
     if (seq !== joinSeq) return;
     const base = location.href.split("#")[0];
     const relay = relays();
+    // The circle's engine (Rust) owns every job; this only runs shards on the tab's workers:
+    // `worker` (a member of our job) or null (any free worker: a peer's shard, or our fallback).
     member = new app.CircleMember(
-      { link: token, relays: relay, name: deviceName(), backend: shoal.backend() || "cpu", rate },
-      async (texts) => {
+      { link: token, relays: relay, name: deviceName(), backend: shoal.backend() || "cpu", rate, workers: shoal.workers() },
+      async (worker, texts, forPeer) => {
+        if (!forPeer) return shoal.runOn(worker, texts);
         if (testHold) { // test hook: keep this shard unanswered (see `_test.hold`)
           set({ holding: state.holding + 1 });
           return new Promise(() => {});
         }
         const served = (k) => ({ served: { ...state.served, [k]: state.served[k] + 1 } });
         set(served("started"));
-        let vecs;
         try {
-          vecs = await shoal.embedFloat(texts);
+          const r = await shoal.runOn(null, texts);
+          set(served("done"));
+          return r;
         } catch (e) {
           set(served("failed"));
           throw e;
         }
-        set(served("done"));
-        const dim = vecs.length ? vecs[0].length : 0;
-        const data = new Float32Array(vecs.length * dim);
-        vecs.forEach((v, i) => data.set(v, i * dim));
-        return { data, dim };
       },
       onEvent,
     );
+    const m = member;
+    unwatch = shoal.watchWorkers((kind, id, wrate) => {
+      if (member !== m) return;
+      try { if (kind === "up") m.localUp(id, wrate ?? NaN); else m.localDown(id); } catch (e) { console.warn("circle:", e.message || e); }
+    });
     const full = `${base}#c=${token}`;
     if (location.hash !== `#c=${token}`) history.replaceState(null, "", full);
     set({ status: "joining", message: "Connecting to the relay…", link: full, id: member.id, relay: relay.join(", "), rate });
@@ -229,6 +235,7 @@ async function join(link) {
 function leave() {
   joinSeq++;
   if (job) { job.reject(new DOMException("left the circle", "AbortError")); job = null; }
+  if (unwatch) { unwatch(); unwatch = null; }
   if (member) { try { member.free(); } catch (_) { /* already freed */ } member = null; }
   if (location.hash.startsWith("#c=")) history.replaceState(null, "", location.href.split("#")[0]);
   set({ status: "off", message: "", link: null, id: null, peers: [], job: null });

@@ -1,6 +1,6 @@
 // Shoal worker pool: N dedicated model workers (one wasm instance each: stable Rust has no wasm
 // threads), weights fetched and verified once, every embedding request run as a sharded job by
-// node-lite's job engine (`PoolJob`, exported by the page wasm `shoal-app`).
+// node-lite's job engine (`PoolRun`, in the page wasm `shoal-app`; a circle's job: `CircleMember`).
 //
 // - Size: clamp(navigator.hardwareConcurrency, 1, 4) CPU workers by default (`?workers=N`,
 //   `shoal.configure({workers})`); on WebGPU one worker (more would fight over one GPU).
@@ -8,11 +8,14 @@
 //   built it transfers the verified files to the page, which hands them to workers 1..N-1
 //   (structured clone; the last one gets them transferred). They verify again in wasm. No other
 //   worker touches the network; a restarted worker loads from the Cache API.
-// - Members: worker i is job member i. The requester ("self", never excluded, no deadline) is the
-//   pool itself: a last-resort member with a nominal rate that gets shards only when no worker
-//   can take them, and runs them on any live worker (restarting one if none is left). Circle
-//   members are not pool members: circle.js runs the circle's job (Rust) and this pool computes
-//   the tab's share of it.
+// - Jobs: the job engine is Rust (`PoolRun`, in the page wasm `shoal-app`): it shards, sets
+//   deadlines, reassigns and orders; this module only runs its shards on workers (`run`) and
+//   tells it which workers are up. Worker i is job member i. The requester ("self", never
+//   excluded, no deadline) is the pool itself: a last-resort member with a nominal rate that gets
+//   shards only when no worker can take them, run on any live worker (restarting one if needed).
+// - In a circle the circle's job engine (Rust, `CircleMember`) owns the job instead: this pool's
+//   workers are members of it (`onWorker("up" | "down", i, rate)` tells it who is up) and
+//   `run(i, texts)` only runs a shard on worker i (or on any free worker) — no job in between.
 // - The page thread only posts messages and copies vectors: it never blocks.
 "use strict";
 
@@ -22,6 +25,7 @@ const RESPAWN_DELAY_MS = 500;
 const HISTORY = 60;
 
 const now = () => performance.now();
+const DIM = 384;
 
 export function defaultPoolSize() {
   const hc = Number(navigator.hardwareConcurrency) || 1;
@@ -43,7 +47,7 @@ class Slot {
     this.worker = null;
     this.status = "idle"; // idle | loading | ready | dead
     this.backend = null;
-    this.requests = new Map(); // request id → {run, shard, self}
+    this.requests = new Map(); // request id → {key (job), done(vectors), fail(msg), lost(msg)}
     this.generation = 0;
     this.error = null;
     this.failures = 0; // failed starts in a row
@@ -57,7 +61,7 @@ class Slot {
 
 export class Pool {
   // opts: {size, base, variant, backend, precision ("exact": f32 CPU arithmetic), app (Promise of the shoal-app wasm module),
-  //        onProgress(msg), onNotice(level, text), onChange()}
+  //        onProgress(msg), onNotice(level, text), onChange(), onWorker(kind "up" | "down", id, rate)}
   constructor(opts) {
     this.opts = opts;
     this.size = Math.max(1, Math.min(16, opts.size | 0 || defaultPoolSize()));
@@ -127,7 +131,8 @@ export class Pool {
           if (m.backend !== "cpu") this.size = 1;
           this._resolveReady(true);
         }
-        for (const run of this.runs) run.addMember(slot.id, this.rates.get(slot.id));
+        for (const run of this.runs) run.workerUp(slot.id, this.rates.get(slot.id) ?? NaN);
+        this.opts.onWorker?.("up", slot.id, this.rates.get(slot.id));
         this._checkAllReady();
         this._changed();
         break;
@@ -183,7 +188,8 @@ export class Pool {
     slot.generation++;
     const reqs = [...slot.requests.values()];
     slot.requests.clear();
-    for (const run of this.runs) run.memberLeft(slot.id);
+    for (const run of this.runs) run.workerDown(slot.id);
+    if (wasReady) this.opts.onWorker?.("down", slot.id);
     for (const r of reqs) r.lost(reason);
     if (slot.id === 0 && !this.backend) {
       this._rejectReady(new Error(reason));
@@ -224,6 +230,36 @@ export class Pool {
     return this.slots.filter((s) => s.status === "ready" && s.worker);
   }
 
+  // The workers that are up now, as [id, measured rate] (for a circle joining later).
+  readyWorkers() {
+    return this._readySlots().map((s) => [s.id, this.rates.get(s.id)]);
+  }
+
+  // One model run, no job: on worker `worker`, or (null) on the least loaded live one, waiting
+  // up to ~20 s for one to come back. Resolves to {data: Float32Array (texts × dim), dim}.
+  // `key` tags the request with the job it belongs to (dropped from the queue when that ends).
+  run(worker, texts, key = 0) {
+    return new Promise((resolve, reject) => {
+      const attempt = (n) => {
+        const slot = worker == null
+          ? this._readySlots().sort((a, b) => a.requests.size - b.requests.size)[0]
+          : this.slots[worker];
+        if (!slot || slot.status !== "ready" || !slot.worker) {
+          if (worker == null && !this.closed && n < 20) { setTimeout(() => attempt(n + 1), 1000); return; }
+          reject(new Error(worker == null ? "no live model worker" : `model worker ${worker + 1} is not running`));
+          return;
+        }
+        this._request(slot, texts, {
+          key,
+          done: (data) => resolve({ data, dim: texts.length ? data.length / texts.length : 0 }),
+          fail: (msg) => reject(new Error(msg)),
+          lost: (msg) => (worker == null ? attempt(n + 1) : reject(new Error(msg))),
+        });
+      };
+      attempt(0);
+    });
+  }
+
   // Send an embed request to a slot; callbacks: done(Float32Array), fail(msg), lost(msg).
   _request(slot, texts, cb) {
     const id = this.nextRequest++;
@@ -234,17 +270,78 @@ export class Pool {
 
   // ------------------------------------------------------------------ jobs
   // Embed `texts`; resolves to Float32Array views in input order. opts: {signal, onProgress}.
+  // The job engine (Rust, `PoolRun`) owns the job; this only runs its shards on the workers.
   async embed(texts, opts = {}) {
     await this.firstReady;
     if (!texts.length) return [];
     const app = await this.opts.app;
-    const run = new Run(this, app, texts, opts);
+    const key = this.nextRun++;
+    const ready = this._readySlots();
+    // The UI shows jobs of more than one text (a search query would flash by).
+    const view = texts.length > 1
+      ? { key, total: texts.length, done: 0, running: true, startedAt: now(), endedAt: 0, members: new Map(), history: [], lastSample: now(), lastDone: 0 }
+      : null;
+    if (view) this.view = view;
+    const run = new app.PoolRun(texts, shardSize(texts, ready.length), MAX_IN_FLIGHT, LOCAL_MIN_DEADLINE_MS,
+      (worker, shard) => this.run(worker, shard, key),
+      (p) => this._progress(view, p, opts.onProgress));
+    for (const s of ready) run.workerUp(s.id, this.rates.get(s.id) ?? NaN);
     this.runs.add(run);
+    const abort = () => run.cancel();
+    opts.signal?.addEventListener("abort", abort, { once: true });
+    if (opts.signal?.aborted) run.cancel();
     try {
-      return await run.promise;
+      const flat = await run.start();
+      const out = [];
+      for (let i = 0; i < flat.length; i += DIM) out.push(flat.subarray(i, i + DIM));
+      return out;
     } finally {
+      opts.signal?.removeEventListener("abort", abort);
       this.runs.delete(run);
+      this._dropRequests(key); // anything still queued at a worker for this job is useless now
+      if (view) { view.running = false; view.endedAt = now(); }
+      clearTimeout(this._emitTimer);
+      this._emitTimer = null;
+      try { run.free(); } catch (_) { /* freed */ }
       this._changed();
+    }
+  }
+
+  // A member's progress: measured rates carried to the next job, the live view, the caller's hook.
+  _progress(view, p, onProgress) {
+    if (!p.isSelf && p.status === "active" && p.textsDone > 0) this.rates.set(p.member, p.rate);
+    if (view && this.view === view) {
+      const label = p.isSelf ? "pool (fallback)" : `worker ${p.member + 1}`;
+      view.members.set(p.member, { id: p.member, label, isSelf: p.isSelf, status: p.status, shardsDone: p.shardsDone, textsDone: p.textsDone, inFlight: p.inFlight, rate: p.rate });
+      view.done = p.jobDone;
+      const t = now();
+      if (t - view.lastSample >= 250) {
+        view.history.push(Math.round((view.done - view.lastDone) / ((t - view.lastSample) / 1000)));
+        if (view.history.length > HISTORY) view.history.shift();
+        view.lastSample = t;
+        view.lastDone = view.done;
+      }
+      this._changedThrottled();
+    }
+    try { onProgress?.(p.jobDone, p.jobTotal); } catch (_) { /* the caller's */ }
+  }
+
+  _changedThrottled() {
+    const t = now();
+    if (this._lastEmit && t - this._lastEmit < 100) {
+      if (!this._emitTimer) this._emitTimer = setTimeout(() => { this._emitTimer = null; this._lastEmit = now(); this._changed(); }, 100);
+      return;
+    }
+    this._lastEmit = t;
+    this._changed();
+  }
+
+  // Drop the requests of job `key` still queued at workers (a finished or cancelled job).
+  _dropRequests(key) {
+    for (const slot of this.slots) {
+      const dropped = [...slot.requests].filter(([, r]) => r.key === key);
+      for (const [id, r] of dropped) { slot.requests.delete(id); r.fail("the job ended"); }
+      if (dropped.length) slot.worker?.postMessage({ type: "cancel", ids: dropped.map(([id]) => id) });
     }
   }
 
@@ -252,10 +349,15 @@ export class Pool {
     for (const run of this.runs) run.cancel();
   }
 
+
   terminate() {
     this.closed = true;
     this.cancelAll();
-    for (const s of this.slots) { try { s.worker?.terminate(); } catch (_) { /* gone */ } s.worker = null; s.status = "dead"; s.generation++; }
+    for (const s of this.slots) {
+      if (s.status === "ready") this.opts.onWorker?.("down", s.id);
+      try { s.worker?.terminate(); } catch (_) { /* gone */ }
+      s.worker = null; s.status = "dead"; s.generation++;
+    }
   }
 
   _changed() { this.opts.onChange?.(); }
@@ -275,197 +377,5 @@ export class Pool {
         history: this.view.history.slice(),
       },
     };
-  }
-}
-
-// One sharded job: drives a PoolJob (wasm) with worker replies, deadlines and cancellation.
-class Run {
-  constructor(pool, app, texts, { signal, onProgress } = {}) {
-    this.pool = pool;
-    this.app = app;
-    this.texts = texts;
-    this.onProgress = onProgress;
-    this.key = pool.nextRun++;
-    this.requests = new Map(); // member → Map(shard → request id)
-    this.timer = null;
-    this.settled = false;
-    this.promise = new Promise((res, rej) => { this.resolve = res; this.reject = rej; });
-    const ready = pool._readySlots();
-    const id = crypto.getRandomValues(new Uint8Array(16));
-    this.job = new app.PoolJob(id, texts, shardSize(texts, ready.length), MAX_IN_FLIGHT, LOCAL_MIN_DEADLINE_MS);
-    this.selfId = app.PoolJob.selfMember();
-    // The UI shows jobs of more than one text (a search query would flash by).
-    if (texts.length > 1) {
-      pool.view = { key: this.key, total: texts.length, done: 0, running: true, startedAt: now(), endedAt: 0, members: new Map(), history: [], lastSample: now(), lastDone: 0 };
-    }
-    const t = now();
-    for (const s of ready) this.job.addMember(s.id, pool.rates.get(s.id) ?? NaN, t);
-    if (signal) {
-      if (signal.aborted) { this.cancel(); return; }
-      signal.addEventListener("abort", () => this.cancel(), { once: true });
-    }
-    this.job.start(t);
-    this.pump();
-  }
-
-  addMember(id, rate) {
-    if (this.settled) return;
-    try { this.job.addMember(id, rate ?? NaN, now()); } catch (_) { return; /* already a member (restarted worker) */ }
-    this.pump();
-  }
-
-  memberLeft(id) {
-    if (this.settled) return;
-    this.requests.delete(id);
-    this.job.memberLeft(id, now());
-    this.pump();
-  }
-
-  cancel() {
-    if (this.settled) return;
-    this.job.cancel(now());
-    this.pump();
-  }
-
-  _track(member, shard, reqId) {
-    if (!this.requests.has(member)) this.requests.set(member, new Map());
-    this.requests.get(member).set(shard, reqId);
-  }
-
-  _untrack(member, shard) {
-    this.requests.get(member)?.delete(shard);
-  }
-
-  // Run one shard on a local worker for `member` (a worker, or self on any live worker).
-  _dispatchLocal(member, shard, texts) {
-    const pool = this.pool;
-    const isSelf = member === this.selfId;
-    let slot = isSelf ? pool._readySlots().sort((a, b) => a.requests.size - b.requests.size)[0] : pool.slots[member];
-    if (!slot || slot.status !== "ready" || !slot.worker) {
-      if (isSelf) { this._selfRetry(shard, texts, "no live worker"); return; }
-      this.job.memberLeft(member, now());
-      return;
-    }
-    const reqId = pool._request(slot, texts, {
-      done: (vectors) => { this._untrack(member, shard); this._result(member, shard, vectors); },
-      fail: (msg) => { this._untrack(member, shard); if (this.settled) return; this.job.onError(member, shard, msg, now()); this.pump(); },
-      lost: (msg) => { this._untrack(member, shard); if (isSelf) this._selfRetry(shard, texts, msg); },
-    });
-    this._track(member, shard, reqId);
-  }
-
-  // The self member's shard lost its worker: run it elsewhere, restarting a worker if needed.
-  _selfRetry(shard, texts, why, attempt = 1) {
-    if (this.settled) return;
-    if (attempt > 20) { this.job.onError(this.selfId, shard, `no worker could run it (${why})`, now()); this.pump(); return; }
-    if (this.pool._readySlots().length) { this._dispatchLocal(this.selfId, shard, texts); return; }
-    setTimeout(() => this._selfRetry(shard, texts, why, attempt + 1), 1000);
-  }
-
-  _result(member, shard, vectors) {
-    if (this.settled) return;
-    this.job.onResult(member, shard, vectors, now());
-    this.pump();
-  }
-
-  pump() {
-    if (this.settled) return;
-    let changed = false;
-    let end = null; // finished / failed come before the last progress events: drain those first
-    for (;;) {
-      const a = this.job.poll();
-      if (!a) break;
-      switch (a.type) {
-        case "assign":
-          if (end) break;
-          this._dispatchLocal(a.to, a.shard, a.texts);
-          break;
-        case "cancel": this._cancelAt(a.to, a.shard); break;
-        case "progress": this._progress(a); changed = true; break;
-        case "finished": case "failed": end = end || a; break;
-      }
-    }
-    if (end) {
-      if (end.type === "finished") this._finish(); else this._fail(end.error);
-      return;
-    }
-    clearTimeout(this.timer);
-    const d = this.job.nextDeadline();
-    if (d !== undefined && d !== null) this.timer = setTimeout(() => { if (!this.settled) { this.job.tick(now()); this.pump(); } }, Math.max(0, d - now()) + 5);
-    if (changed) this._changedThrottled();
-  }
-
-  _cancelAt(member, shard) {
-    const m = this.requests.get(member);
-    if (!m) return;
-    const shards = shard == null ? [...m.keys()] : [shard];
-    for (const s of shards) {
-      const reqId = m.get(s);
-      m.delete(s);
-      if (reqId == null) continue;
-      for (const slot of this.pool.slots) {
-        if (slot.requests.delete(reqId)) slot.worker?.postMessage({ type: "cancel", ids: [reqId] });
-      }
-    }
-  }
-
-  _progress(p) {
-    if (p.isSelf) {
-      // Self is the pool's fallback; shown only if it did work.
-    } else if (p.status === "active" && p.textsDone > 0) {
-      this.pool.rates.set(p.member, p.rate);
-    }
-    const v = this.pool.view;
-    if (v && v.key === this.key) {
-      const label = p.isSelf ? "pool (fallback)" : `worker ${p.member + 1}`;
-      v.members.set(p.member, { id: p.member, label, isSelf: p.isSelf, status: p.status, shardsDone: p.shardsDone, textsDone: p.textsDone, inFlight: p.inFlight, rate: p.rate });
-      v.done = p.jobDone;
-      const t = now();
-      if (t - v.lastSample >= 250) {
-        v.history.push(Math.round((v.done - v.lastDone) / ((t - v.lastSample) / 1000)));
-        if (v.history.length > HISTORY) v.history.shift();
-        v.lastSample = t;
-        v.lastDone = v.done;
-      }
-    }
-    this.onProgress?.(p.jobDone, p.jobTotal);
-  }
-
-  _changedThrottled() {
-    const t = now();
-    if (this._lastEmit && t - this._lastEmit < 100) {
-      if (!this._emitTimer) this._emitTimer = setTimeout(() => { this._emitTimer = null; this._lastEmit = now(); this.pool._changed(); }, 100);
-      return;
-    }
-    this._lastEmit = t;
-    this.pool._changed();
-  }
-
-  _end() {
-    this.settled = true;
-    clearTimeout(this.timer);
-    clearTimeout(this._emitTimer);
-    const v = this.pool.view;
-    if (v && v.key === this.key) { v.running = false; v.endedAt = now(); }
-    // Anything still queued at a worker for this job is useless now.
-    for (const [member] of this.requests) this._cancelAt(member, null);
-    try { this.job.free(); } catch (_) { /* freed */ }
-  }
-
-  _finish() {
-    const flat = this.job.takeOutput();
-    const dim = this.job.dim();
-    this._end();
-    if (!flat) { this.reject(new Error("job finished without output")); return; }
-    const out = [];
-    for (let i = 0; i < flat.length; i += dim) out.push(flat.subarray(i, i + dim));
-    this.resolve(out);
-  }
-
-  _fail(error) {
-    this._end();
-    const e = new Error(/cancel/i.test(error) ? "cancelled" : error);
-    if (/cancel/i.test(error)) e.name = "AbortError";
-    this.reject(e);
   }
 }

@@ -14,6 +14,10 @@
 //   shoal.poolReady()          → Promise: every pool worker has its model
 //   shoal.embedFloat(texts)    → Promise<Float32Array[]>;  shoal.app() → Promise<page wasm module>
 //   shoal.setCircle(c)         → circle.js: documents go through the circle when members are up
+//   shoal.runOn(worker, texts) → Promise<{data: Float32Array, dim}>: one run on pool worker
+//                                `worker` (null: any), no job (the circle's engine owns those)
+//   shoal.watchWorkers(fn)     → fn("up" | "down", id, rate) for pool workers, now and on every
+//                                change (pool restarts included); returns an unsubscribe function
 //   shoal.chat({messages, max_tokens, temperature, top_p, seed, onToken, signal})
 //                              → Promise<{text, prompt_tokens, tokens, prefill_tok_s, decode_tok_s, finish}>
 //   shoal.stopChat()           → stops the running answer (chat.js: the assistant's own worker)
@@ -116,6 +120,10 @@ async function loadDocs() {
 // ---------------------------------------------------------------- worker pool
 let pool = null;
 let readyPromise = null;
+const workerListeners = new Set();
+function workerEvent(kind, id, rate) {
+  for (const f of workerListeners) { try { f(kind, id, rate); } catch (e) { console.error(e); } }
+}
 
 function workerCount(prefs) {
   const n = parseInt(params.get("workers") || prefs.workers || "", 10);
@@ -140,6 +148,7 @@ function startWorker() {
     onProgress: (m) => { if (p && pool === p) set({ download: m, message: m.phase === "model" ? `Building the model (${m.file})…` : "Loading the model weights…" }); },
     onNotice: (level, message) => { if (p && pool === p) addNotice(level, message); },
     onChange: () => { if (p && pool === p) set({ pool: p.snapshot() }); },
+    onWorker: (kind, id, rate) => { if (p && pool === p) workerEvent(kind, id, rate); },
   });
   pool = p;
   readyPromise = p.ready.then(
@@ -270,6 +279,12 @@ const shoal = {
   // The page wasm's module (circle links, `CircleMember`).
   app: () => appModule,
   setCircle: (c) => { circle = c; },
+  runOn: (worker, texts) => (pool ? pool.run(worker, Array.from(texts, String)) : Promise.reject(new Error("no model pool"))),
+  watchWorkers(fn) {
+    workerListeners.add(fn);
+    if (pool) for (const [id, rate] of pool.readyWorkers()) fn("up", id, rate);
+    return () => workerListeners.delete(fn);
+  },
   cancel: () => pool && pool.cancelAll(),
   poolReady: () => pool.allReady,
   workers: () => (pool ? pool.size : 0),
