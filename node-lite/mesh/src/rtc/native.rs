@@ -141,14 +141,8 @@ pub async fn run(
         cfg.keypair.clone(),
     ))?;
     let _ = sig.try_command(Command::Join(room));
-    let mut node = CircleNode::new(
-        cfg.keypair.clone(),
-        cfg.circle.clone(),
-        cfg.caps.clone(),
-        cfg.session.clone(),
-        cfg.job.clone(),
-        2 * crate::jobs::MAX_MEMBERS + 8,
-    );
+    let mut node =
+        CircleNode::for_driver(&cfg.keypair, &cfg.circle, &cfg.caps, &cfg.session, &cfg.job);
     let start = Instant::now();
     let now = move || start.elapsed().as_millis() as u64;
     let unix = std::time::SystemTime::now()

@@ -63,6 +63,8 @@ impl std::fmt::Display for Member {
 /// Rate of the self member when local workers are members: it gets shards only when no
 /// member can take them.
 const SELF_FALLBACK_RATE: f64 = 1e-3;
+/// Shards from peers a driver's node queues at most (each member may have a few in flight).
+pub const PEER_QUEUE: usize = 2 * crate::jobs::MAX_MEMBERS + 8;
 /// Most local workers a node registers.
 pub const MAX_LOCAL_WORKERS: usize = 16;
 
@@ -233,6 +235,24 @@ impl CircleNode {
             times: ShardTimes::default(),
             arrivals: BTreeMap::new(),
         }
+    }
+
+    /// A member as the drivers run it: peers' shards queued up to [`PEER_QUEUE`].
+    pub fn for_driver(
+        me: &Keypair,
+        circle: &Circle,
+        caps: &Capabilities,
+        cfg: &SessionConfig,
+        job_cfg: &JobConfig,
+    ) -> Self {
+        CircleNode::new(
+            me.clone(),
+            circle.clone(),
+            caps.clone(),
+            cfg.clone(),
+            job_cfg.clone(),
+            PEER_QUEUE,
+        )
     }
 
     /// Tell the node the wall clock: `unix_ms` is Unix time in ms at driver time `now_ms`

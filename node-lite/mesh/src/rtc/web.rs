@@ -282,14 +282,8 @@ pub fn spawn(
         }
         let _ = fwd.unbounded_send(In::SigEnded);
     });
-    let mut node = CircleNode::new(
-        cfg.keypair.clone(),
-        cfg.circle.clone(),
-        cfg.caps.clone(),
-        cfg.session.clone(),
-        cfg.job.clone(),
-        2 * crate::jobs::MAX_MEMBERS + 8,
-    );
+    let mut node =
+        CircleNode::for_driver(&cfg.keypair, &cfg.circle, &cfg.caps, &cfg.session, &cfg.job);
     node.set_compute_slots(cfg.compute_slots);
     let driver = Driver {
         me: cfg.keypair.peer_id(),
