@@ -40,13 +40,12 @@ pub struct JsProgress {
 }
 
 fn progress(p: &Progress<Member>) -> JsProgress {
-    let (id, short) = match p.member {
-        Member::Peer(peer) => (peer.to_string(), peer.short()),
-        Member::Local(i) => (i.to_string(), format!("worker {}", i + 1)),
-    };
     JsProgress {
-        id,
-        short,
+        id: match p.member {
+            Member::Peer(peer) => peer.to_string(),
+            Member::Local(i) => i.to_string(),
+        },
+        short: p.member.short(),
         is_self: p.is_self,
         status: MemberStatus::of(&p.status),
         shards_done: p.shards_done,
