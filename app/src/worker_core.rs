@@ -17,10 +17,10 @@ use std::rc::Rc;
 
 use burn::prelude::Device;
 use js_sys::{Array, Float32Array, Promise, Uint8Array};
-use node_lite::model::Embedder;
 use node_lite::model::fast::kernel::Isa;
 use node_lite::model::fast::qkernel::WeightBits;
-use node_lite::weights::{Manifest, Variant, VerifiedWeights, WeightsError};
+use node_lite::model::{Embedder, Precision};
+use node_lite::weights::{Manifest, VerifiedWeights, WeightsError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -117,20 +117,15 @@ impl Engine {
                     .map_err(|e| JsError::new(&format!("\u{1f}WebGPU init: {e:?}")))?;
                 Embedder::new(&weights, device).map_err(model_error)?
             }
-            // The CPU engine runs its dense layers on the integer kernel: int8 for the compact
-            // (f16) download, int12 for the f32 one (min cosine ≥ 0.9999, like f32); weights are
-            // quantized per column at load. Without SIMD the integer tile is slower than the
-            // f32 one (scalar build: 23 vs 29 short sentences/s), so that build stays f32.
-            // "cpu-exact" keeps f32 arithmetic throughout.
-            "cpu" if Isa::best() == Isa::Scalar => Embedder::fast(&weights).map_err(model_error)?,
+            // The CPU engine runs its dense layers on the integer kernel (`Precision`: int8
+            // for the compact f16 download, int12 for the f32 one, f32 in the scalar build,
+            // where the integer tile is slower); "cpu-exact" keeps f32 arithmetic throughout.
             "cpu" => {
-                let bits = match weights.manifest.variant {
-                    Variant::F16 => WeightBits::Int8,
-                    Variant::F32 => WeightBits::Int12,
-                };
-                Embedder::fast_quant(&weights, bits).map_err(model_error)?
+                Embedder::fast_precision(&weights, Precision::Quantized).map_err(model_error)?
             }
-            "cpu-exact" => Embedder::fast(&weights).map_err(model_error)?,
+            "cpu-exact" => {
+                Embedder::fast_precision(&weights, Precision::Exact).map_err(model_error)?
+            }
             "flex" => Embedder::new(&weights, Device::flex()).map_err(model_error)?,
             other => return Err(JsError::new(&format!("\u{1f}unknown backend {other:?}"))),
         };

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use node_lite::index::{FileStatus, Index, collect_files};
-use node_lite::model::{Backend, Embedder};
+use node_lite::model::{Backend, Embedder, Precision};
 use node_lite::weights::{Variant, VerifiedWeights, source};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -210,9 +210,21 @@ struct ModelArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
+    /// How the CPU engine computes: `quantized` (integer weights on AVX-512 VNNI / AVX-VNNI /
+    /// AVX2: int12 from f32 weights, min cosine ≥ 0.9999; int8 from f16) or `exact` (f32).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Quantized)]
+    precision: PrecisionArg,
     /// Sentences per forward pass.
     #[arg(long, default_value_t = node_lite::model::DEFAULT_BATCH)]
     batch: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum PrecisionArg {
+    /// Integer weights where a SIMD integer tile exists (the default).
+    Quantized,
+    /// f32 arithmetic throughout (the reference).
+    Exact,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -233,7 +245,11 @@ impl ModelArgs {
             BackendArg::Flex => Backend::Flex,
             BackendArg::Gpu => Backend::Gpu,
         };
-        let mut e = Embedder::load(&weights, backend)
+        let precision = match self.precision {
+            PrecisionArg::Quantized => Precision::Quantized,
+            PrecisionArg::Exact => Precision::Exact,
+        };
+        let mut e = Embedder::load_with(&weights, backend, precision)
             .context("loading the model (rebuild with `--features gpu` to use --backend gpu)")?;
         e.batch_size = self.batch.max(1);
         Ok(e)

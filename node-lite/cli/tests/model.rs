@@ -4,12 +4,12 @@
 mod common;
 
 use node_lite::model::fast::kernel::Isa;
-use node_lite::model::fast::qkernel::WeightBits;
-use node_lite::model::{Backend, Embedder};
+use node_lite::model::fast::qkernel::{QIsa, WeightBits};
+use node_lite::model::{Backend, Embedder, Precision};
 use node_lite::vector::cosine;
 use node_lite::weights::source::load_dir;
 
-/// The default CPU engine (the fast fused encoder).
+/// The default CPU engine (the fast fused encoder, integer weights where SIMD exists).
 fn embedder(variant: &str) -> Embedder {
     embedder_on(variant, Backend::Cpu)
 }
@@ -73,6 +73,12 @@ fn flex_matches_sentence_transformers() {
 #[test]
 fn every_compiled_fast_kernel_matches_the_reference() {
     let w = load_dir(&common::variant_dir("f32")).expect("weights verify and load");
+    let exact = Embedder::load_with(&w, Backend::Cpu, Precision::Exact).expect("model builds");
+    assert!(
+        !exact.engine_name().contains("int"),
+        "--precision exact runs f32: {}",
+        exact.engine_name()
+    );
     for isa in Isa::available() {
         let e = Embedder::fast_with(&w, isa).expect("model builds");
         let (min, text) = min_cosine_to_golden(&e);
@@ -157,17 +163,19 @@ fn truncation_at_256_tokens_counts_cls_and_sep() {
 
 #[test]
 fn quantized_dense_layers_stay_close_to_reference() {
-    // The browser's CPU engines: dense layers on the integer kernel, int8 from the f16 record
-    // (the compact download) and int12 from the f32 one (held to the f32 bound); also int8
-    // from f32 to show where its error comes from. Every tile compiled here runs.
+    // The default CPU engines (browser and native): dense layers on the integer kernel, int8
+    // from the f16 record (the compact download) and int12 from the f32 one (held to the f32
+    // bound); also int8 from f32 to show where its error comes from. Every integer tile this
+    // machine runs (here: scalar, AVX2, AVX-VNNI, AVX-512 VNNI) runs the whole model.
+    let isa = Isa::best();
     for (variant, bits, bound) in [
         ("f16", WeightBits::Int8, 0.995),
         ("f32", WeightBits::Int8, 0.995),
         ("f32", WeightBits::Int12, 0.9999),
     ] {
         let w = load_dir(&common::variant_dir(variant)).expect("weights verify and load");
-        for isa in Isa::available() {
-            let e = Embedder::fast_opts(&w, isa, Some(bits)).expect("model builds");
+        for tile in QIsa::available() {
+            let e = Embedder::fast_tiles(&w, isa, Some((tile, bits))).expect("model builds");
             let (min, text) = min_cosine_to_golden(&e);
             eprintln!(
                 "{variant} {}: min cosine {min:.9} ({text:?})",
@@ -175,9 +183,20 @@ fn quantized_dense_layers_stay_close_to_reference() {
             );
             assert!(
                 min >= bound,
-                "{isa:?} {bits:?}: min cosine {min} on {text:?}"
+                "{tile:?} {bits:?}: min cosine {min} on {text:?}"
             );
-            assert!(e.engine_name().contains(bits.name()), "{}", e.engine_name());
+            assert!(
+                e.engine_name().contains(&tile.name(bits)),
+                "{}",
+                e.engine_name()
+            );
         }
+    }
+    // The default engine is the quantized one wherever a SIMD integer tile exists.
+    let w = load_dir(&common::variant_dir("f32")).expect("weights verify and load");
+    let e = Embedder::load(&w, Backend::Cpu).expect("model builds");
+    if QIsa::for_isa(isa) != QIsa::Scalar {
+        let want = QIsa::for_isa(isa).name(WeightBits::Int12);
+        assert!(e.engine_name().contains(&want), "{}", e.engine_name());
     }
 }

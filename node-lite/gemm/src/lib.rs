@@ -11,9 +11,12 @@
 //!   compact path);
 //! - [`par`]: those GEMMs and per-row loops over every core (rayon natively, one thread in
 //!   wasm);
+//! - [`attn`]: one head's attention (a dedicated AVX-512 kernel for head dimension 32, the
+//!   packed GEMM elsewhere);
 //! - [`ops`]: GELU, softmax, residual + LayerNorm, written to vectorise.
 
 #![warn(missing_docs)]
+pub mod attn;
 pub mod kernel;
 pub mod ops;
 pub mod par;

@@ -21,10 +21,36 @@ impl SendPtr {
     }
 }
 
-/// Worker threads the parallel loops split over: rayon's pool size natively, 1 in wasm.
+#[cfg(not(target_family = "wasm"))]
+thread_local! {
+    /// Set while this thread runs [`serial`] work.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Worker threads the parallel loops split over: rayon's pool size natively (1 inside
+/// [`serial`]), 1 in wasm.
 #[cfg(not(target_family = "wasm"))]
 pub fn threads() -> usize {
-    rayon::current_num_threads()
+    if SERIAL.with(std::cell::Cell::get) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Run `f` with every parallel loop and GEMM of this module on the calling thread: for work
+/// too small to pay for waking the pool (a whole forward pass of one 128-token sentence ran
+/// 1.4× faster on one core than split over two, the split steps being ~50 µs each).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let was = SERIAL.with(|s| s.replace(true));
+        let out = f();
+        SERIAL.with(|s| s.set(was));
+        out
+    }
+    #[cfg(target_family = "wasm")]
+    f()
 }
 
 /// Worker threads the parallel loops split over: rayon's pool size natively, 1 in wasm.
@@ -97,6 +123,12 @@ pub fn gemm(
     });
 }
 
+/// Fewer rows than this run an integer GEMM on the calling thread: it is done (≈ 50 µs for
+/// 12 × 384 × 1152 on AVX-512 VNNI) before woken rayon workers would help (measured on 2
+/// cores: 12 and 48 rows ran 1.5–2.5× slower on both cores than on one, 128 rows about even,
+/// 384 rows 1.2–1.6× faster on both).
+pub const QGEMM_MIN_PARALLEL_ROWS: usize = 256;
+
 /// Split an `m`-row × `panels`-panel GEMM into disjoint blocks, ≥ 4 per thread where possible
 /// (row blocks of whole `mr`-row tiles, starting at multiples of `mr`; columns split only when
 /// rows alone cannot), and run `f(rows, panels)` on each in parallel.
@@ -124,7 +156,25 @@ where
     );
 }
 
-/// [`qkernel::qgemm`] split like [`gemm`] (`A` is quantized once, on the calling thread).
+/// [`QuantA::quantize`] with the rows split over `threads` (pieces of ≥ 16 rows).
+#[cfg_attr(target_family = "wasm", allow(unused_variables))]
+fn quantize(m: usize, a: &[f32], lda: usize, k: usize, mr: usize, qa: &mut QuantA, threads: usize) {
+    let (data, scale) = qa.prepare(m, a, lda, k, mr);
+    #[cfg(not(target_family = "wasm"))]
+    if threads > 1 && m > 16 && k > 0 {
+        use rayon::prelude::*;
+        let (k2, rows_per) = (k.div_ceil(2), m.div_ceil(threads).max(16));
+        data.par_chunks_mut(rows_per * k2)
+            .zip(scale.par_chunks_mut(rows_per))
+            .enumerate()
+            .for_each(|(i, (d, s))| qkernel::quantize_rows(i * rows_per, a, lda, k, d, s));
+        return;
+    }
+    qkernel::quantize_rows(0, a, lda, k, data, scale);
+}
+
+/// [`qkernel::qgemm`] split like [`gemm`] (`A` quantized once per call, rows split over the
+/// threads).
 #[allow(clippy::too_many_arguments)]
 pub fn qgemm(
     m: usize,
@@ -136,13 +186,12 @@ pub fn qgemm(
     qa: &mut QuantA,
 ) {
     let t = threads();
-    let work = m * b.k() * b.n();
-    if t <= 1 || work < (1 << 20) || m == 0 || b.n() == 0 {
+    if t <= 1 || m < QGEMM_MIN_PARALLEL_ROWS || b.n() == 0 {
         qkernel::qgemm(m, a, lda, b, c, ldc, qa);
         return;
     }
     let mr = b.isa().mr();
-    qa.quantize(m, a, lda, b.k(), mr);
+    quantize(m, a, lda, b.k(), mr, qa, t);
     qkernel::check(m, qa, b, c.len(), ldc);
     let cp = SendPtr(c.as_mut_ptr());
     let qa = &*qa;
@@ -151,4 +200,111 @@ pub fn qgemm(
         // (rows × panels) parts of C.
         unsafe { qkernel::qgemm_block(rows, pans, qa, b, cp.get(), ldc) };
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::values;
+    use crate::qkernel::{QIsa, WeightBits};
+
+    #[test]
+    fn split_integer_gemm_equals_the_single_threaded_one() {
+        // Rows split over threads (and A's quantization split with them) change no bit: each C
+        // element is computed by one tile, whatever block it falls in.
+        for isa in QIsa::available() {
+            for (m, k, n) in [
+                (200, 384, 1152),
+                (37, 1536, 384),
+                (12, 384, 1536),
+                (700, 65, 70),
+            ] {
+                let a = values(m * k, 5);
+                let b = QPackedB::from_row_major(
+                    isa,
+                    WeightBits::Int12,
+                    &values(k * n, 6),
+                    k,
+                    n,
+                    Some(&values(n, 7)),
+                );
+                let (mut c1, mut c2) = (vec![0f32; m * n], vec![1f32; m * n]);
+                qkernel::qgemm(m, &a, k, &b, &mut c1, n, &mut QuantA::default());
+                qgemm(m, &a, k, &b, &mut c2, n, &mut QuantA::default());
+                assert!(
+                    c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{} m{m} k{k} n{n}: split result differs",
+                    isa.name(WeightBits::Int12)
+                );
+            }
+        }
+    }
+
+    /// Integer GEMM throughput per tile, one thread and all threads (multiply-adds counted as
+    /// 2 ops): `cargo test -p shoal-gemm --lib integer_gops -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn integer_gops() {
+        for isa in QIsa::available() {
+            for (m, k, n) in [
+                (4096, 384, 1152),
+                (4096, 1536, 384),
+                (384, 384, 1152),
+                (384, 1536, 384),
+                (128, 384, 1536),
+                (128, 1536, 384),
+                (48, 384, 1152),
+                (12, 384, 1152),
+                (12, 1536, 384),
+            ] {
+                let a = values(m * k, 1);
+                let bits = WeightBits::Int12;
+                let b = QPackedB::from_row_major(isa, bits, &values(k * n, 2), k, n, None);
+                let mut c = vec![0.0; m * n];
+                let mut qa = QuantA::default();
+                let mut rate = |parallel: bool| {
+                    let t0 = std::time::Instant::now();
+                    let mut reps = 0;
+                    while t0.elapsed().as_secs_f64() < 0.3 {
+                        if parallel {
+                            qgemm(m, &a, k, &b, &mut c, n, &mut qa);
+                        } else {
+                            qkernel::qgemm(m, &a, k, &b, &mut c, n, &mut qa);
+                        }
+                        reps += 1;
+                    }
+                    2.0 * (m * k * n * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9
+                };
+                let (one, all) = (rate(false), rate(true));
+                eprintln!(
+                    "{:>18} m{m:>5} k{k:>5} n{n:>5}: {one:6.1} GOP/s on 1 thread, {all:6.1} on {}",
+                    isa.name(bits),
+                    threads()
+                );
+            }
+        }
+        for isa in kernel::Isa::available() {
+            for (m, k, n) in [
+                (4096, 384, 1152),
+                (4096, 1536, 384),
+                (128, 384, 1536),
+                (12, 384, 1152),
+            ] {
+                let a = values(m * k, 1);
+                let b = PackedB::from_row_major(isa, &values(k * n, 2), k, n);
+                let mut c = vec![0.0; m * n];
+                let t0 = std::time::Instant::now();
+                let mut reps = 0;
+                while t0.elapsed().as_secs_f64() < 0.5 {
+                    gemm(m, &a, k, &b, None, &mut c, n);
+                    reps += 1;
+                }
+                let g = 2.0 * (m * k * n * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                eprintln!(
+                    "{:>18} m{m:>5} k{k:>5} n{n:>5}: {g:6.1} GFLOP/s",
+                    isa.name()
+                );
+            }
+        }
+    }
 }

@@ -1,16 +1,21 @@
-//! Integer-weight matrix multiply for the browser's CPU engine: `C = dequant(Aq · Bq) + bias`.
+//! Integer-weight matrix multiply, the default CPU engine in the browser and natively:
+//! `C = dequant(Aq · Bq) + bias`.
 //!
 //! - `B` (a weight, `k × n`) is quantized once, at load, per output column to [`WeightBits`]:
 //!   int8 for the compact weights, int12 for the f32 ones (`sb[j] = max|B[·, j]| / qmax`,
 //!   `Bq = round(B / sb)` in `[-qmax, qmax]`, qmax 127 or 2047), stored as `i16` in panels of
-//!   [`NR`] columns, `k` taken in pairs: panel `j0`, pair `q` holds `B(2q, j0), B(2q+1, j0),
-//!   B(2q, j0+1), B(2q+1, j0+1), …` (`k` padded to even, columns past `n` zero).
+//!   [`QIsa::nr`] columns (8, or 32 for the AVX-512 tile), `k` taken in pairs: panel `j0`, pair
+//!   `q` holds `B(2q, j0), B(2q+1, j0), B(2q, j0+1), B(2q+1, j0+1), …` (`k` padded to even,
+//!   columns past `n` zero).
 //! - `A` (activations) is quantized per row on every call (`sa[i] = max|A[i, ·]| / 8191`: 14
 //!   bits, since the tile multiplies `i16` anyway; 8-bit activations cost too much accuracy), into
 //!   pairs of `i16` packed in one `u32`, rows padded to a multiple of the tile height.
 //! - A tile multiplies an `A` pair (splatted) by a `B` pair-row with one `i32x4.dot_i16x8_s`
-//!   (wasm `simd128`; `vpmaddwd` on AVX2): 8 multiply-adds per instruction, twice what an f32x4
-//!   mul + add does. Sums are exact in `i32` over chunks of `k` short enough that
+//!   (wasm `simd128`; `vpmaddwd` + `vpaddd` on AVX2): 8 multiply-adds per instruction, twice
+//!   what an f32x4 mul + add does. With VNNI the multiply and the add are one instruction,
+//!   `vpdpwssd`: 16 multiply-adds per AVX-VNNI (`ymm`) instruction, 32 per AVX-512 VNNI (`zmm`)
+//!   one, twice an f32 FMA of the same width. (`vpdpbusd`, u8 × i8, would do twice as many
+//!   again, but needs 8-bit activations, which cost MiniLM too much accuracy: see `QMAX_A`.) Sums are exact in `i32` over chunks of `k` short enough that
 //!   `8191 · qmax · chunk < 2³¹` (int8: 2064, int12: 128); each chunk is then added in f32:
 //!   `C = Σ_chunks sum · sa[i] · sb[j] + bias[j]`. Both widths run the same tiles at the same
 //!   speed; int12 keeps MiniLM at min cosine ≥ 0.99998 to the reference (int8: 0.997).
@@ -23,11 +28,16 @@
 
 use crate::kernel::Isa;
 
-/// Columns per tile and per panel.
+/// Columns per tile and per panel of the 128/256-bit tiles ([`QIsa::nr`]).
 pub const NR: usize = 8;
+/// The widest panel ([`QIsa::nr`] of the AVX-512 tile).
+const NR_MAX: usize = 32;
+/// The most rows a tile has ([`QIsa::mr`]).
+const MR_MAX: usize = 12;
 /// Rows of `A` per block (the block's quantized rows stay in L2 while the panels stream).
 const MC: usize = 96;
-/// Most pairs of `k` per chunk (a panel's chunk, 8 KiB, stays in L1).
+/// Most pairs of `k` per chunk (a panel's chunk, 4 KiB, 16 KiB for the 32-column AVX-512
+/// panels, stays in L1).
 const KC2: usize = 128;
 /// Largest quantized activation magnitude: activations keep 14 bits (they are stored as `i16`
 /// anyway, so this costs nothing; int8 activations lose MiniLM's accuracy: min cosine 0.979 on
@@ -70,14 +80,20 @@ impl WeightBits {
     }
 }
 
-/// Which int8 tile runs (derived from the f32 [`Isa`]).
+/// Which integer tile runs (derived from the f32 [`Isa`] and the CPU's VNNI extensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QIsa {
     /// Portable Rust, 4×8.
     Scalar,
-    /// x86-64 AVX2 `vpmaddwd`, 8×8.
+    /// x86-64 AVX2 `vpmaddwd` + `vpaddd`, 8×8.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86-64 AVX-VNNI `vpdpwssd ymm` (Alder Lake, Zen 5), 8×8.
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// x86-64 AVX-512 VNNI `vpdpwssd zmm` (Ice Lake and later Xeons, Zen 4), 12×32.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     /// wasm32 `simd128` `i32x4.dot_i16x8_s`, 4×8.
     #[cfg(all(
         target_arch = "wasm32",
@@ -87,13 +103,28 @@ pub enum QIsa {
 }
 
 impl QIsa {
-    /// The int8 tile that goes with an f32 kernel choice.
+    /// The fastest integer tile that goes with an f32 kernel choice (an AVX-512 machine gets the
+    /// AVX-512 VNNI tile if it has VNNI; natively `SHOAL_INT_TILE` = a [`tile_name`]
+    /// (Self::tile_name) picks another available tile, for benchmarks).
     pub fn for_isa(isa: Isa) -> QIsa {
+        #[cfg(not(target_family = "wasm"))]
+        if isa != Isa::Scalar
+            && let Ok(want) = std::env::var("SHOAL_INT_TILE")
+            && let Some(q) = Self::available()
+                .into_iter()
+                .find(|q| q.tile_name() == want)
+        {
+            return q;
+        }
         match isa {
             Isa::Scalar => QIsa::Scalar,
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if x86::has_avx512_vnni() => QIsa::Avx512Vnni,
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512 => {
-                if is_x86_feature_detected!("avx2") {
+                if x86::has_avx_vnni() {
+                    QIsa::AvxVnni
+                } else if is_x86_feature_detected!("avx2") {
                     QIsa::Avx2
                 } else {
                     QIsa::Scalar
@@ -109,15 +140,27 @@ impl QIsa {
         }
     }
 
-    /// Every int8 tile this machine runs, slowest first.
+    /// Every integer tile this machine runs, slowest first.
     pub fn available() -> Vec<QIsa> {
-        let mut v: Vec<QIsa> = Vec::new();
-        for isa in Isa::available() {
-            let q = Self::for_isa(isa);
-            if !v.contains(&q) {
-                v.push(q);
+        #[allow(unused_mut)]
+        let mut v = vec![QIsa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                v.push(QIsa::Avx2);
+            }
+            if x86::has_avx_vnni() {
+                v.push(QIsa::AvxVnni);
+            }
+            if x86::has_avx512_vnni() {
+                v.push(QIsa::Avx512Vnni);
             }
         }
+        #[cfg(all(
+            target_arch = "wasm32",
+            any(target_feature = "simd128", feature = "wasm-simd")
+        ))]
+        v.push(QIsa::Simd128);
         v
     }
 
@@ -126,7 +169,9 @@ impl QIsa {
         match self {
             QIsa::Scalar => 4,
             #[cfg(target_arch = "x86_64")]
-            QIsa::Avx2 => 8,
+            QIsa::Avx2 | QIsa::AvxVnni => 8,
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => avx512::MR,
             #[cfg(all(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
@@ -135,13 +180,26 @@ impl QIsa {
         }
     }
 
-    /// The tile's instruction set: `scalar`, `avx2`, `simd128` (a kernel is named
-    /// `{bits}-{tile}`, e.g. `int8-simd128`).
+    /// Columns per tile, and per panel of a [`QPackedB`] packed for this tile.
+    pub fn nr(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => avx512::NR,
+            _ => NR,
+        }
+    }
+
+    /// The tile's instruction set: `scalar`, `avx2`, `avx-vnni`, `avx512-vnni`, `simd128` (a
+    /// kernel is named `{bits}-{tile}`, e.g. `int8-simd128`).
     pub fn tile_name(self) -> &'static str {
         match self {
             QIsa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             QIsa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            QIsa::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => "avx512-vnni",
             #[cfg(all(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
@@ -153,6 +211,86 @@ impl QIsa {
     /// The kernel's name with a weight width: `int12-avx2`.
     pub fn name(self, bits: WeightBits) -> String {
         format!("{}-{}", bits.name(), self.tile_name())
+    }
+}
+
+/// CPU feature checks for the x86-64 tiles.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    /// AVX-512F with VNNI and BW (the tile's `vpdpwssd zmm`, the quantizer's `vpmovdw`).
+    pub(super) fn has_avx512_vnni() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// AVX2 with the VEX-encoded VNNI instructions.
+    pub(super) fn has_avx_vnni() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")
+    }
+
+    use core::arch::x86_64::*;
+
+    /// `quantize_row`'s whole 16-float steps: scale, clamp, round to nearest even, narrow to
+    /// `i16` in order (already the pair layout: even `k` in the low half). Returns the pairs
+    /// written; the caller quantizes the tail. A NaN becomes 0, as in the scalar path.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row_avx512(
+        row: &[f32],
+        inv: f32,
+        qmax: f32,
+        out: &mut [u32],
+    ) -> usize {
+        let steps = (row.len() / 16).min(out.len() / 8);
+        let (vinv, hi, lo) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(qmax),
+            _mm512_set1_ps(-qmax),
+        );
+        for s in 0..steps {
+            // SAFETY: s < steps: 16 floats of `row` from 16·s and 8 pairs of `out` from 8·s.
+            unsafe {
+                let x = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(16 * s)), vinv);
+                // max(lo, NaN) and min(hi, NaN) keep the NaN; its conversion (0x8000_0000)
+                // narrows to 0.
+                let x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+                let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    x,
+                );
+                let h = _mm512_cvtepi32_epi16(q);
+                _mm256_storeu_si256(out.as_mut_ptr().add(8 * s) as *mut __m256i, h);
+            }
+        }
+        8 * steps
+    }
+
+    /// `max_abs`'s whole 16-float steps folded into 8 lanes, NaNs skipped; returns the tail.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_abs_avx512(xs: &[f32]) -> (&[f32], [f32; 8]) {
+        let steps = xs.len() / 16;
+        let mut m = _mm512_setzero_ps();
+        for s in 0..steps {
+            // SAFETY: s < steps: 16 floats from 16·s are in `xs`. `max(x, m)` returns `m`
+            // when `x` is NaN.
+            unsafe {
+                let x = _mm512_abs_ps(_mm512_loadu_ps(xs.as_ptr().add(16 * s)));
+                m = _mm512_max_ps(x, m);
+            }
+        }
+        let mut m16 = [0f32; 16];
+        // SAFETY: m16 holds 16 floats.
+        unsafe { _mm512_storeu_ps(m16.as_mut_ptr(), m) };
+        let mut m8 = [0f32; 8];
+        for (i, v) in m16.iter().enumerate() {
+            m8[i % 8] = m8[i % 8].max(*v);
+        }
+        (&xs[16 * steps..], m8)
     }
 }
 
@@ -182,22 +320,23 @@ impl QPackedB {
     ) -> Self {
         assert!(src.len() >= k * n, "qpack: source too short");
         assert!(bias.is_none_or(|b| b.len() >= n), "qpack: bias too short");
-        let panels = n.div_ceil(NR);
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
         let k2 = k.div_ceil(2);
         let qmax = bits.qmax();
-        let mut scale = vec![0f32; panels * NR];
-        let mut padded_bias = vec![0f32; panels * NR];
+        let mut scale = vec![0f32; panels * nr];
+        let mut padded_bias = vec![0f32; panels * nr];
         for j in 0..n {
             let max = (0..k).fold(0f32, |m, p| m.max(src[p * n + j].abs()));
             scale[j] = max / qmax;
             padded_bias[j] = bias.map_or(0.0, |b| b[j]);
         }
-        let mut data = vec![0i16; panels * k2 * 2 * NR];
-        for (panel, out) in data.chunks_exact_mut(k2 * 2 * NR).enumerate() {
-            for j in panel * NR..(panel * NR + NR).min(n) {
+        let mut data = vec![0i16; panels * k2 * 2 * nr];
+        for (panel, out) in data.chunks_exact_mut(k2 * 2 * nr).enumerate() {
+            for j in panel * nr..(panel * nr + nr).min(n) {
                 let inv = if scale[j] > 0.0 { 1.0 / scale[j] } else { 0.0 };
                 for p in 0..k {
-                    out[(p / 2) * 2 * NR + (j - panel * NR) * 2 + p % 2] =
+                    out[(p / 2) * 2 * nr + (j - panel * nr) * 2 + p % 2] =
                         quantize(src[p * n + j], inv, qmax);
                 }
             }
@@ -233,16 +372,17 @@ impl QPackedB {
         self.bits
     }
 
-    /// Number of [`NR`]-column panels (`n` rounded up to a multiple of `NR`, divided by it).
+    /// Number of [`QIsa::nr`]-column panels (`n` rounded up to whole panels, divided by the
+    /// panel width).
     pub fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
+        self.n.div_ceil(self.isa.nr())
     }
 
     /// The quantized value of `B(p, j)` (read back from the panels; tests).
     pub fn quantized(&self, p: usize, j: usize) -> i16 {
-        let k2 = self.k.div_ceil(2);
-        let panel = j / NR;
-        self.data[panel * k2 * 2 * NR + (p / 2) * 2 * NR + (j % NR) * 2 + p % 2]
+        let (k2, nr) = (self.k.div_ceil(2), self.isa.nr());
+        let panel = j / nr;
+        self.data[panel * k2 * 2 * nr + (p / 2) * 2 * nr + (j % nr) * 2 + p % 2]
     }
 
     /// Column `j`'s scale.
@@ -272,11 +412,22 @@ pub struct QuantA {
 impl QuantA {
     /// Quantize rows `0..m` of `a` (row stride `lda`, `k` columns); rows are padded with zeros
     /// to a multiple of `mr`.
-    #[cfg_attr(
-        all(target_arch = "wasm32", feature = "wasm-simd"),
-        target_feature(enable = "simd128")
-    )]
     pub fn quantize(&mut self, m: usize, a: &[f32], lda: usize, k: usize, mr: usize) {
+        let (data, scale) = self.prepare(m, a, lda, k, mr);
+        quantize_rows(0, a, lda, k, data, scale);
+    }
+
+    /// Size the buffers for `m` rows of `k` (checking `a` covers them) and return the first
+    /// `m` rows' pairs and scales, zeroed, for [`quantize_rows`] (callers may split them by
+    /// rows and quantize the pieces in parallel).
+    pub fn prepare(
+        &mut self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        k: usize,
+        mr: usize,
+    ) -> (&mut [u32], &mut [f32]) {
         assert!(lda >= k, "quantize: stride shorter than a row");
         assert!(
             m == 0 || k == 0 || a.len() >= (m - 1) * lda + k,
@@ -284,22 +435,14 @@ impl QuantA {
         );
         let k2 = k.div_ceil(2);
         let rows = m.div_ceil(mr.max(1)) * mr.max(1);
-        let qmax = QMAX_A;
         self.m = m;
         self.k = k;
-        self.qmax = qmax;
+        self.qmax = QMAX_A;
         self.data.clear();
         self.data.resize(rows * k2, 0);
         self.scale.clear();
         self.scale.resize(rows, 0.0);
-        for i in 0..m {
-            let row = &a[i * lda..i * lda + k];
-            let max = max_abs(row);
-            let s = max / qmax;
-            self.scale[i] = s;
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            quantize_row(row, inv, qmax, &mut self.data[i * k2..(i + 1) * k2]);
-        }
+        (&mut self.data[..m * k2], &mut self.scale[..m])
     }
 
     /// The quantized value of `A(i, p)` (tests).
@@ -311,6 +454,35 @@ impl QuantA {
     /// Row `i`'s scale.
     pub fn scale(&self, i: usize) -> f32 {
         self.scale[i]
+    }
+}
+
+/// Quantize `scale.len()` rows of `a` from row `first` (stride `lda`, `k` columns) into `data`
+/// (`⌈k/2⌉` pairs per row) and `scale`: a piece of what [`QuantA::prepare`] returned.
+#[cfg_attr(
+    all(target_arch = "wasm32", feature = "wasm-simd"),
+    target_feature(enable = "simd128")
+)]
+pub fn quantize_rows(
+    first: usize,
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    data: &mut [u32],
+    scale: &mut [f32],
+) {
+    let k2 = k.div_ceil(2);
+    for (r, (s, out)) in scale
+        .iter_mut()
+        .zip(data.chunks_exact_mut(k2.max(1)))
+        .enumerate()
+    {
+        let i = first + r;
+        let row = &a[i * lda..i * lda + k];
+        let max = max_abs(row);
+        *s = max / QMAX_A;
+        let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+        quantize_row(row, inv, QMAX_A, &mut out[..k2]);
     }
 }
 
@@ -347,6 +519,14 @@ fn quantize_row(row: &[f32], inv: f32, qmax: f32, out: &mut [u32]) {
             }
         }
         (&row[8 * steps..], &mut out[4 * steps..])
+    };
+    #[cfg(target_arch = "x86_64")]
+    let (row, out) = if x86::has_avx512_vnni() {
+        // SAFETY: the CPU has AVX-512F and BW (checked just above).
+        let done = unsafe { x86::quantize_row_avx512(row, inv, qmax, out) };
+        (&row[2 * done..], &mut out[done..])
+    } else {
+        (row, out)
     };
     let mut pairs = row.chunks_exact(2);
     for (o, p) in out.iter_mut().zip(&mut pairs) {
@@ -388,9 +568,19 @@ fn max_abs(xs: &[f32]) -> f32 {
         }
         (&xs[8 * steps..], m8)
     };
-    #[cfg(not(all(
-        target_arch = "wasm32",
-        any(target_feature = "simd128", feature = "wasm-simd")
+    #[cfg(target_arch = "x86_64")]
+    let (xs, mut m8) = if x86::has_avx512_vnni() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { x86::max_abs_avx512(xs) }
+    } else {
+        (xs, [0f32; 8])
+    };
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(
+            target_arch = "wasm32",
+            any(target_feature = "simd128", feature = "wasm-simd")
+        )
     )))]
     let mut m8 = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
@@ -453,11 +643,11 @@ pub unsafe fn qgemm_block(
     ldc: usize,
 ) {
     let (isa, n) = (b.isa, b.n);
-    let mr = isa.mr();
+    let (mr, nr) = (isa.mr(), isa.nr());
     let k2 = b.k.div_ceil(2);
     let chunk = b.bits.chunk_pairs().min(KC2);
     debug_assert!(rows.start.is_multiple_of(mr));
-    let mut tile = [0f32; 12 * NR];
+    let mut tile = [0f32; MR_MAX * NR_MAX];
     for i0 in (rows.start..rows.end).step_by(MC) {
         let i1 = (i0 + MC).min(rows.end);
         // `k` in chunks: each chunk's i32 sums cannot overflow, and its slice of a panel stays
@@ -468,11 +658,11 @@ pub unsafe fn qgemm_block(
             let q1 = (q0 + chunk).min(k2);
             let add = q0 > 0;
             for panel in panels.clone() {
-                let j0 = panel * NR;
-                let cols = NR.min(n - j0);
+                let j0 = panel * nr;
+                let cols = nr.min(n - j0);
                 // SAFETY: panel < panels() and q0 ≤ k2: the panel's pairs from q0, its scales
                 // and bias are in bounds.
-                let bp = unsafe { b.data.as_ptr().add(panel * k2 * 2 * NR + q0 * 2 * NR) };
+                let bp = unsafe { b.data.as_ptr().add(panel * k2 * 2 * nr + q0 * 2 * nr) };
                 let sb = unsafe { b.scale.as_ptr().add(j0) };
                 let bias = unsafe { b.bias.as_ptr().add(j0) };
                 let mut i = i0;
@@ -484,13 +674,13 @@ pub unsafe fn qgemm_block(
                     let sa = unsafe { qa.scale.as_ptr().add(i) };
                     // SAFETY: rows i..i+r, columns j0..j0+cols of C are ours.
                     let cp = unsafe { c.add(i * ldc + j0) };
-                    if r == mr && cols == NR {
+                    if r == mr && cols == nr {
                         unsafe { micro(isa, q1 - q0, ap, k2, bp, sa, sb, bias, add, cp, ldc) };
                     } else {
                         // An edge tile: through `tile`, holding C's current values when adding.
                         for rr in 0..r {
                             for jj in 0..cols {
-                                tile[rr * NR + jj] = if add {
+                                tile[rr * nr + jj] = if add {
                                     unsafe { *cp.add(rr * ldc + jj) }
                                 } else {
                                     0.0
@@ -498,10 +688,10 @@ pub unsafe fn qgemm_block(
                             }
                         }
                         let t = tile.as_mut_ptr();
-                        unsafe { micro(isa, q1 - q0, ap, k2, bp, sa, sb, bias, add, t, NR) };
+                        unsafe { micro(isa, q1 - q0, ap, k2, bp, sa, sb, bias, add, t, nr) };
                         for rr in 0..r {
                             for jj in 0..cols {
-                                unsafe { *cp.add(rr * ldc + jj) = tile[rr * NR + jj] };
+                                unsafe { *cp.add(rr * ldc + jj) = tile[rr * nr + jj] };
                             }
                         }
                     }
@@ -516,12 +706,12 @@ pub unsafe fn qgemm_block(
     }
 }
 
-/// One full `MR × NR` tile over `k2` pairs: `C = Σ_q A(q)·B(q) · sa · sb + bias`, or, with
+/// One full `mr × nr` tile over `k2` pairs: `C = Σ_q A(q)·B(q) · sa · sb + bias`, or, with
 /// `add`, `C += Σ_q A(q)·B(q) · sa · sb` (a later `k` chunk).
 ///
 /// # Safety
-/// `a` readable for `MR` rows (stride `lda` pairs) × `k2` pairs; `b` for `k2 × 2·NR`; `sa` for
-/// `MR`, `sb` and `bias` for `NR`; `c` writable for `MR` rows (stride `ldc`) × `NR`. The ISA must
+/// `a` readable for `mr` rows (stride `lda` pairs) × `k2` pairs; `b` for `k2 × 2·nr`; `sa` for
+/// `mr`, `sb` and `bias` for `nr`; `c` writable for `mr` rows (stride `ldc`) × `nr`. The ISA must
 /// be available.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -543,6 +733,10 @@ unsafe fn micro(
             QIsa::Scalar => scalar::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
             #[cfg(target_arch = "x86_64")]
             QIsa::Avx2 => avx2::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
+            #[cfg(target_arch = "x86_64")]
+            QIsa::AvxVnni => avx2::tile_vnni(k2, a, lda, b, sa, sb, bias, add, c, ldc),
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => avx512::tile(k2, a, lda, b, sa, sb, bias, add, c, ldc),
             #[cfg(all(
                 target_arch = "wasm32",
                 any(target_feature = "simd128", feature = "wasm-simd")
@@ -628,6 +822,54 @@ mod avx2 {
                     *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bv));
                 }
             }
+            store(&acc, sa, sb, bias, add, c, ldc);
+        }
+    }
+
+    /// [`tile`] with AVX-VNNI: `vpdpwssd` multiplies the pairs and accumulates in one
+    /// instruction (no `i32` overflow check either way: the chunk depth rules it out).
+    ///
+    /// # Safety
+    /// See `micro`; the CPU must have AVX2 and AVX-VNNI.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(crate) unsafe fn tile_vnni(
+        k2: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const i16,
+        sa: *const f32,
+        sb: *const f32,
+        bias: *const f32,
+        add: bool,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        unsafe {
+            let mut acc = [_mm256_setzero_si256(); MR];
+            for q in 0..k2 {
+                let bv = _mm256_loadu_si256(b.add(q * 16) as *const __m256i);
+                for (r, v) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_epi32(*a.add(r * lda + q) as i32);
+                    *v = _mm256_dpwssd_avx_epi32(*v, av, bv);
+                }
+            }
+            store(&acc, sa, sb, bias, add, c, ldc);
+        }
+    }
+
+    /// `C = acc · sa · sb + (bias, or C itself when adding)`, 8 rows × 8 columns.
+    #[inline(always)]
+    unsafe fn store(
+        acc: &[__m256i; MR],
+        sa: *const f32,
+        sb: *const f32,
+        bias: *const f32,
+        add: bool,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        unsafe {
             let (sbv, bv) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(bias));
             for (r, v) in acc.iter().enumerate() {
                 let s = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r)), sbv);
@@ -638,6 +880,61 @@ mod avx2 {
                 };
                 let out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(*v), s), base);
                 _mm256_storeu_ps(c.add(r * ldc), out);
+            }
+        }
+    }
+}
+
+/// The AVX-512 VNNI tile: 12 rows × 32 columns (two `zmm` of 16 `i32` per row: 24 accumulators,
+/// two `B` loads and 12 broadcasts per 24 `vpdpwssd`), like the f32 AVX-512 tile's 12×32.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+    pub(crate) const MR: usize = 12;
+    pub(crate) const NR: usize = 32;
+
+    /// # Safety
+    /// See `micro`; the CPU must have AVX-512F and AVX-512 VNNI.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(crate) unsafe fn tile(
+        k2: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const i16,
+        sa: *const f32,
+        sb: *const f32,
+        bias: *const f32,
+        add: bool,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+            for q in 0..k2 {
+                let b0 = _mm512_loadu_si512(b.add(q * 2 * NR) as *const __m512i);
+                let b1 = _mm512_loadu_si512(b.add(q * 2 * NR + 32) as *const __m512i);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32(*a.add(r * lda + q) as i32);
+                    row[0] = _mm512_dpwssd_epi32(row[0], av, b0);
+                    row[1] = _mm512_dpwssd_epi32(row[1], av, b1);
+                }
+            }
+            let (sb0, sb1) = (_mm512_loadu_ps(sb), _mm512_loadu_ps(sb.add(16)));
+            let (bias0, bias1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+            for (r, row) in acc.iter().enumerate() {
+                let s = _mm512_set1_ps(*sa.add(r));
+                let (s0, s1) = (_mm512_mul_ps(s, sb0), _mm512_mul_ps(s, sb1));
+                let o = c.add(r * ldc);
+                let (base0, base1) = if add {
+                    (_mm512_loadu_ps(o), _mm512_loadu_ps(o.add(16)))
+                } else {
+                    (bias0, bias1)
+                };
+                let c0 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(row[0]), s0), base0);
+                let c1 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(row[1]), s1), base1);
+                _mm512_storeu_ps(o, c0);
+                _mm512_storeu_ps(o.add(16), c1);
             }
         }
     }

@@ -1,8 +1,9 @@
 //! all-MiniLM-L6-v2 sentence embeddings: tokenise → BERT → mean pooling over the real tokens
 //! → L2 normalisation.
 //!
-//! Two engines run the BERT: [`fast`] (the default CPU path, [`Backend::Cpu`]: a fused f32
-//! encoder without padding, SIMD GEMM natively and in wasm) and burn (`flex` on the CPU as
+//! Two engines run the BERT: [`fast`] (the default CPU path, [`Backend::Cpu`]: a fused
+//! encoder without padding, SIMD GEMM natively and in wasm, dense layers on integer weights by
+//! default ([`Precision`])) and burn (`flex` on the CPU as
 //! [`Backend::Flex`], `wgpu` as [`Backend::Gpu`]). Both take their weights from the same
 //! verified burn record.
 //!
@@ -55,6 +56,57 @@ pub enum ModelError {
     /// `gpu` features.
     #[error("backend {0:?} is not compiled into this build")]
     BackendUnavailable(String),
+}
+
+/// How the fast CPU engine ([`Backend::Cpu`]) computes its dense layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Integer weights where a SIMD integer tile exists (AVX-512 VNNI, AVX-VNNI, AVX2, wasm
+    /// `simd128`): quantized per column at load, int12 from the f32 record (min cosine ≥ 0.9999
+    /// to the reference) and int8 from the compact f16 one (≥ 0.995); activations 14-bit per
+    /// row. Without SIMD the integer tile is slower than the f32 one, so that build stays f32.
+    #[default]
+    Quantized,
+    /// f32 arithmetic throughout (the reference in tests).
+    Exact,
+}
+
+impl Precision {
+    /// Parse `quantized` (or `int`) and `exact` (or `f32`).
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "quantized" | "int" => Some(Precision::Quantized),
+            "exact" | "f32" => Some(Precision::Exact),
+            _ => None,
+        }
+    }
+
+    /// `quantized` or `exact`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Quantized => "quantized",
+            Precision::Exact => "exact",
+        }
+    }
+
+    /// The integer weight width this precision gives `variant`'s weights on a machine whose
+    /// best f32 kernel is `isa` (`None`: f32).
+    #[cfg(feature = "cpu")]
+    pub fn weight_bits(
+        self,
+        variant: Variant,
+        isa: fast::kernel::Isa,
+    ) -> Option<fast::qkernel::WeightBits> {
+        use fast::qkernel::{QIsa, WeightBits};
+        match self {
+            Precision::Exact => None,
+            Precision::Quantized if QIsa::for_isa(isa) == QIsa::Scalar => None,
+            Precision::Quantized => Some(match variant {
+                Variant::F16 => WeightBits::Int8,
+                Variant::F32 => WeightBits::Int12,
+            }),
+        }
+    }
 }
 
 /// Which engine runs the model.
@@ -131,20 +183,43 @@ struct Batch {
 }
 
 impl Embedder {
-    /// Build the model from verified weights on `backend`.
+    /// Build the model from verified weights on `backend` (the CPU engine at the default
+    /// [`Precision`]).
     pub fn load(weights: &VerifiedWeights, backend: Backend) -> Result<Self, ModelError> {
+        Self::load_with(weights, backend, Precision::default())
+    }
+
+    /// [`load`](Self::load) with the CPU engine's precision (other backends ignore it).
+    #[cfg_attr(not(feature = "cpu"), allow(unused_variables))]
+    pub fn load_with(
+        weights: &VerifiedWeights,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         match backend {
             #[cfg(feature = "cpu")]
-            Backend::Cpu => Self::fast(weights),
+            Backend::Cpu => Self::fast_precision(weights, precision),
             other => Self::new(weights, other.device()?),
         }
     }
 
-    /// The fast CPU engine ([`fast::FastBert`]): weights loaded through burn `flex`, then
-    /// packed (the burn model is dropped).
+    /// The fast CPU engine ([`fast::FastBert`]) in f32: weights loaded through burn `flex`,
+    /// then packed (the burn model is dropped).
     #[cfg(feature = "cpu")]
     pub fn fast(weights: &VerifiedWeights) -> Result<Self, ModelError> {
         Self::fast_with(weights, fast::kernel::Isa::best())
+    }
+
+    /// The fast CPU engine at `precision` on this machine's best kernels (the default engine,
+    /// natively and in the browser).
+    #[cfg(feature = "cpu")]
+    pub fn fast_precision(
+        weights: &VerifiedWeights,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let isa = fast::kernel::Isa::best();
+        let bits = precision.weight_bits(weights.manifest.variant, isa);
+        Self::fast_opts(weights, isa, bits)
     }
 
     /// [`fast`](Self::fast) with a given GEMM kernel (tests compare every compiled kernel).
@@ -173,6 +248,17 @@ impl Embedder {
         weights: &VerifiedWeights,
         isa: fast::kernel::Isa,
         quant: Option<fast::qkernel::WeightBits>,
+    ) -> Result<Self, ModelError> {
+        let tile = fast::qkernel::QIsa::for_isa(isa);
+        Self::fast_tiles(weights, isa, quant.map(|bits| (tile, bits)))
+    }
+
+    /// [`fast_opts`](Self::fast_opts) with the integer tile named too (tests run every tile).
+    #[cfg(feature = "cpu")]
+    pub fn fast_tiles(
+        weights: &VerifiedWeights,
+        isa: fast::kernel::Isa,
+        quant: Option<(fast::qkernel::QIsa, fast::qkernel::WeightBits)>,
     ) -> Result<Self, ModelError> {
         let (config, model) = Self::load_bert(weights, &Device::flex())?;
         let fast = fast::FastBert::from_bert_opts(&model, &config, isa, quant)?;
