@@ -3,9 +3,9 @@
 //!
 //! Two paths, the same result up to f32 rounding:
 //! - **AVX-512, head dimension 32** (MiniLM: 384 / 12): a dedicated kernel. `Kᵀ` is copied once
-//!   into 16-column blocks; four query rows at a time get their scores (4 independent FMA chains
-//!   over `d`), softmax, then their context rows (8 accumulators over the keys, `V` rows read in
-//!   place). No packing of `V`, no edge tiles: short sequences (12 tokens) were dominated by
+//!   into 16-column blocks; eight query rows at a time get their scores (8 independent FMA
+//!   chains over `d`), softmax, then their context rows (16 accumulators over the keys, `V` rows
+//!   read in place). No packing of `V`, no edge tiles: short sequences (12 tokens) were dominated by
 //!   the generic path's per-call costs (packing two operands, a 12×32 tile for a 12×12 score
 //!   matrix), ≈ 17 % of a short sentence's forward pass.
 //! - **Everywhere else**: the packed GEMM ([`kernel`]) for `Q·Kᵀ` and `P·V`, softmax
@@ -125,8 +125,8 @@ mod avx512 {
 
     /// The head dimension this kernel handles.
     pub(super) const D: usize = 32;
-    /// Query rows per step.
-    const R: usize = 4;
+    /// Query rows per step (8 independent FMA chains in the scores, 16 in the context).
+    const R: usize = 8;
     /// Keys per score block (one `zmm`).
     const J: usize = 16;
 
@@ -165,7 +165,14 @@ mod avx512 {
             // SAFETY: rows i..i+rows < len of q and v (checked by the caller), kt holds D·lp
             // and scores R·lp values; `out` rows i..i+rows per the contract.
             unsafe {
-                scores_block(rows, &q[i * ld..], ld, kt, lp, scores);
+                scores_block(
+                    rows,
+                    &q[i * ld..(i + rows - 1) * ld + D],
+                    ld,
+                    kt,
+                    lp,
+                    scores,
+                );
                 for r in 0..rows {
                     crate::ops::softmax(&mut scores[r * lp..r * lp + len]);
                 }
@@ -175,10 +182,12 @@ mod avx512 {
         }
     }
 
-    /// `scores[r][j] = q_r · k_j` for `r < rows`, every `j < lp` (padded keys score 0).
+    /// `scores[r][j] = q_r · k_j` for `r < R`, every `j < lp` (padded keys score 0); rows past
+    /// `rows` repeat the last query row (every row is computed, so the accumulators stay in
+    /// registers: a row count known only at run time kept them on the stack).
     ///
     /// # Safety
-    /// AVX-512F; `q` holds `rows` rows of D (stride `ld`), `kt` D·lp, `scores` R·lp.
+    /// AVX-512F; `q` holds `rows ≥ 1` rows of D (stride `ld`), `kt` D·lp, `scores` R·lp.
     #[target_feature(enable = "avx512f")]
     unsafe fn scores_block(
         rows: usize,
@@ -188,21 +197,30 @@ mod avx512 {
         lp: usize,
         scores: &mut [f32],
     ) {
-        debug_assert!(rows <= R && kt.len() >= D * lp && scores.len() >= R * lp);
-        let qp = q.as_ptr();
+        assert!(
+            (1..=R).contains(&rows)
+                && q.len() > (rows - 1) * ld + D - 1
+                && kt.len() >= D * lp
+                && scores.len() >= R * lp
+        );
+        let mut qrow = [q.as_ptr(); R];
+        for (r, p) in qrow.iter_mut().enumerate() {
+            // SAFETY: min(r, rows - 1) < rows: a row of q (checked above).
+            *p = unsafe { q.as_ptr().add(r.min(rows - 1) * ld) };
+        }
         for b in 0..lp / J {
             let kb = kt[b * D * J..].as_ptr();
             let mut acc = [_mm512_setzero_ps(); R];
             for t in 0..D {
                 // SAFETY: t < D and block b < lp / J: inside kt.
                 let kv = unsafe { _mm512_loadu_ps(kb.add(t * J)) };
-                for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                    // SAFETY: r < rows, t < D: inside q's rows.
-                    let qv = unsafe { _mm512_set1_ps(*qp.add(r * ld + t)) };
+                for (a, row) in acc.iter_mut().zip(&qrow) {
+                    // SAFETY: `row` is a row of q, t < D.
+                    let qv = unsafe { _mm512_set1_ps(*row.add(t)) };
                     *a = _mm512_fmadd_ps(qv, kv, *a);
                 }
             }
-            for (r, a) in acc.iter().enumerate().take(rows) {
+            for (r, a) in acc.iter().enumerate() {
                 // SAFETY: r < R, b·J + J ≤ lp: inside scores.
                 unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(r * lp + b * J), *a) };
             }
@@ -226,8 +244,12 @@ mod avx512 {
         out: *mut f32,
         ldo: usize,
     ) {
-        debug_assert!(rows <= R && scores.len() >= R * lp && v.len() >= (len - 1) * ld + D);
+        assert!(
+            rows <= R && len <= lp && scores.len() >= R * lp && v.len() > (len - 1) * ld + D - 1
+        );
         let (sp, vp) = (scores.as_ptr(), v.as_ptr());
+        // All R rows (past `rows` they repeat a computed row; see `scores_block`), stored only
+        // up to `rows`.
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for j in 0..len {
             // SAFETY: j < len: row j of v holds D = 32 values.
@@ -237,18 +259,20 @@ mod avx512 {
                     _mm512_loadu_ps(vp.add(j * ld + 16)),
                 )
             };
-            for (r, a) in acc.iter_mut().enumerate().take(rows) {
+            for (r, a) in acc.iter_mut().enumerate() {
                 // SAFETY: r < R, j < len ≤ lp: inside scores.
                 let p = unsafe { _mm512_set1_ps(*sp.add(r * lp + j)) };
                 a[0] = _mm512_fmadd_ps(p, v0, a[0]);
                 a[1] = _mm512_fmadd_ps(p, v1, a[1]);
             }
         }
-        for (r, a) in acc.iter().enumerate().take(rows) {
-            // SAFETY: r < rows: row r of out holds D values per the contract.
-            unsafe {
-                _mm512_storeu_ps(out.add(r * ldo), a[0]);
-                _mm512_storeu_ps(out.add(r * ldo + 16), a[1]);
+        for (r, a) in acc.iter().enumerate() {
+            if r < rows {
+                // SAFETY: r < rows: row r of out holds D values per the contract.
+                unsafe {
+                    _mm512_storeu_ps(out.add(r * ldo), a[0]);
+                    _mm512_storeu_ps(out.add(r * ldo + 16), a[1]);
+                }
             }
         }
     }
