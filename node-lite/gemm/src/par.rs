@@ -125,9 +125,9 @@ pub fn gemm(
 
 /// Fewer rows than this run an integer GEMM on the calling thread: it is done (≈ 50 µs for
 /// 12 × 384 × 1152 on AVX-512 VNNI) before woken rayon workers would help (measured on 2
-/// cores: 12 and 48 rows ran 1.5–2.5× slower on both cores than on one, 128 rows about even,
-/// 384 rows 1.2–1.6× faster on both).
-pub const QGEMM_MIN_PARALLEL_ROWS: usize = 256;
+/// cores: 12 and 48 rows ran 1.5–2.5× slower on both cores than on one; a whole 128-token
+/// forward pass ran 1.5× faster with its GEMMs split than on one core).
+pub const QGEMM_MIN_PARALLEL_ROWS: usize = 64;
 
 /// Split an `m`-row × `panels`-panel GEMM into disjoint blocks, ≥ 4 per thread where possible
 /// (row blocks of whole `mr`-row tiles, starting at multiples of `mr`; columns split only when

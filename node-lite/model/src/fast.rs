@@ -18,9 +18,9 @@ use shoal_gemm::{attn, ops, par};
 pub use shoal_gemm::{kernel, qkernel};
 
 /// Batches of fewer tokens run the whole forward pass on the calling thread ([`par::serial`]):
-/// measured on 2 cores, one 12-token sentence ran ≈ 1.5× and one 128-token sentence ≈ 1.3×
-/// faster on one core than with each GEMM, attention and element-wise step split over two.
-const PARALLEL_MIN_TOKENS: usize = 256;
+/// measured on 2 cores (AVX-512 VNNI, int12), one 12-token sentence ran 1.45× faster on one
+/// core (775 vs 530 /s) and one 128-token sentence 1.5× faster on two (84 vs 54 /s).
+const PARALLEL_MIN_TOKENS: usize = 64;
 
 /// Multiply-adds of `Q·Kᵀ` below which attention runs on the calling thread (2²¹: a batch of
 /// 32 short sentences, 32 · 12² · 384 ≈ 1.8 M, stays on one thread; one 128-token sentence,
