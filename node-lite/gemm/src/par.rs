@@ -248,7 +248,8 @@ mod tests {
     }
 
     /// Integer GEMM throughput per tile, one thread and all threads (multiply-adds counted as
-    /// 2 ops): `cargo test -p shoal-gemm --lib integer_gops -- --ignored --nocapture`.
+    /// 2 ops): `cargo test -p shoal-gemm --lib integer_gops -- --ignored --nocapture` (the f32
+    /// tiles: `kernel_gflops`).
     #[test]
     #[ignore]
     fn integer_gops() {
@@ -287,29 +288,6 @@ mod tests {
                     "{:>18} m{m:>5} k{k:>5} n{n:>5}: {one:6.1} GOP/s on 1 thread, {all:6.1} on {}",
                     isa.name(bits),
                     threads()
-                );
-            }
-        }
-        for isa in kernel::Isa::available() {
-            for (m, k, n) in [
-                (4096, 384, 1152),
-                (4096, 1536, 384),
-                (128, 384, 1536),
-                (12, 384, 1152),
-            ] {
-                let a = values(m * k, 1);
-                let b = PackedB::from_row_major(isa, &values(k * n, 2), k, n);
-                let mut c = vec![0.0; m * n];
-                let t0 = std::time::Instant::now();
-                let mut reps = 0;
-                while t0.elapsed().as_secs_f64() < 0.5 {
-                    gemm(m, &a, k, &b, None, &mut c, n);
-                    reps += 1;
-                }
-                let g = 2.0 * (m * k * n * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9;
-                eprintln!(
-                    "{:>18} m{m:>5} k{k:>5} n{n:>5}: {g:6.1} GFLOP/s",
-                    isa.name()
                 );
             }
         }

@@ -813,15 +813,11 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
     ) {
+        // SAFETY: per this function's contract; `vpmaddwd` + `vpaddd` need only AVX2.
         unsafe {
-            let mut acc = [_mm256_setzero_si256(); MR];
-            for q in 0..k2 {
-                let bv = _mm256_loadu_si256(b.add(q * 16) as *const __m256i);
-                for (r, v) in acc.iter_mut().enumerate() {
-                    let av = _mm256_set1_epi32(*a.add(r * lda + q) as i32);
-                    *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bv));
-                }
-            }
+            let acc = sums(k2, a, lda, b, |v, av, bv| {
+                _mm256_add_epi32(v, _mm256_madd_epi16(av, bv))
+            });
             store(&acc, sa, sb, bias, add, c, ldc);
         }
     }
@@ -845,16 +841,38 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
     ) {
+        // SAFETY: per this function's contract; the CPU has AVX-VNNI.
+        unsafe {
+            let acc = sums(k2, a, lda, b, |v, av, bv| {
+                _mm256_dpwssd_avx_epi32(v, av, bv)
+            });
+            store(&acc, sa, sb, bias, add, c, ldc);
+        }
+    }
+
+    /// The 8 × 8 `i32` sums over `k2` pairs, `step(acc, a pair splatted, B's pair-row)` per
+    /// row and pair (inlined into each tile, so it runs with that tile's target features).
+    ///
+    /// # Safety
+    /// As `micro` for `a` and `b`; the caller's target features must cover `step`.
+    #[inline(always)]
+    unsafe fn sums(
+        k2: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const i16,
+        step: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) -> [__m256i; MR] {
         unsafe {
             let mut acc = [_mm256_setzero_si256(); MR];
             for q in 0..k2 {
                 let bv = _mm256_loadu_si256(b.add(q * 16) as *const __m256i);
                 for (r, v) in acc.iter_mut().enumerate() {
                     let av = _mm256_set1_epi32(*a.add(r * lda + q) as i32);
-                    *v = _mm256_dpwssd_avx_epi32(*v, av, bv);
+                    *v = step(*v, av, bv);
                 }
             }
-            store(&acc, sa, sb, bias, add, c, ldc);
+            acc
         }
     }
 

@@ -231,18 +231,9 @@ impl Embedder {
         Self::fast_opts(weights, isa, None)
     }
 
-    /// The fast CPU engine with its dense layers on the integer kernel (weights quantized per
-    /// column at load to `bits`, activations per row to 14 bits on each call): the browser's
-    /// CPU engine (int8 for the compact f16 weights, int12 for the f32 ones).
-    #[cfg(feature = "cpu")]
-    pub fn fast_quant(
-        weights: &VerifiedWeights,
-        bits: fast::qkernel::WeightBits,
-    ) -> Result<Self, ModelError> {
-        Self::fast_opts(weights, fast::kernel::Isa::best(), Some(bits))
-    }
-
-    /// [`fast_with`](Self::fast_with), `quant`: see [`fast_quant`](Self::fast_quant).
+    /// [`fast_with`](Self::fast_with); `quant`: the dense layers on the integer kernel, weights
+    /// quantized per column at load to that width, activations per row to 14 bits on each call
+    /// (what [`Precision::Quantized`] picks: int12 from f32 weights, int8 from f16).
     #[cfg(feature = "cpu")]
     pub fn fast_opts(
         weights: &VerifiedWeights,
