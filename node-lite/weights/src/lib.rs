@@ -233,8 +233,9 @@ pub(crate) fn join_chunks(
 pub struct VerifiedWeights {
     /// The manifest every byte below was checked against.
     pub manifest: Manifest,
-    /// The burnpack record (chunks joined).
-    pub record: Vec<u8>,
+    /// The burnpack record (chunks joined), shared: cloning it (into burn's store) copies no
+    /// bytes.
+    pub record: bytes::Bytes,
     /// `tokenizer.json`.
     pub tokenizer: Vec<u8>,
 }
@@ -260,7 +261,7 @@ impl VerifiedWeights {
         let record = manifest.assemble(chunks)?;
         Ok(Self {
             manifest,
-            record,
+            record: record.into(),
             tokenizer,
         })
     }
