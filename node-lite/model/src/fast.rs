@@ -12,7 +12,9 @@
 //! - mean pooling over each sentence's tokens, then L2 normalisation.
 //!
 //! Buffers are sized to the batch once per call (and kept for the next call); natively the
-//! GEMMs, attention and element-wise passes use every core (rayon), in wasm one thread.
+//! GEMMs, attention and element-wise passes use every core (rayon) for batches of at least
+//! 64 tokens (smaller ones run on the calling thread: waking workers costs more), in wasm one
+//! thread.
 
 use shoal_gemm::{attn, ops, par};
 pub use shoal_gemm::{kernel, qkernel};

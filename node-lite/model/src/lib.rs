@@ -72,11 +72,11 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Parse `quantized` (or `int`) and `exact` (or `f32`).
+    /// Parse `quantized` or `exact` (the words of [`as_str`](Self::as_str)).
     pub fn parse(s: &str) -> Option<Precision> {
         match s {
-            "quantized" | "int" => Some(Precision::Quantized),
-            "exact" | "f32" => Some(Precision::Exact),
+            "quantized" => Some(Precision::Quantized),
+            "exact" => Some(Precision::Exact),
             _ => None,
         }
     }
