@@ -147,6 +147,7 @@ fn to_js(ev: AppEvent, tab: &mut TabParts) -> JsValue {
             peers,
             times,
             rejected,
+            ..
         } => plain(JsEvent::Stats {
             peers: peers
                 .into_iter()
@@ -187,6 +188,7 @@ fn to_js(ev: AppEvent, tab: &mut TabParts) -> JsValue {
             );
             o.into()
         }
+        AppEvent::Gen(_) | AppEvent::Serve(_) | AppEvent::Misbehaviour(_) => JsValue::NULL,
     }
 }
 
@@ -245,6 +247,7 @@ impl CircleMember {
             name: o.name.chars().take(48).collect(),
             backend: o.backend.chars().take(16).collect(),
             texts_per_sec: o.rate.max(0.1),
+            chat: Vec::new(),
         };
         let mut cfg = WebConfig::new(o.relays, keypair, Circle::new(key.clone()), caps);
         cfg.ice_servers = o.ice;
@@ -253,6 +256,14 @@ impl CircleMember {
             Box::new(move |lane, texts| Box::pin(run_compute(compute.clone(), lane, texts)));
         let mut tab = TabParts::default();
         let on_event: web::EventFn = Box::new(move |ev| {
+            // This tab neither serves nor requests answers over the circle yet (it advertises
+            // no chat model, so the node refuses requests itself): nothing to show.
+            if matches!(
+                ev,
+                AppEvent::Gen(_) | AppEvent::Serve(_) | AppEvent::Misbehaviour(_)
+            ) {
+                return;
+            }
             if let Err(e) = on_event.call1(&JsValue::NULL, &to_js(ev, &mut tab)) {
                 web_sys::console::error_1(&e);
             }

@@ -36,6 +36,26 @@ impl ChatModelArgs {
         Ok(self.load_with_id()?.0)
     }
 
+    /// Load and verify the model; also its circle id: BLAKE2b-256 of the GGUF bytes (the same
+    /// file has the same id wherever it came from).
+    pub(crate) fn load_with_hash(&self) -> Result<(Engine, [u8; 32])> {
+        let loc = self
+            .model
+            .clone()
+            .unwrap_or_else(|| paths::default_chat_model_dir().display().to_string());
+        let (bytes, _) = load_bytes(&loc)?;
+        let hash = node_lite::receipt::commitment(&bytes);
+        let e = Engine::from_gguf(&bytes, self.threads().max(1))
+            .with_context(|| format!("loading the chat model from {loc}"))?;
+        Ok((e, hash))
+    }
+
+    fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Load and verify the model; also its id (the manifest's, or the file name's).
     pub(crate) fn load_with_id(&self) -> Result<(Engine, String)> {
         let loc = self

@@ -85,12 +85,22 @@ fn compute_fn(e: Embedder, hold_file: Option<std::path::PathBuf>) -> ComputeFn {
     })
 }
 
-fn config(link: &str, net: &NetArgs, embedder: &Embedder) -> Result<NativeConfig> {
+/// The embedding rate to announce: `--rate`, else measured.
+fn embed_rate(net: &NetArgs, embedder: &Embedder) -> Result<f32> {
+    match net.rate {
+        Some(r) => Ok(r),
+        None => calibrate(embedder),
+    }
+}
+
+/// The member's settings: identity, circle, capabilities (`rate` texts/s, chat models served).
+pub(crate) fn config(
+    link: &str,
+    net: &NetArgs,
+    rate: f32,
+    chat: Vec<node_lite::jobs::ChatModelCap>,
+) -> Result<NativeConfig> {
     let key = CircleKey::parse(link).context("parsing the circle link")?;
-    let rate = match net.rate {
-        Some(r) => r,
-        None => calibrate(embedder)?,
-    };
     let keypair = Keypair::generate()?;
     let name = net
         .name
@@ -100,6 +110,7 @@ fn config(link: &str, net: &NetArgs, embedder: &Embedder) -> Result<NativeConfig
         name,
         backend: "native".into(),
         texts_per_sec: rate,
+        chat,
     };
     let circle = if net.test_impostor {
         CircleKey::generate()?.circle()
@@ -127,33 +138,46 @@ fn config(link: &str, net: &NetArgs, embedder: &Embedder) -> Result<NativeConfig
     Ok(cfg)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
-fn jline(v: serde_json::Value) {
+pub(crate) fn jline(v: serde_json::Value) {
     let mut out = std::io::stderr().lock();
     let _ = serde_json::to_writer(&mut out, &v);
     let _ = out.write_all(b"\n");
 }
 
 /// `shoal-node join LINK`: serve shards for the circle until killed.
-pub(crate) fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> {
-    let cfg = config(link, net, &embedder)?;
+pub(crate) fn join(
+    link: &str,
+    net: &NetArgs,
+    embedder: Embedder,
+    chat: Option<crate::circle_chat::ChatServing>,
+) -> Result<()> {
+    let rate = embed_rate(net, &embedder)?;
+    let caps = chat
+        .as_ref()
+        .map(|c| vec![c.cap.clone()])
+        .unwrap_or_default();
+    let cfg = config(link, net, rate, caps)?;
     jline(
         serde_json::json!({"event": "member", "peer": cfg.keypair.peer_id().to_string(),
-        "name": cfg.caps.name, "texts_per_sec": cfg.caps.texts_per_sec}),
+        "name": cfg.caps.name, "texts_per_sec": cfg.caps.texts_per_sec,
+        "chat": cfg.caps.chat.iter().map(|c| serde_json::json!({"model": hex::encode(c.model),
+            "prefill_tok_s": c.prefill_tok_s, "decode_tok_s": c.decode_tok_s})).collect::<Vec<_>>()}),
     );
     let rt = runtime()?;
     rt.block_on(async move {
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let driver = tokio::spawn(native::run(cfg, compute_fn(embedder, net.test_hold_file.clone()), cmd_rx, ev_tx));
+        let mut chat = chat.map(|c| crate::circle_chat::ChatThread::spawn(c.engine, cmd_tx.clone(), c.hooks));
         let mut stats_every = tokio::time::interval(Duration::from_secs(2));
-        let mut last_computed = 0;
+        let mut last = (0, 0);
         loop {
             tokio::select! {
                 ev = ev_rx.recv() => {
@@ -166,12 +190,25 @@ pub(crate) fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> 
                         AppEvent::PeerDown { peer } => jline(serde_json::json!({"event": "peer_down", "peer": peer.to_string()})),
                         AppEvent::Rejected { peer, reason } => jline(serde_json::json!({"event": "rejected",
                             "peer": peer.to_string(), "reason": reason})),
-                        AppEvent::Stats { times, rejected, .. } if times.computed != last_computed => {
-                            last_computed = times.computed;
+                        AppEvent::Stats { times, rejected, generation, .. }
+                            if (times.computed, generation.tokens_served) != last =>
+                        {
+                            last = (times.computed, generation.tokens_served);
                             jline(serde_json::json!({"event": "stats", "computed": times.computed,
                                 "served": times.served, "compute_ms": times.compute_ms,
-                                "served_residence_ms": times.served_residence_ms, "rejected": rejected}));
+                                "served_residence_ms": times.served_residence_ms, "rejected": rejected,
+                                "tokens_served": generation.tokens_served,
+                                "answers_served": generation.answers_served}));
                         }
+                        AppEvent::Serve(s) => match chat.as_mut() {
+                            Some(c) => c.serve(s),
+                            None => {
+                                if let node_lite::rtc::node::ServeOut::Generate(task) = s {
+                                    let _ = cmd_tx.try_send(AppCmd::GenServed { key: task.key(),
+                                        outcome: Err("this member serves no chat model".into()) });
+                                }
+                            }
+                        },
                         _ => {}
                     }
                 }
@@ -179,6 +216,7 @@ pub(crate) fn join(link: &str, net: &NetArgs, embedder: Embedder) -> Result<()> 
                 _ = tokio::signal::ctrl_c() => break,
             }
         }
+        drop(chat);
         drop(cmd_tx);
         let _ = driver.await;
         Ok::<_, anyhow::Error>(())
@@ -210,7 +248,7 @@ pub(crate) struct CircleEmbedArgs {
 /// Keep `receipts` in the store and submit them to the first relay that takes them (`POST
 /// /log/submit`); returns how many a relay promised to include. Failures are reported, not
 /// fatal: the receipts stay in the store and can be submitted again.
-fn anchor(
+pub(crate) fn anchor(
     receipts: &[node_lite::receipt::Receipt],
     relays: &[String],
     store: &std::path::Path,
@@ -265,7 +303,8 @@ fn relay_http(u: &str) -> String {
 /// input order.
 pub(crate) fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedder) -> Result<()> {
     let link = args.circle.as_deref().context("--circle")?;
-    let cfg = config(link, &args.net, &embedder)?;
+    let rate = embed_rate(&args.net, &embedder)?;
+    let cfg = config(link, &args.net, rate, Vec::new())?;
     let rt = runtime()?;
     let n = texts.len();
     let (vectors, summary) = rt.block_on(async {
@@ -327,7 +366,7 @@ pub(crate) fn embed(texts: Vec<String>, args: &CircleEmbedArgs, embedder: Embedd
         cmd_tx.send(AppCmd::Stats).await.ok().context("driver stopped")?;
         let (peers, times, rejected) = loop {
             match ev_rx.recv().await {
-                Some(AppEvent::Stats { peers, times, rejected }) => break (peers, times, rejected),
+                Some(AppEvent::Stats { peers, times, rejected, .. }) => break (peers, times, rejected),
                 Some(AppEvent::Receipt(r)) => receipts.push(*r),
                 Some(_) => {}
                 None => bail!("circle driver stopped"),

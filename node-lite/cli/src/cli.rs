@@ -56,6 +56,20 @@ enum Command {
         net: crate::circle_cmd::NetArgs,
         #[command(flatten)]
         model: ModelArgs,
+        /// Also answer the members' chat requests, with the default chat model (or
+        /// --chat-model).
+        #[arg(long)]
+        chat: bool,
+        /// Chat model to serve (as `chat --model`; implies --chat).
+        #[arg(long = "chat-model")]
+        chat_model: Option<String>,
+        /// Threads for the chat model's matrix products (default: all cores).
+        #[arg(long)]
+        chat_threads: Option<usize>,
+        /// TEST HOOK: change one answer token in N (positions ≡ 10 mod N) of every answer
+        /// served.
+        #[arg(long, hide = true)]
+        test_tamper: Option<usize>,
     },
     /// Add .txt/.md files (directories are walked recursively) to the local index.
     /// Unchanged files are skipped; changed files are re-embedded.
@@ -110,6 +124,8 @@ enum Command {
         model: crate::chat_cmd::ChatModelArgs,
         #[command(flatten)]
         gen_args: crate::chat_cmd::GenArgs,
+        #[command(flatten)]
+        circle: crate::circle_chat::CircleChatArgs,
     },
     /// Answer a question from your own documents: the top passages of the local index (`shoal-node
     /// index`) go into the prompt as numbered sources, the answer streams, then the sources
@@ -311,7 +327,30 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
                 embed(&input, &model)
             }
         }
-        Command::Join { link, net, model } => crate::circle_cmd::join(&link, &net, model.load()?),
+        Command::Join {
+            link,
+            net,
+            model,
+            chat,
+            chat_model,
+            chat_threads,
+            test_tamper,
+        } => {
+            let serving = if chat || chat_model.is_some() {
+                let args = crate::chat_cmd::ChatModelArgs {
+                    model: chat_model,
+                    threads: chat_threads,
+                };
+                let hooks = crate::circle_chat::ServeHooks {
+                    tamper_every: test_tamper,
+                    hold_file: net.test_hold_file.clone(),
+                };
+                Some(crate::circle_chat::ChatServing::load(&args, hooks)?)
+            } else {
+                None
+            };
+            crate::circle_cmd::join(&link, &net, model.load()?, serving)
+        }
         Command::Index {
             paths,
             index,
@@ -331,7 +370,14 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
             json,
             model,
             gen_args,
-        } => crate::chat_cmd::chat(prompt, system, json, &model, &gen_args),
+            circle,
+        } => {
+            if circle.circle.is_some() {
+                crate::circle_chat::ask(prompt, system, json, &model, &gen_args, &circle)
+            } else {
+                crate::chat_cmd::chat(prompt, system, json, &model, &gen_args)
+            }
+        }
         Command::ImportGguf { from, out } => crate::chat_cmd::import(&from, &out),
         Command::Serve {
             listen,

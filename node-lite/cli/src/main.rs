@@ -1,6 +1,7 @@
 //! `shoal-node`: the native Shoal node. Embed text, index and search your files locally.
 
 mod chat_cmd;
+mod circle_chat;
 mod circle_cmd;
 mod cli;
 mod paths;

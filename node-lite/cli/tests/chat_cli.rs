@@ -11,19 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn gguf() -> PathBuf {
-    let p = std::env::var_os("SHOAL_LLM_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            common::model_dir()
-                .parent()
-                .and_then(|p| p.parent())
-                .map(|p| p.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf"))
-                .unwrap_or_default()
-        });
-    assert!(p.exists(), "{} missing — run scripts/setup", p.display());
-    p
-}
+use common::gguf;
 
 fn shoal(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-node"))

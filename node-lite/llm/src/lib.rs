@@ -20,6 +20,7 @@ pub mod sample;
 pub mod template;
 pub mod testdata;
 pub mod tokenizer;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 

@@ -104,6 +104,12 @@ pub fn top2_margin(logits: &[f32]) -> f32 {
 /// The candidate set sampling may pick from at these settings (after penalty, temperature,
 /// top-k, top-p), as (token, probability), most likely first. Greedy: the argmax alone.
 pub fn candidates(logits: &[f32], s: &Sampling, recent: &[u32]) -> Vec<(u32, f32)> {
+    candidates_of(&penalized(logits, s, recent), s)
+}
+
+/// The logits after the repetition penalty over the last `repeat_last_n` of `recent` (what
+/// every other sampling step sees).
+pub fn penalized(logits: &[f32], s: &Sampling, recent: &[u32]) -> Vec<f32> {
     let mut l = logits.to_vec();
     if s.repeat_penalty != 1.0 {
         let start = recent.len().saturating_sub(s.repeat_last_n);
@@ -120,8 +126,13 @@ pub fn candidates(logits: &[f32], s: &Sampling, recent: &[u32]) -> Vec<(u32, f32
             }
         }
     }
+    l
+}
+
+/// [`candidates`] of logits the penalty was already applied to ([`penalized`]).
+pub fn candidates_of(l: &[f32], s: &Sampling) -> Vec<(u32, f32)> {
     if s.temperature <= 0.0 {
-        return vec![(argmax(&l), 1.0)];
+        return vec![(argmax(l), 1.0)];
     }
     let mut idx: Vec<u32> = (0..l.len() as u32).collect();
     let k = if s.top_k == 0 {

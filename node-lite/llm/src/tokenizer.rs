@@ -224,6 +224,11 @@ impl Tokenizer {
             .map_err(|e| LlmError::Tokenizer(e.to_string()))
     }
 
+    /// Whether `id` ends a turn ([`Tokenizer::stop`]).
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop.contains(&id)
+    }
+
     /// Vocabulary size.
     pub fn vocab(&self) -> usize {
         self.tokens.len()
@@ -255,6 +260,11 @@ impl TextStream {
         let new = text.get(self.emitted..).unwrap_or("").to_string();
         self.emitted = text.len();
         Ok(new)
+    }
+
+    /// The ids fed so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
     }
 
     /// All text so far.

@@ -372,6 +372,11 @@ fn peer_messages_roundtrip_and_limits() {
             name: "tab".into(),
             backend: "webgpu".into(),
             texts_per_sec: 120.5,
+            chat: vec![shoal_mesh::jobs::ChatModelCap {
+                model: [3; 32],
+                prefill_tok_s: 900.0,
+                decode_tok_s: 80.0,
+            }],
         }),
         PeerMsg::ShardRequest {
             job: JobId([1; 16]),

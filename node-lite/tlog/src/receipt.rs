@@ -22,6 +22,9 @@ pub const MAX_RECEIPT_BYTES: usize = 512;
 
 const WORKER_DOMAIN: &[u8] = b"shoal/receipt/v1/worker\0";
 const REQUESTER_DOMAIN: &[u8] = b"shoal/receipt/v1/requester\0";
+const ACCUSER_DOMAIN: &[u8] = b"shoal/misbehaviour/v1/requester\0";
+/// Version byte of an encoded [`Misbehaviour`] record.
+pub const MISBEHAVIOUR_VERSION: u8 = 1;
 
 /// Why a receipt could not be decoded, verified or signed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -243,6 +246,100 @@ impl Receipt {
     }
 }
 
+/// A requester's signed record that a worker's signed result failed its check: the worker's
+/// own signature over the commitments of what it returned (it cannot deny having sent it) and
+/// the first position the requester's check rejected. Whoever holds the commitment key and
+/// the tokens (the requester) can show anyone with the model that the token at `position` is
+/// not one the model allows; the record itself reveals neither.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Misbehaviour {
+    /// What the worker signed (commitments to its input and its output).
+    pub body: ReceiptBody,
+    /// The worker's signature over `body` (as in a receipt).
+    pub worker_sig: Sig,
+    /// The first rejected position of the output (a token index for generation).
+    pub position: u32,
+    /// The requester's signature over `"shoal/misbehaviour/v1/requester\0" || body ||
+    /// worker_sig || position (u32 LE)`.
+    pub requester_sig: Sig,
+}
+
+impl Misbehaviour {
+    fn message(body: &ReceiptBody, worker_sig: &Sig, position: u32) -> Vec<u8> {
+        [
+            ACCUSER_DOMAIN,
+            &body.encode(),
+            &worker_sig.0,
+            &position.to_le_bytes(),
+        ]
+        .concat()
+    }
+
+    /// The requester signs the record; checks the worker's signature first.
+    pub fn sign(
+        body: ReceiptBody,
+        worker_sig: Sig,
+        position: u32,
+        requester: &dyn NoteSigner,
+    ) -> Result<Self, ReceiptError> {
+        if requester.public_key() != body.requester {
+            return Err(ReceiptError::WrongSigner("requester"));
+        }
+        if !ed25519_verify(&body.worker, &body.worker_message(), &worker_sig.0) {
+            return Err(ReceiptError::BadWorkerSignature);
+        }
+        let requester_sig = Sig(requester.sign(&Self::message(&body, &worker_sig, position)));
+        Ok(Self {
+            body,
+            worker_sig,
+            position,
+            requester_sig,
+        })
+    }
+
+    /// Checks times and both signatures.
+    pub fn verify(&self) -> Result<(), ReceiptError> {
+        let b = &self.body;
+        if b.finished_ms < b.started_ms {
+            return Err(ReceiptError::BadTimes);
+        }
+        if !ed25519_verify(&b.worker, &b.worker_message(), &self.worker_sig.0) {
+            return Err(ReceiptError::BadWorkerSignature);
+        }
+        let m = Self::message(b, &self.worker_sig, self.position);
+        if !ed25519_verify(&b.requester, &m, &self.requester_sig.0) {
+            return Err(ReceiptError::BadRequesterSignature);
+        }
+        Ok(())
+    }
+
+    /// `version || postcard(record)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![MISBEHAVIOUR_VERSION];
+        // Infallible for this fixed shape, see `ReceiptBody::encode`.
+        out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes and verifies.
+    pub fn decode_verified(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        if bytes.len() > MAX_RECEIPT_BYTES {
+            return Err(ReceiptError::TooLarge(bytes.len()));
+        }
+        let (&version, rest) = bytes.split_first().ok_or(ReceiptError::Empty)?;
+        if version != MISBEHAVIOUR_VERSION {
+            return Err(ReceiptError::UnknownVersion(version));
+        }
+        let (r, trailing) = postcard::take_from_bytes::<Misbehaviour>(rest)
+            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if !trailing.is_empty() {
+            return Err(ReceiptError::Trailing);
+        }
+        r.verify()?;
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +364,25 @@ mod tests {
         let ws = body.sign_as_worker(&w).expect("worker signs");
         let rc = Receipt::countersign(body, ws, &r).expect("countersign");
         (rc, w, r)
+    }
+
+    #[test]
+    fn misbehaviour_records_bind_the_worker_and_verify() {
+        let (rc, w, r) = sample();
+        let m = Misbehaviour::sign(rc.body.clone(), rc.worker_sig, 41, &r).expect("sign");
+        let bytes = m.encode();
+        assert!(bytes.len() <= MAX_RECEIPT_BYTES, "{} bytes", bytes.len());
+        assert_eq!(Misbehaviour::decode_verified(&bytes).expect("valid"), m);
+        // Another position, a forged worker signature, the wrong signer: all refused.
+        let mut moved = m.clone();
+        moved.position = 40;
+        assert_eq!(moved.verify(), Err(ReceiptError::BadRequesterSignature));
+        let mut forged = m.clone();
+        forged.worker_sig = Sig([1; 64]);
+        assert_eq!(forged.verify(), Err(ReceiptError::BadWorkerSignature));
+        assert!(Misbehaviour::decode_verified(&rc.encode()).is_err());
+        assert!(Misbehaviour::sign(rc.body.clone(), Sig([1; 64]), 41, &r).is_err());
+        assert!(Misbehaviour::sign(rc.body, rc.worker_sig, 41, &w).is_err());
     }
 
     #[test]

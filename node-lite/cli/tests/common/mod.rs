@@ -3,6 +3,23 @@
 
 use std::path::PathBuf;
 
+pub(crate) mod circle;
+
+/// The SmolLM2 GGUF: `$SHOAL_LLM_GGUF`, else where scripts/setup puts it.
+pub(crate) fn gguf() -> PathBuf {
+    let p = std::env::var_os("SHOAL_LLM_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            model_dir()
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf"))
+                .unwrap_or_default()
+        });
+    assert!(p.exists(), "{} missing — run scripts/setup", p.display());
+    p
+}
+
 /// The imported model (scripts/setup + the test script put it there).
 pub(crate) fn model_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SHOAL_MODEL_DIR") {

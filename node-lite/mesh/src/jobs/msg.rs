@@ -21,6 +21,14 @@ pub const MAX_TEXT_LEN: usize = 16 * 1024;
 pub const MAX_DIM: usize = 4096;
 /// Longest free-text field (reasons, names).
 pub const MAX_LABEL_LEN: usize = 256;
+/// Most chat models one member advertises.
+pub const MAX_CHAT_MODELS: usize = 8;
+/// Longest prompt (plus answer prefix) of a generation request, in tokens.
+pub const MAX_GEN_TOKENS: usize = 32 * 1024;
+/// Most tokens in one [`PeerMsg::GenTokens`].
+pub const MAX_TOKENS_PER_MSG: usize = 4096;
+/// Longest sampling settings (JSON) of a generation request.
+pub const MAX_SAMPLING_LEN: usize = 1024;
 
 /// `reason` cut to at most [`MAX_LABEL_LEN`] bytes on a character boundary.
 pub fn truncate_label(mut reason: String) -> String {
@@ -51,6 +59,31 @@ pub struct Capabilities {
     pub backend: String,
     /// Calibrated throughput, texts per second.
     pub texts_per_sec: f32,
+    /// Chat models this member serves (at most [`MAX_CHAT_MODELS`]).
+    pub chat: Vec<ChatModelCap>,
+}
+
+/// A chat model a member serves, and how fast (measured on that member).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatModelCap {
+    /// The model's id: BLAKE2b-256 of its GGUF bytes (same file = same id wherever it came
+    /// from).
+    pub model: [u8; 32],
+    /// Prompt tokens per second.
+    pub prefill_tok_s: f32,
+    /// Generated tokens per second.
+    pub decode_tok_s: f32,
+}
+
+/// Why a generation ended, on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GenFinish {
+    /// An end-of-turn token (the last token sent) or a stop string.
+    Stop,
+    /// `max_tokens` or the context filled up.
+    Length,
+    /// The requester cancelled.
+    Cancelled,
 }
 
 /// One message between two members.
@@ -117,6 +150,58 @@ pub enum PeerMsg {
         /// Ed25519 signature of the worker.
         sig: shoal_tlog::receipt::Sig,
     },
+    /// `7` requester → worker: continue `prompt ‖ prefix` with at most `max_tokens − |prefix|`
+    /// tokens. `attempt` numbers the requests of one job (a failover or a regeneration sends
+    /// the answer so far as `prefix` under a new attempt).
+    GenRequest {
+        /// Job.
+        job: JobId,
+        /// Attempt within the job.
+        attempt: u32,
+        /// The chat model ([`ChatModelCap::model`]).
+        model: [u8; 32],
+        /// The templated prompt's token ids.
+        prompt: Vec<u32>,
+        /// Answer tokens already generated (by others): generation continues after them.
+        prefix: Vec<u32>,
+        /// Most answer tokens in all, prefix included.
+        max_tokens: u32,
+        /// Sampling settings as JSON (the chat engine's `Sampling`; ≤ [`MAX_SAMPLING_LEN`]).
+        sampling: String,
+    },
+    /// `8` worker → requester: answer tokens `start..start + tokens.len()` (absolute positions
+    /// in the answer, prefix included), in order, no gaps.
+    GenTokens {
+        /// Job.
+        job: JobId,
+        /// Attempt.
+        attempt: u32,
+        /// Position of the first token.
+        start: u32,
+        /// Token ids.
+        tokens: Vec<u32>,
+    },
+    /// `9` worker → requester: the attempt ended after `end` answer tokens (its receipt
+    /// signature follows as [`PeerMsg::ReceiptSig`] with `shard = attempt`).
+    GenDone {
+        /// Job.
+        job: JobId,
+        /// Attempt.
+        attempt: u32,
+        /// Answer length at the end (prefix included).
+        end: u32,
+        /// Why it ended.
+        finish: GenFinish,
+    },
+    /// `10` worker → requester: the attempt failed (or the worker is busy, or lacks the model).
+    GenError {
+        /// Job.
+        job: JobId,
+        /// Attempt.
+        attempt: u32,
+        /// Short reason (≤ [`MAX_LABEL_LEN`]).
+        reason: String,
+    },
 }
 
 /// Why a peer message was refused.
@@ -172,6 +257,14 @@ impl PeerMsg {
                 limit(
                     c.texts_per_sec.is_finite() && c.texts_per_sec >= 0.0,
                     "texts_per_sec",
+                )?;
+                limit(c.chat.len() <= MAX_CHAT_MODELS, "chat models")?;
+                let rate = |r: f32| r.is_finite() && r >= 0.0;
+                limit(
+                    c.chat
+                        .iter()
+                        .all(|m| rate(m.prefill_tok_s) && rate(m.decode_tok_s)),
+                    "chat rates",
                 )
             }
             PeerMsg::ShardRequest { texts, .. } => {
@@ -196,6 +289,34 @@ impl PeerMsg {
                 finished_ms,
                 ..
             } => limit(finished_ms >= started_ms, "receipt times"),
+            PeerMsg::GenRequest {
+                prompt,
+                prefix,
+                max_tokens,
+                sampling,
+                ..
+            } => {
+                limit(!prompt.is_empty(), "empty prompt")?;
+                limit(
+                    prompt.len() + prefix.len() <= MAX_GEN_TOKENS,
+                    "prompt tokens",
+                )?;
+                limit(
+                    (*max_tokens as usize) <= MAX_GEN_TOKENS
+                        && prefix.len() <= *max_tokens as usize,
+                    "max_tokens",
+                )?;
+                limit(sampling.len() <= MAX_SAMPLING_LEN, "sampling")
+            }
+            PeerMsg::GenTokens { start, tokens, .. } => {
+                limit(tokens.len() <= MAX_TOKENS_PER_MSG, "tokens per message")?;
+                limit(
+                    (*start as usize).saturating_add(tokens.len()) <= MAX_GEN_TOKENS,
+                    "token position",
+                )
+            }
+            PeerMsg::GenDone { end, .. } => limit((*end as usize) <= MAX_GEN_TOKENS, "end"),
+            PeerMsg::GenError { reason, .. } => limit(reason.len() <= MAX_LABEL_LEN, "reason"),
         }
     }
 
@@ -220,6 +341,21 @@ pub fn f32s_to_le(values: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// Token ids → the bytes receipts commit to: u32 little-endian each.
+pub fn tokens_to_le(tokens: &[u32]) -> Vec<u8> {
+    tokens.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+/// The bytes a generation receipt's input commitment covers: `|prompt|` (u32 LE) ‖ prompt ‖
+/// prefix, tokens u32 LE.
+pub fn gen_input_bytes(prompt: &[u32], prefix: &[u32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 * (1 + prompt.len() + prefix.len()));
+    b.extend_from_slice(&(prompt.len() as u32).to_le_bytes());
+    b.extend(tokens_to_le(prompt));
+    b.extend(tokens_to_le(prefix));
+    b
 }
 
 /// Little-endian bytes → f32 values (`None` if the length is not a multiple of 4).

@@ -5,9 +5,9 @@
 //! commands into the node) and [`route`] (the node's outputs split into transport work, model
 //! work and application events).
 
-use super::node::{CircleNode, Member, NodeOut, ShardTimes};
+use super::node::{CircleNode, GenCounters, GenKey, GenOut, Member, NodeOut, ServeOut, ShardTimes};
 use super::session::{NetOp, PeerStats, Phase};
-use crate::jobs::{Capabilities, JobId, Progress, Task};
+use crate::jobs::{Capabilities, GenAsk, GenFinish, JobId, Progress, Task};
 use crate::signal::Event;
 use shoal_proto::RoomId;
 use shoal_proto::identity::PeerId;
@@ -33,6 +33,55 @@ pub enum AppCmd {
     LocalDown {
         /// The worker.
         worker: u32,
+    },
+    /// Generate an answer across the circle ([`CircleNode::start_generation`]).
+    Generate(GenAsk),
+    /// Stop our answer.
+    StopGeneration,
+    /// The local engine's tokens for [`GenOut::RunLocal`].
+    GenLocalTokens {
+        /// Job.
+        job: JobId,
+        /// Attempt.
+        attempt: u32,
+        /// Position of the first.
+        start: usize,
+        /// Ids.
+        tokens: Vec<u32>,
+    },
+    /// The local generation ended.
+    GenLocalDone {
+        /// Job.
+        job: JobId,
+        /// Attempt.
+        attempt: u32,
+        /// Why, or the error.
+        outcome: Result<GenFinish, String>,
+    },
+    /// The outcome of [`GenOut::Verify`] for an answer of `len` tokens.
+    GenVerified {
+        /// Job.
+        job: JobId,
+        /// Answer length checked.
+        len: usize,
+        /// `Err(position)` of the first rejected token.
+        outcome: Result<(), usize>,
+    },
+    /// Tokens of a generation served for a peer ([`ServeOut::Generate`]).
+    GenEmit {
+        /// Which.
+        key: GenKey,
+        /// Position of the first.
+        start: usize,
+        /// Ids.
+        tokens: Vec<u32>,
+    },
+    /// A generation served for a peer ended: `Ok(finish)` or the error.
+    GenServed {
+        /// Which.
+        key: GenKey,
+        /// Outcome.
+        outcome: Result<GenFinish, String>,
     },
 }
 
@@ -84,7 +133,15 @@ pub enum AppEvent {
         times: ShardTimes,
         /// Inputs refused so far.
         rejected: u64,
+        /// Generation counters.
+        generation: GenCounters,
     },
+    /// Our answer (see [`GenOut`]).
+    Gen(GenOut),
+    /// Generation for a peer (see [`ServeOut`]): run it, or stop it.
+    Serve(ServeOut),
+    /// A member's answer failed verification: the signed record (to keep and anchor).
+    Misbehaviour(Box<shoal_tlog::receipt::Misbehaviour>),
 }
 
 /// Where one [`NodeOut`] goes.
@@ -137,6 +194,9 @@ pub fn route(o: NodeOut) -> Routed {
         } => Routed::App(AppEvent::JobDone { vectors, members }),
         NodeOut::Receipt(r) => Routed::App(AppEvent::Receipt(r)),
         NodeOut::JobFailed { error, .. } => Routed::App(AppEvent::JobFailed(error.to_string())),
+        NodeOut::Gen(g) => Routed::App(AppEvent::Gen(g)),
+        NodeOut::Serve(s) => Routed::App(AppEvent::Serve(s)),
+        NodeOut::Misbehaviour(m) => Routed::App(AppEvent::Misbehaviour(m)),
     }
 }
 
@@ -177,8 +237,35 @@ pub fn on_command(node: &mut CircleNode, cmd: AppCmd, now_ms: u64) -> Option<App
                 peers: s.peers(),
                 times: node.times().clone(),
                 rejected: s.rejected(),
+                generation: node.gen_counters().clone(),
             });
         }
+        AppCmd::Generate(ask) => {
+            if let Err(e) = node.start_generation(ask, now_ms) {
+                return Some(AppEvent::Gen(GenOut::Failed {
+                    error: e.to_string(),
+                }));
+            }
+        }
+        AppCmd::StopGeneration => node.cancel_generation(now_ms),
+        AppCmd::GenLocalTokens {
+            job,
+            attempt,
+            start,
+            tokens,
+        } => node.gen_local_tokens(job, attempt, start, &tokens, now_ms),
+        AppCmd::GenLocalDone {
+            job,
+            attempt,
+            outcome,
+        } => node.gen_local_done(job, attempt, outcome, now_ms),
+        AppCmd::GenVerified { job, len, outcome } => node.gen_verified(job, len, outcome, now_ms),
+        AppCmd::GenEmit { key, start, tokens } => {
+            if !node.gen_emit(&key, start, &tokens, now_ms) {
+                return Some(AppEvent::Serve(ServeOut::Stop(key)));
+            }
+        }
+        AppCmd::GenServed { key, outcome } => node.gen_served(&key, outcome, now_ms),
         AppCmd::LocalUp { worker, rate } => node.local_up(worker, rate, now_ms),
         AppCmd::LocalDown { worker } => node.local_down(worker, now_ms),
     }

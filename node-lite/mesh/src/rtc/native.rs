@@ -54,6 +54,8 @@ pub struct NativeConfig {
     pub session: SessionConfig,
     /// Job tunables (for jobs this node requests).
     pub job: JobConfig,
+    /// Generation tunables (for answers this node requests).
+    pub generation: crate::jobs::GenConfig,
     /// Data-channel send-buffer limit (webrtc-rs default is unbounded).
     pub send_buffer_limit: usize,
     /// Longest wait for ICE gathering before sending what we have.
@@ -81,6 +83,7 @@ impl NativeConfig {
             ice_servers: Vec::new(),
             session: SessionConfig::default(),
             job: JobConfig::default(),
+            generation: crate::jobs::GenConfig::default(),
             send_buffer_limit: 4 << 20,
             gather_timeout: Duration::from_secs(3),
             room_override: None,
@@ -149,6 +152,7 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     node.set_unix_clock(unix, now());
+    node.set_gen_config(cfg.generation.clone());
 
     // The compute thread: one task at a time.
     let (task_tx, task_rx) = std::sync::mpsc::sync_channel::<Task<PeerId>>(4);

@@ -23,6 +23,9 @@ use shoal_proto::identity::{Keypair, PeerId};
 
 use super::session::{ConnId, NetOp, Out, PeerEvent, Session, SessionConfig};
 
+mod generation;
+pub use generation::{GEN_QUEUE, GenCounters, GenKey, GenOut, GenTask, ServeOut};
+
 /// A member of a job this node requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Member {
@@ -126,6 +129,13 @@ pub enum NodeOut {
         /// Why.
         error: JobError,
     },
+    /// Our answer being generated (see [`GenOut`]).
+    Gen(GenOut),
+    /// Generation for a peer (see [`ServeOut`]).
+    Serve(ServeOut),
+    /// A member's answer failed verification: its signed commitments and the position,
+    /// signed by us.
+    Misbehaviour(Box<shoal_tlog::receipt::Misbehaviour>),
 }
 
 /// Timing of shards, for the overhead benchmark (all in ms, summed).
@@ -192,6 +202,11 @@ pub struct CircleNode {
     serving: BTreeMap<(PeerId, JobId, u32), Serving>,
     /// Unix ms minus the driver's clock.
     unix_offset_ms: i64,
+    /// Generation: our answer, peers' requests, counters.
+    genr: generation::GenState,
+    gen_cfg: crate::jobs::GenConfig,
+    /// Chat models we serve (from our capabilities).
+    chat_models: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for CircleNode {
@@ -218,6 +233,7 @@ impl CircleNode {
         max_queued: usize,
     ) -> Self {
         let self_rate = f64::from(caps.texts_per_sec).max(0.1);
+        let chat_models = caps.chat.iter().map(|c| c.model).collect();
         // A constant, valid note name: `new` cannot fail here; without a signer no receipts.
         let signer = shoal_tlog::note::KeypairSigner::new("shoal-member", me.clone()).ok();
         CircleNode {
@@ -225,6 +241,9 @@ impl CircleNode {
             receipt_keys: VecDeque::new(),
             serving: BTreeMap::new(),
             unix_offset_ms: 0,
+            genr: generation::GenState::default(),
+            gen_cfg: crate::jobs::GenConfig::default(),
+            chat_models,
             session: Session::new(me, circle, caps, cfg),
             worker: Worker::new(max_queued, 1),
             job: None,
@@ -253,6 +272,11 @@ impl CircleNode {
             job_cfg.clone(),
             PEER_QUEUE,
         )
+    }
+
+    /// Tunables of the answers this node requests.
+    pub fn set_gen_config(&mut self, cfg: crate::jobs::GenConfig) {
+        self.gen_cfg = cfg;
     }
 
     /// Tell the node the wall clock: `unix_ms` is Unix time in ms at driver time `now_ms`
@@ -295,10 +319,10 @@ impl CircleNode {
     /// The earliest time [`CircleNode::tick`] has something to do.
     pub fn next_wake(&self) -> Option<u64> {
         let j = self.job.as_ref().and_then(|r| r.job.next_deadline());
-        match (j, self.session.next_wake()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [j, self.gen_next_deadline(), self.session.next_wake()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether a job of ours is running.
@@ -372,6 +396,7 @@ impl CircleNode {
         {
             r.job.tick(now_ms);
         }
+        self.gen_tick(now_ms);
         self.drain(now_ms);
     }
 
@@ -546,6 +571,9 @@ impl CircleNode {
     // ---- plumbing ----
 
     fn on_peer_msg(&mut self, peer: PeerId, msg: PeerMsg, now_ms: u64) {
+        if self.on_gen_msg(peer, &msg, now_ms) {
+            return;
+        }
         match msg {
             PeerMsg::ShardRequest { .. } | PeerMsg::Cancel { .. } => {
                 if let PeerMsg::ShardRequest { job, shard, texts } = &msg {
@@ -615,7 +643,11 @@ impl CircleNode {
                 finished_ms,
                 sig,
             } => self.on_receipt_sig(peer, job, shard, started_ms, finished_ms, sig),
-            PeerMsg::Hello(_) => {}
+            PeerMsg::Hello(_)
+            | PeerMsg::GenRequest { .. }
+            | PeerMsg::GenTokens { .. }
+            | PeerMsg::GenDone { .. }
+            | PeerMsg::GenError { .. } => {}
         }
     }
 
@@ -725,6 +757,7 @@ impl CircleNode {
                                 now_ms,
                             );
                         }
+                        self.gen_peer_up(peer, &caps);
                         self.out.push_back(NodeOut::PeerUp { peer, caps });
                     }
                     Out::Event(PeerEvent::Down { peer }) => {
@@ -733,6 +766,7 @@ impl CircleNode {
                             r.job.member_left(&Member::Peer(peer), now_ms);
                             r.sent.retain(|(p, _), _| *p != peer);
                         }
+                        self.gen_peer_down(&peer, now_ms);
                         self.out.push_back(NodeOut::PeerDown { peer });
                     }
                     Out::Event(PeerEvent::Rejected { peer, reason }) => {
@@ -755,6 +789,7 @@ impl CircleNode {
                 progressed = true;
                 self.out.push_back(NodeOut::Compute(task));
             }
+            progressed |= self.drain_gen(now_ms);
             if !progressed {
                 break;
             }

@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::node::{GenKey, GenOut, GenTask, ServeOut};
 use super::*;
 use crate::circle::{Circle, CircleKey};
-use crate::jobs::{Capabilities, JobConfig, MemberStatus, PeerMsg, Task};
+use crate::jobs::{Capabilities, GenAsk, GenFinish, JobConfig, MemberStatus, PeerMsg, Task};
 use shoal_proto::identity::{Keypair, PeerId};
 
 const DIM: usize = 4;
@@ -36,6 +37,36 @@ enum Input {
     Computed(Task<PeerId>),
     /// Local worker's shard: (worker, job, shard, texts).
     LocalRun(u32, crate::jobs::JobId, u32, Vec<String>),
+    /// One token of a generation served for a peer: the task and the answer so far.
+    GenStep(GenTask, Vec<u32>),
+    /// One token of our own local generation: job, attempt, prompt, answer so far, max.
+    LocalGen(crate::jobs::JobId, u32, Vec<u32>, Vec<u32>, u32),
+    /// A verification result: job, length, outcome.
+    Verified(crate::jobs::JobId, usize, Result<(), usize>),
+}
+
+/// The fake chat model: the token after `prompt ‖ answer`; the answer ends with
+/// [`FAKE_EOS`] as its [`FAKE_LEN`]th token.
+fn fake_next(prompt: &[u32], answer: &[u32]) -> u32 {
+    if answer.len() + 1 >= FAKE_LEN {
+        return FAKE_EOS;
+    }
+    let mut h = 1469598103934665603u64;
+    for t in prompt.iter().chain(answer) {
+        h = (h ^ u64::from(*t)).wrapping_mul(1099511628211);
+    }
+    3 + (h % 997) as u32
+}
+const FAKE_EOS: u32 = 2;
+const FAKE_LEN: usize = 24;
+const FAKE_MODEL: [u8; 32] = [9; 32];
+
+fn fake_answer(prompt: &[u32]) -> Vec<u32> {
+    let mut a = Vec::new();
+    while a.last() != Some(&FAKE_EOS) {
+        a.push(fake_next(prompt, &a));
+    }
+    a
 }
 
 /// A finished job: vectors and every member's final progress.
@@ -53,6 +84,13 @@ struct Member {
     receipts: Vec<shoal_tlog::receipt::Receipt>,
     /// Shards each local worker computed; a worker not in the map is dead (its shards vanish).
     local_done: BTreeMap<u32, usize>,
+    /// Generation: events of our answer, records made, stopped served tasks, tamper hook.
+    gen_events: Vec<GenOut>,
+    misbehaviour: Vec<shoal_tlog::receipt::Misbehaviour>,
+    stopped: std::collections::BTreeSet<GenKey>,
+    local_stop: bool,
+    /// Replace every answer token at a position ≡ 5 (mod 7) with another.
+    tamper: bool,
 }
 
 /// The in-memory world: a relay room, connections linked pairwise, a clock.
@@ -78,6 +116,11 @@ fn caps(name: &str, rate: f32) -> Capabilities {
         name: name.into(),
         backend: "test".into(),
         texts_per_sec: rate,
+        chat: vec![crate::jobs::ChatModelCap {
+            model: FAKE_MODEL,
+            prefill_tok_s: 500.0,
+            decode_tok_s: 50.0,
+        }],
     }
 }
 
@@ -111,6 +154,11 @@ impl World {
                 rejected: Vec::new(),
                 receipts: Vec::new(),
                 local_done: BTreeMap::new(),
+                gen_events: Vec::new(),
+                misbehaviour: Vec::new(),
+                stopped: Default::default(),
+                local_stop: false,
+                tamper: false,
             })
             .collect();
         World {
@@ -201,6 +249,52 @@ impl World {
                     .node
                     .local_done(worker, job, shard, Ok(flat), now);
             }
+            Input::GenStep(task, mut answer) => {
+                let key = task.key();
+                let stopped = self.members[i].stopped.contains(&key);
+                let tamper = self.members[i].tamper;
+                let node = &mut self.members[i].node;
+                if stopped {
+                    node.gen_served(&key, Ok(GenFinish::Cancelled), now);
+                } else {
+                    let mut context = task.prefix.clone();
+                    context.extend_from_slice(&answer);
+                    let pos = context.len();
+                    let mut t = fake_next(&task.prompt, &context);
+                    if tamper && pos % 7 == 5 && t != FAKE_EOS {
+                        t += 1;
+                    }
+                    answer.push(t);
+                    if !node.gen_emit(&key, pos, &[t], now) {
+                        node.gen_served(&key, Ok(GenFinish::Cancelled), now);
+                    } else if t == FAKE_EOS || pos + 1 >= task.max_tokens as usize {
+                        node.gen_served(&key, Ok(GenFinish::Stop), now);
+                    } else {
+                        self.queue.push_back((i, Input::GenStep(task, answer)));
+                    }
+                }
+            }
+            Input::LocalGen(job, attempt, prompt, mut answer, max) => {
+                let stop = self.members[i].local_stop;
+                let node = &mut self.members[i].node;
+                if stop {
+                    node.gen_local_done(job, attempt, Ok(GenFinish::Cancelled), now);
+                } else {
+                    let t = fake_next(&prompt, &answer);
+                    let pos = answer.len();
+                    answer.push(t);
+                    node.gen_local_tokens(job, attempt, pos, &[t], now);
+                    if t == FAKE_EOS || answer.len() >= max as usize {
+                        node.gen_local_done(job, attempt, Ok(GenFinish::Stop), now);
+                    } else {
+                        self.queue
+                            .push_back((i, Input::LocalGen(job, attempt, prompt, answer, max)));
+                    }
+                }
+            }
+            Input::Verified(job, len, outcome) => {
+                self.members[i].node.gen_verified(job, len, outcome, now);
+            }
         }
         self.collect(i);
     }
@@ -243,6 +337,55 @@ impl World {
                 } => self.members[i].done = Some((vectors, members)),
                 NodeOut::Receipt(r) => self.members[i].receipts.push(*r),
                 NodeOut::JobFailed { error, .. } => panic!("job failed: {error}"),
+                NodeOut::Serve(ServeOut::Generate(task)) => {
+                    if !self.members[i].stall {
+                        self.queue.push_back((i, Input::GenStep(task, Vec::new())));
+                    }
+                }
+                NodeOut::Serve(ServeOut::Stop(key)) => {
+                    self.members[i].stopped.insert(key);
+                }
+                NodeOut::Misbehaviour(m) => self.members[i].misbehaviour.push(*m),
+                NodeOut::Gen(g) => {
+                    match &g {
+                        GenOut::RunLocal {
+                            job,
+                            attempt,
+                            prompt,
+                            prefix,
+                            max_tokens,
+                            ..
+                        } => {
+                            self.members[i].local_stop = false;
+                            self.queue.push_back((
+                                i,
+                                Input::LocalGen(
+                                    *job,
+                                    *attempt,
+                                    prompt.clone(),
+                                    prefix.clone(),
+                                    *max_tokens,
+                                ),
+                            ));
+                        }
+                        GenOut::StopLocal { .. } => self.members[i].local_stop = true,
+                        GenOut::Verify {
+                            job,
+                            prompt,
+                            answer,
+                            ..
+                        } => {
+                            let bad = (0..answer.len())
+                                .find(|&p| answer[p] != fake_next(prompt, &answer[..p]));
+                            self.queue.push_back((
+                                i,
+                                Input::Verified(*job, answer.len(), bad.map_or(Ok(()), Err)),
+                            ));
+                        }
+                        _ => {}
+                    }
+                    self.members[i].gen_events.push(g);
+                }
             }
         }
     }
@@ -648,4 +791,231 @@ fn outbox_is_back_pressured_by_the_transport() {
         "{:?}",
         w.members[1].rejected
     );
+}
+
+// ---- generation ----
+
+fn gen_ask(prompt: &[u32], local_rate: f64) -> GenAsk {
+    GenAsk {
+        model: FAKE_MODEL,
+        prompt: prompt.to_vec(),
+        max_tokens: 64,
+        sampling: "{}".into(),
+        local_decode_tok_s: local_rate,
+    }
+}
+
+/// The finished answer of member `i`: tokens, finish, verified, spans.
+type Answer = (
+    Vec<u32>,
+    GenFinish,
+    Option<bool>,
+    Vec<(usize, Option<PeerId>, u32)>,
+);
+
+fn finished(w: &World, i: usize) -> Option<Answer> {
+    w.members[i].gen_events.iter().find_map(|e| match e {
+        GenOut::Finished {
+            tokens,
+            finish,
+            verified,
+            spans,
+            ..
+        } => Some((tokens.clone(), *finish, *verified, spans.clone())),
+        _ => None,
+    })
+}
+
+/// The answer as the application rebuilt it from the stream (tokens, rewinds).
+fn streamed(w: &World, i: usize) -> Vec<u32> {
+    let mut a = Vec::new();
+    for e in &w.members[i].gen_events {
+        match e {
+            GenOut::Tokens { start, tokens } => {
+                assert_eq!(*start, a.len(), "the stream is continuous");
+                a.extend_from_slice(tokens);
+            }
+            GenOut::Rewind { to } => a.truncate(*to),
+            _ => {}
+        }
+    }
+    a
+}
+
+fn connected(n: usize) -> World {
+    let k = CircleKey::generate().unwrap();
+    let mut w = World::new(&vec![k; n]);
+    w.join_all();
+    w.run(10_000);
+    for i in 0..n {
+        assert_eq!(w.members[i].up.len(), n - 1);
+    }
+    w
+}
+
+/// Run one input at a time until `cond` holds.
+fn run_until(w: &mut World, max: usize, cond: impl Fn(&World) -> bool) {
+    for _ in 0..max {
+        if cond(w) {
+            return;
+        }
+        let Some((i, input)) = w.queue.pop_front() else {
+            return;
+        };
+        w.now += 1;
+        w.feed(i, input);
+    }
+}
+
+#[test]
+fn an_answer_is_served_by_a_member_verified_and_receipted() {
+    let mut w = connected(3);
+    let prompt = vec![11, 12, 13, 14];
+    let now = w.now;
+    w.members[0]
+        .node
+        .start_generation(gen_ask(&prompt, 1.0), now)
+        .unwrap();
+    w.collect(0);
+    w.run(100_000);
+    let (tokens, finish, verified, spans) = finished(&w, 0).expect("answer finished");
+    assert_eq!(tokens, fake_answer(&prompt));
+    assert_eq!(streamed(&w, 0), tokens);
+    assert_eq!(finish, GenFinish::Stop);
+    assert_eq!(verified, Some(true));
+    assert_eq!(spans.len(), 1);
+    let server = spans[0].1.expect("a member served");
+    let s = w.index(&server).unwrap();
+    assert_eq!(
+        w.members[s].node.gen_counters().tokens_served,
+        tokens.len() as u64
+    );
+    assert!(
+        w.members[0]
+            .gen_events
+            .iter()
+            .any(|e| matches!(e, GenOut::Serving { by: Some(p), .. } if *p == server))
+    );
+    // One receipt: worker-signed, countersigned, committing to the prompt and the answer.
+    let r = &w.members[0].receipts;
+    assert_eq!(r.len(), 1, "{:?}", w.members[0].rejected);
+    r[0].verify().unwrap();
+    assert_eq!(r[0].body.worker, server.0);
+    assert!(w.members[0].misbehaviour.is_empty());
+    // Faster here: this device answers itself, nothing to verify.
+    let now = w.now;
+    w.members[1]
+        .node
+        .start_generation(gen_ask(&prompt, 1000.0), now)
+        .unwrap();
+    w.collect(1);
+    w.run(100_000);
+    let (tokens, _, verified, spans) = finished(&w, 1).unwrap();
+    assert_eq!(tokens, fake_answer(&prompt));
+    assert_eq!((verified, spans[0].1), (None, None));
+}
+
+#[test]
+fn a_member_killed_mid_answer_is_replaced_without_losing_a_token() {
+    let mut w = connected(3);
+    let prompt = vec![5, 6, 7];
+    let now = w.now;
+    w.members[0]
+        .node
+        .start_generation(gen_ask(&prompt, 1.0), now)
+        .unwrap();
+    w.collect(0);
+    // Let the server stream a few tokens, then kill it.
+    run_until(&mut w, 100_000, |w| {
+        (1..3).any(|i| w.members[i].node.gen_counters().tokens_served >= 6)
+    });
+    let server = (1..3)
+        .find(|&i| w.members[i].node.gen_counters().tokens_served >= 6)
+        .unwrap();
+    w.kill(server);
+    w.run(100_000);
+    let (tokens, finish, verified, spans) = finished(&w, 0).expect("answer finished");
+    assert_eq!(
+        tokens,
+        fake_answer(&prompt),
+        "continuous, nothing lost or doubled"
+    );
+    assert_eq!(streamed(&w, 0), tokens);
+    assert_eq!((finish, verified), (GenFinish::Stop, Some(true)));
+    assert!(spans.len() >= 2, "{spans:?}");
+    assert_eq!(spans[0].1, Some(w.id(server)));
+    assert_ne!(spans[1].1, Some(w.id(server)));
+    // The dead member gets no receipt (it never ended its stream); the other one does.
+    let other = 3 - server;
+    let r = &w.members[0].receipts;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].body.worker, w.id(other).0);
+}
+
+#[test]
+fn a_tampering_member_is_caught_excluded_and_recorded() {
+    let mut w = connected(3);
+    w.members[1].tamper = true;
+    w.members[2].tamper = true;
+    let prompt = vec![21, 22];
+    let now = w.now;
+    w.members[0]
+        .node
+        .start_generation(gen_ask(&prompt, 1.0), now)
+        .unwrap();
+    w.collect(0);
+    w.run(200_000);
+    let (tokens, _, verified, spans) = finished(&w, 0).expect("answer finished");
+    assert_eq!(tokens, fake_answer(&prompt));
+    assert_eq!(streamed(&w, 0), tokens);
+    assert_eq!(verified, Some(true));
+    // Both tampered at position 5; the tokens before it stayed; this device finished.
+    assert_eq!(spans.last().unwrap().1, None);
+    let excluded: Vec<_> = w.members[0]
+        .gen_events
+        .iter()
+        .filter_map(|e| match e {
+            GenOut::Excluded { peer, why } => Some((*peer, why.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(excluded.len(), 2, "{excluded:?}");
+    for (_, why) in &excluded {
+        assert_eq!(*why, crate::jobs::GenExclusion::Rejected { position: 5 });
+    }
+    // A signed record per tamperer binds its own signature; no receipt for either.
+    let m = &w.members[0].misbehaviour;
+    assert_eq!(m.len(), 2);
+    for r in m {
+        r.verify().unwrap();
+        assert_eq!(r.position, 5);
+        assert!(r.body.worker == w.id(1).0 || r.body.worker == w.id(2).0);
+    }
+    assert!(w.members[0].receipts.is_empty());
+}
+
+#[test]
+fn stop_ends_the_remote_generation() {
+    let mut w = connected(2);
+    let prompt = vec![1, 2, 3];
+    let now = w.now;
+    w.members[0]
+        .node
+        .start_generation(gen_ask(&prompt, 1.0), now)
+        .unwrap();
+    w.collect(0);
+    run_until(&mut w, 100_000, |w| {
+        w.members[1].node.gen_counters().tokens_served >= 4
+    });
+    let now = w.now;
+    w.members[0].node.cancel_generation(now);
+    w.collect(0);
+    w.run(100_000);
+    let served = w.members[1].node.gen_counters().tokens_served;
+    assert!(served < FAKE_LEN as u64 - 4, "served {served}");
+    let (tokens, finish, verified, _) = finished(&w, 0).expect("answer finished");
+    assert_eq!(finish, GenFinish::Cancelled);
+    assert_eq!(verified, Some(true));
+    assert_eq!(tokens[..], fake_answer(&prompt)[..tokens.len()]);
+    assert_eq!(tokens.len() as u64, served);
 }

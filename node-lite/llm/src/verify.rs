@@ -1,0 +1,217 @@
+//! Checking an answer another engine generated, by teacher forcing: run prompt + answer
+//! through this engine's own model (one prefill, no decoding) and check every answer token
+//! against the logits this model gives at its position.
+//!
+//! Two honest engines do not agree bit for bit (other kernels, GPU vs CPU, wasm vs native sum
+//! in other orders), so a token passes when it is within [`NEAR_TIE`] logits of what this
+//! model would allow there:
+//! - greedy (temperature 0): its (penalised) logit is at least the largest minus the tolerance
+//!   — the argmax itself, or a near-tie that the other engine may legitimately have broken the
+//!   other way;
+//! - sampled: its logit is at least the smallest logit of this model's candidate set at these
+//!   settings (top-k, top-p after the penalty) minus the tolerance.
+//!
+//! A tampered token is almost never that close to the top: the check rejects it at its
+//! position, and the text up to there is still good.
+
+use crate::LlmError;
+use crate::model::{Logits, Model, Session};
+use crate::sample::{Sampling, argmax, candidates_of, penalized};
+
+/// Logit tolerance of the check: two honest engines' logits differ by far less (measured on
+/// SmolLM2 against llama.cpp: every greedy divergence followed a top-2 margin of 0.26–0.30;
+/// logits span ≈ 25), a substituted token is typically many logits below the top.
+pub const NEAR_TIE: f32 = 0.5;
+
+/// Answer tokens run through the model per forward call (bounds the `n × vocab` logits held
+/// at once: 32 × 49,152 × 4 B = 6 MiB for SmolLM2).
+const BLOCK: usize = 32;
+
+/// The outcome of [`check_answer`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Every token is one this model allows there.
+    Accepted {
+        /// Tokens checked.
+        checked: usize,
+        /// Tokens that were not this model's own first choice but within the tolerance.
+        near_ties: usize,
+    },
+    /// The first token this model does not allow.
+    Rejected {
+        /// Its position in the answer (0-based); tokens before it passed.
+        position: usize,
+        /// The token the answer has there.
+        token: u32,
+        /// This model's first choice there.
+        expected: u32,
+        /// How far (in logits) the token is below the lowest one allowed (≥ the tolerance).
+        shortfall: f32,
+    },
+}
+
+impl Verdict {
+    /// Whether every token passed.
+    pub fn accepted(&self) -> bool {
+        matches!(self, Verdict::Accepted { .. })
+    }
+}
+
+/// Check one token against the logits of its position. `recent` = prompt + answer before it
+/// (for the repetition penalty). `Ok(near_tie)` or `Err((expected, shortfall))`.
+pub fn check_token(
+    logits: &[f32],
+    token: u32,
+    sampling: &Sampling,
+    recent: &[u32],
+    tolerance: f32,
+) -> Result<bool, (u32, f32)> {
+    let l = penalized(logits, sampling, recent);
+    let best = argmax(&l);
+    let Some(&got) = l.get(token as usize) else {
+        return Err((best, f32::INFINITY));
+    };
+    let floor = if sampling.temperature <= 0.0 {
+        l[best as usize]
+    } else {
+        candidates_of(&l, sampling)
+            .iter()
+            .map(|&(t, _)| l[t as usize])
+            .fold(f32::INFINITY, f32::min)
+    };
+    if got.is_finite() && got >= floor - tolerance {
+        Ok(token != best)
+    } else {
+        Err((best, floor - got))
+    }
+}
+
+/// Check `answer` (token ids generated after `prompt`, the stop token included if there was
+/// one) by teacher forcing in `session`, reusing its longest cached prefix of `prompt` like
+/// [`crate::Engine::start`]. Afterwards the session holds prompt + answer (a follow-up
+/// question reuses it). Costs one prefill of the uncached prompt and the answer.
+pub fn check_answer(
+    model: &Model,
+    session: &mut Session,
+    prompt: &[u32],
+    answer: &[u32],
+    sampling: &Sampling,
+    tolerance: f32,
+) -> Result<Verdict, LlmError> {
+    sampling.validate().map_err(LlmError::Input)?;
+    if prompt.is_empty() {
+        return Err(LlmError::Input("empty prompt".into()));
+    }
+    let ctx = model.cfg.context;
+    if prompt.len() + answer.len() > ctx {
+        return Err(LlmError::ContextFull {
+            needed: prompt.len() + answer.len(),
+            limit: ctx,
+        });
+    }
+    let common = session
+        .tokens
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt.len() - 1);
+    session.truncate(common, model.cfg.kv_dim());
+    let vocab = model.cfg.vocab;
+    // Logits predicting answer[0].
+    let mut logits = model.forward(session, &prompt[common..], Logits::Last)?;
+    let mut recent = prompt.to_vec();
+    let mut near_ties = 0;
+    let mut i = 0;
+    while i < answer.len() {
+        // `logits` holds rows predicting answer[i..i + rows].
+        let rows = logits.len() / vocab;
+        for r in 0..rows {
+            let at = i + r;
+            let token = answer[at];
+            match check_token(
+                &logits[r * vocab..(r + 1) * vocab],
+                token,
+                sampling,
+                &recent,
+                tolerance,
+            ) {
+                Ok(tie) => near_ties += usize::from(tie),
+                Err((expected, shortfall)) => {
+                    return Ok(Verdict::Rejected {
+                        position: at,
+                        token,
+                        expected,
+                        shortfall,
+                    });
+                }
+            }
+            recent.push(token);
+        }
+        i += rows;
+        if i >= answer.len() {
+            break;
+        }
+        // Feed answer[i-1 .. i-1+BLOCK]: row r predicts answer[i + r]. The last answer token
+        // is never fed (nothing to predict after it).
+        let end = (i - 1 + BLOCK).min(answer.len() - 1);
+        logits = model.forward(session, &answer[i - 1..end], Logits::All)?;
+    }
+    // Cache the whole answer for a follow-up (its last token was never fed).
+    if let Some(&last) = answer.last() {
+        model.forward(session, &[last], Logits::Last)?;
+    }
+    Ok(Verdict::Accepted {
+        checked: answer.len(),
+        near_ties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_allows_the_argmax_and_near_ties_only() {
+        let l = [0.0, 5.0, 4.8, 1.0];
+        let s = Sampling::default();
+        assert_eq!(check_token(&l, 1, &s, &[], NEAR_TIE), Ok(false));
+        assert_eq!(check_token(&l, 2, &s, &[], NEAR_TIE), Ok(true));
+        let Err((best, short)) = check_token(&l, 3, &s, &[], NEAR_TIE) else {
+            panic!("a token 4 logits down passed");
+        };
+        assert_eq!(best, 1);
+        assert!((short - 4.0).abs() < 1e-6);
+        assert!(
+            check_token(&l, 9, &s, &[], NEAR_TIE).is_err(),
+            "out of vocab"
+        );
+    }
+
+    #[test]
+    fn the_penalty_is_applied_before_the_check() {
+        // Token 1 was just said: with penalty 2 its logit 5 becomes 2.5, so 2 is the argmax.
+        let l = [0.0, 5.0, 4.0, 1.0];
+        let s = Sampling {
+            repeat_penalty: 2.0,
+            ..Sampling::default()
+        };
+        assert_eq!(check_token(&l, 2, &s, &[1], NEAR_TIE), Ok(false));
+        assert!(check_token(&l, 1, &s, &[1], NEAR_TIE).is_err());
+    }
+
+    #[test]
+    fn sampled_allows_the_candidate_set() {
+        let l = [0.0, 5.0, 4.0, 3.0, -6.0];
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 3,
+            ..Sampling::default()
+        };
+        for t in [1, 2, 3] {
+            assert!(check_token(&l, t, &s, &[], NEAR_TIE).is_ok(), "{t}");
+        }
+        assert!(check_token(&l, 0, &s, &[], NEAR_TIE).is_err());
+        assert!(check_token(&l, 4, &s, &[], NEAR_TIE).is_err());
+    }
+}
