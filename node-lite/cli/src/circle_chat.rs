@@ -26,7 +26,7 @@ use shoal_llm::{Engine, Finish, GenParams, Message, Sampling, Session, TextStrea
 use tokio::sync::mpsc;
 
 use crate::chat_cmd::{ChatModelArgs, GenArgs};
-use crate::circle_cmd::{NetArgs, anchor, config, jline, runtime};
+use crate::circle_cmd::{NetArgs, anchor, config, jline, runtime, submit_entries};
 
 /// A chat model a member serves: the engine and what it advertises.
 pub(crate) struct ChatServing {
@@ -633,6 +633,9 @@ pub(crate) fn ask(
             }
         }
         let anchored = anchor(&receipts, &args.net.relays, &args.receipts);
+        // Misbehaviour records go to the same log, so anyone can see the member was caught.
+        let record_bytes: Vec<Vec<u8>> = records.iter().map(|m| m.encode()).collect();
+        let record_promises = submit_entries(&record_bytes, &args.net.relays);
         drop(chat);
         drop(cmd_tx);
         drop(ev_rx);
@@ -653,7 +656,13 @@ pub(crate) fn ask(
                 "by": by.map(|p| p.to_string()), "name": by.map_or_else(|| "this machine".to_string(), |p| name(&p)),
                 "attempt": a})).collect::<Vec<_>>(),
             "serving": serving, "excluded": excluded,
-            "misbehaviour": records.iter().map(|m| base64::engine::general_purpose::STANDARD.encode(m.encode())).collect::<Vec<_>>(),
+            "misbehaviour": record_bytes.iter().enumerate().map(|(i, b)| serde_json::json!({
+                "record": base64::engine::general_purpose::STANDARD.encode(b),
+                "worker": node_lite::identity::PeerId(records[i].body.worker).to_string(),
+                "position": records[i].position,
+                "log_index": record_promises.get(i).map(|p| p.0),
+                "leaf_hash": record_promises.get(i).map(|p| p.1.clone()),
+            })).collect::<Vec<_>>(),
             "receipts": receipts.len(), "anchored": anchored,
             "first_token_ms": first_token_ms, "ms": elapsed_ms,
             "tok_s": if decode_ms > 0.0 { (n - 1) as f64 * 1000.0 / decode_ms } else { 0.0 },

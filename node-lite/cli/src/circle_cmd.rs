@@ -253,15 +253,26 @@ pub(crate) fn anchor(
     relays: &[String],
     store: &std::path::Path,
 ) -> usize {
-    use base64::Engine as _;
     if receipts.is_empty() {
         return 0;
     }
     if let Err(e) = node_lite::receipt_store::ReceiptStore::new(store).append(receipts) {
         eprintln!("warning: receipts not stored in {}: {e}", store.display());
     }
-    let body = serde_json::json!({"receipts": receipts.iter()
-        .map(|r| base64::engine::general_purpose::STANDARD.encode(r.encode())).collect::<Vec<_>>()});
+    let entries: Vec<Vec<u8>> = receipts.iter().map(|r| r.encode()).collect();
+    submit_entries(&entries, relays).len()
+}
+
+/// Submit encoded log entries (receipts, misbehaviour records) to the first relay that takes
+/// them (`POST /log/submit`); returns its promises: (index, leaf hash in hex). Failures are
+/// reported, not fatal.
+pub(crate) fn submit_entries(entries: &[Vec<u8>], relays: &[String]) -> Vec<(u64, String)> {
+    use base64::Engine as _;
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let body = serde_json::json!({"receipts": entries.iter()
+        .map(|r| base64::engine::general_purpose::STANDARD.encode(r)).collect::<Vec<_>>()});
     for relay in relays {
         let base = relay_http(relay);
         match ureq::post(&format!("{base}/log/submit"))
@@ -278,12 +289,24 @@ pub(crate) fn anchor(
                         continue;
                     }
                 };
-                return v["promises"].as_array().map_or(0, Vec::len);
+                return v["promises"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|p| {
+                                (
+                                    p["index"].as_u64().unwrap_or(0),
+                                    p["leaf_hash"].as_str().unwrap_or("").to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
             }
             Err(e) => eprintln!("warning: {base}/log/submit: {e}"),
         }
     }
-    0
+    Vec::new()
 }
 
 /// The HTTP base of a relay given as ws(s)://host/v1/signal or http(s)://host.

@@ -66,6 +66,10 @@ fn ask(link: &str, relay: &str, gguf: &Path, receipts: &Path, extra: &[&str]) ->
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn relay_http(ws: &str) -> String {
+    ws.replace("ws://", "http://").replace("/v1/signal", "")
+}
+
 fn peer_of(rx: &std::sync::mpsc::Receiver<String>) -> String {
     let l = wait_line(rx, "\"member\"", Duration::from_secs(120));
     serde_json::from_str::<serde_json::Value>(&l).unwrap()["peer"]
@@ -180,14 +184,51 @@ fn members_answer_verified_survive_a_kill_stop_and_a_liar() {
     assert_eq!(records.len(), 1);
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(records[0].as_str().unwrap())
+        .decode(records[0]["record"].as_str().unwrap())
         .unwrap();
     let m = node_lite::receipt::Misbehaviour::decode_verified(&bytes).expect("a valid record");
     assert_eq!(m.position, 10);
+    assert_eq!(records[0]["worker"], liar_id.as_str());
     assert_eq!(
         node_lite::identity::PeerId(m.body.worker).to_string(),
         liar_id
     );
+    // Anchored: the relay's log proves it included the record (an independent light client,
+    // trusting only the relay's key).
+    assert!(records[0]["log_index"].is_u64(), "record not anchored: {a}");
+    let key = String::from_utf8(
+        std::process::Command::new(std::env::var_os("SHOAL_RELAY_BIN").unwrap())
+            .args(["key", "--data-dir"])
+            .arg(dir.path().join("relay-data"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let log = node_lite::tlog::remote::TrustedLog {
+        url: relay_http(&relay),
+        key: node_lite::tlog::note::NoteVerifier::from_key_text(key.trim()).unwrap(),
+    };
+    let opts = node_lite::tlog::remote::StatusOptions {
+        quorum: 0,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        let rep = node_lite::tlog::remote::receipt_status(
+            std::slice::from_ref(&log),
+            std::slice::from_ref(&bytes),
+            &opts,
+        );
+        if rep.receipts[0].included {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no inclusion proof for the record: {rep:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The relay saw sealed signaling only: no prompt, no answer.
     let frames = std::fs::read(dir.path().join("frames.bin")).unwrap();

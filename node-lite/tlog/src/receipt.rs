@@ -23,8 +23,9 @@ pub const MAX_RECEIPT_BYTES: usize = 512;
 const WORKER_DOMAIN: &[u8] = b"shoal/receipt/v1/worker\0";
 const REQUESTER_DOMAIN: &[u8] = b"shoal/receipt/v1/requester\0";
 const ACCUSER_DOMAIN: &[u8] = b"shoal/misbehaviour/v1/requester\0";
-/// Version byte of an encoded [`Misbehaviour`] record.
-pub const MISBEHAVIOUR_VERSION: u8 = 1;
+/// Version byte of an encoded [`Misbehaviour`] record: the high bit marks a record that is not a
+/// receipt, so the two kinds of log entry never parse as each other.
+pub const MISBEHAVIOUR_VERSION: u8 = 0x81;
 
 /// Why a receipt could not be decoded, verified or signed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -340,6 +341,28 @@ impl Misbehaviour {
     }
 }
 
+/// What a log entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A countersigned [`Receipt`].
+    Receipt,
+    /// A [`Misbehaviour`] record.
+    Misbehaviour,
+}
+
+/// Decode and verify an entry a relay is asked to append: a receipt or a misbehaviour record
+/// (told apart by the first byte), both signatures checked.
+pub fn verify_log_entry(bytes: &[u8]) -> Result<EntryKind, ReceiptError> {
+    match bytes.first() {
+        None => Err(ReceiptError::Empty),
+        Some(&MISBEHAVIOUR_VERSION) => {
+            Misbehaviour::decode_verified(bytes).map(|_| EntryKind::Misbehaviour)
+        }
+        Some(_) => Receipt::decode_verified(bytes).map(|_| EntryKind::Receipt),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +404,13 @@ mod tests {
         forged.worker_sig = Sig([1; 64]);
         assert_eq!(forged.verify(), Err(ReceiptError::BadWorkerSignature));
         assert!(Misbehaviour::decode_verified(&rc.encode()).is_err());
+        assert!(
+            Receipt::decode(&bytes).is_err(),
+            "a record never parses as a receipt"
+        );
+        assert_eq!(verify_log_entry(&bytes), Ok(EntryKind::Misbehaviour));
+        assert_eq!(verify_log_entry(&rc.encode()), Ok(EntryKind::Receipt));
+        assert!(verify_log_entry(&moved.encode()).is_err());
         assert!(Misbehaviour::sign(rc.body.clone(), Sig([1; 64]), 41, &r).is_err());
         assert!(Misbehaviour::sign(rc.body, rc.worker_sig, 41, &w).is_err());
     }

@@ -34,7 +34,7 @@ use shoal_tlog::Hash;
 use shoal_tlog::api;
 use shoal_tlog::checkpoint::Checkpoint;
 use shoal_tlog::note::{Note, NoteSigner};
-use shoal_tlog::receipt::{MAX_RECEIPT_BYTES, Receipt};
+use shoal_tlog::receipt::{MAX_RECEIPT_BYTES, verify_log_entry};
 use shoal_tlog::tiles::{Tile, decode_bundle, encode_bundle};
 
 use super::store::{Log, LogError};
@@ -105,7 +105,7 @@ impl LogState {
     }
 
     /// Decodes and verifies (both signatures, off the async workers) a batch of encoded
-    /// receipts, appends it, and resolves once durably committed. Shared by `POST
+    /// receipts and misbehaviour records ([`verify_log_entry`]), appends it, and resolves once durably committed. Shared by `POST
     /// /log/submit` and the WebSocket `SubmitReceipts` frame, so both enforce the same rules.
     pub async fn submit(&self, receipts: Vec<Vec<u8>>) -> Result<Vec<Promise>, SubmitError> {
         if receipts.is_empty() {
@@ -119,7 +119,7 @@ impl LogState {
         let receipts = if self.verify_receipts {
             let checked = tokio::task::spawn_blocking(move || {
                 for (i, r) in receipts.iter().enumerate() {
-                    if let Err(e) = Receipt::decode_verified(r) {
+                    if let Err(e) = verify_log_entry(r) {
                         return Err(format!("receipt {i}: {e}"));
                     }
                 }
