@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use node_lite::weights::chat::{ChatManifest, MAX_CHAT_BYTES};
+use sha2::Digest as _;
 use shoal_llm::gguf::Gguf;
 use shoal_llm::{Control, Engine, GenParams, Generation, Message, Sampling};
 
@@ -36,15 +37,15 @@ impl ChatModelArgs {
         Ok(self.load_with_id()?.0)
     }
 
-    /// Load and verify the model; also its circle id: BLAKE2b-256 of the GGUF bytes (the same
-    /// file has the same id wherever it came from).
+    /// Load and verify the model; also its circle id: SHA-256 of the GGUF file (the same file
+    /// has the same id wherever it came from; a chat manifest's `sha256` is this value).
     pub(crate) fn load_with_hash(&self) -> Result<(Engine, [u8; 32])> {
         let loc = self
             .model
             .clone()
             .unwrap_or_else(|| paths::default_chat_model_dir().display().to_string());
         let (bytes, _) = load_bytes(&loc)?;
-        let hash = node_lite::receipt::commitment(&bytes);
+        let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         let e = Engine::from_gguf(&bytes, self.threads().max(1))
             .with_context(|| format!("loading the chat model from {loc}"))?;
         Ok((e, hash))
@@ -369,6 +370,7 @@ pub(crate) fn json_line(g: &Generation) -> serde_json::Value {
     serde_json::json!({
         "prompt_tokens": g.prompt_tokens, "tokens": g.tokens, "text": g.text,
         "prefill_tok_s": g.prefill_tok_s, "decode_tok_s": g.decode_tok_s,
+        "first_token_ms": g.first_token_ms,
     })
 }
 

@@ -21,7 +21,7 @@ use node_lite::rtc::app::{AppCmd, AppEvent};
 use node_lite::rtc::native::{self, ComputeFn};
 use node_lite::rtc::node::{GenKey, GenOut, GenTask, ServeOut};
 use shoal_llm::decode::Step;
-use shoal_llm::verify::{NEAR_TIE, Verdict, check_answer};
+use shoal_llm::verify::{TOLERANCE, Verdict, check_answer_from};
 use shoal_llm::{Engine, Finish, GenParams, Message, Sampling, Session, TextStream};
 use tokio::sync::mpsc;
 
@@ -186,6 +186,7 @@ enum ChatJob {
         job: JobId,
         prompt: Vec<u32>,
         answer: Vec<u32>,
+        from: usize,
         sampling: String,
     },
 }
@@ -195,6 +196,8 @@ const STOP_FLAGS: usize = 16;
 
 /// The chat model's thread, as the circle loop sees it.
 pub(crate) struct ChatThread {
+    /// Microseconds spent verifying, in all.
+    verify_us: Arc<std::sync::atomic::AtomicU64>,
     jobs: std::sync::mpsc::SyncSender<ChatJob>,
     stops: VecDeque<(GenKey, Arc<AtomicBool>)>,
     local_stop: Arc<AtomicBool>,
@@ -206,13 +209,16 @@ impl ChatThread {
     pub(crate) fn spawn(engine: Arc<Engine>, cmd: mpsc::Sender<AppCmd>, hooks: ServeHooks) -> Self {
         let (jobs, rx) = std::sync::mpsc::sync_channel::<ChatJob>(8);
         let out = cmd.clone();
+        let verify_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let spent = verify_us.clone();
         let spawned = std::thread::Builder::new()
             .name("shoal-chat".into())
-            .spawn(move || chat_thread(&engine, &rx, &out, &hooks));
+            .spawn(move || chat_thread(&engine, &rx, &out, &hooks, &spent));
         if let Err(e) = spawned {
             eprintln!("shoal-node: chat thread: {e}");
         }
         ChatThread {
+            verify_us,
             jobs,
             stops: VecDeque::new(),
             local_stop: Arc::new(AtomicBool::new(false)),
@@ -275,11 +281,13 @@ impl ChatThread {
                 job,
                 prompt,
                 answer,
+                from,
                 sampling,
             } => ChatJob::Verify {
                 job: *job,
                 prompt: prompt.clone(),
                 answer: answer.clone(),
+                from: *from,
                 sampling: sampling.clone(),
             },
             _ => return Ok(()),
@@ -293,6 +301,7 @@ fn chat_thread(
     jobs: &std::sync::mpsc::Receiver<ChatJob>,
     out: &mpsc::Sender<AppCmd>,
     hooks: &ServeHooks,
+    verify_us: &std::sync::atomic::AtomicU64,
 ) {
     let mut serve_session = engine.model.session();
     let mut own_session = engine.model.session();
@@ -379,20 +388,24 @@ fn chat_thread(
                 job,
                 prompt,
                 answer,
+                from,
                 sampling,
             } => {
+                let t0 = Instant::now();
                 let verdict = sampling_of(&sampling)
                     .map_err(anyhow::Error::msg)
                     .and_then(|s| {
-                        Ok(check_answer(
+                        Ok(check_answer_from(
                             &engine.model,
                             &mut own_session,
                             &prompt,
                             &answer,
+                            from,
                             &s,
-                            NEAR_TIE,
+                            TOLERANCE,
                         )?)
                     });
+                verify_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                 let outcome = match verdict {
                     Ok(Verdict::Accepted { .. }) => Ok(()),
                     Ok(Verdict::Rejected { position, .. }) => Err(position),
@@ -489,10 +502,10 @@ pub(crate) fn ask(
         max_tokens: params.max_tokens.min(node_lite::jobs::msg::MAX_GEN_TOKENS) as u32,
         sampling: serde_json::to_string(&params.sampling)?,
         local_decode_tok_s: f64::from(local_rate),
+        prefer_remote: args.prefer_remote,
     };
     let gen_cfg = GenConfig {
         verify: !args.no_verify,
-        prefer_remote: args.prefer_remote,
         token_gap_ms: args.token_deadline_ms.max(100),
         ..GenConfig::default()
     };
@@ -544,8 +557,8 @@ pub(crate) fn ask(
         let mut serving = Vec::new();
         let mut recv_unix_ms: Vec<u64> = Vec::new();
         let mut first_token_ms = None;
-        let mut verify_started = None;
-        let mut verify_ms = 0.0;
+        let mut last_token_at = None;
+        let mut verified_after_ms = 0.0;
         let mut stopped = false;
         let name = |p: &node_lite::identity::PeerId| {
             names.lock().ok().and_then(|n| n.get(p).map(|x| format!("{} ({})", x.0, x.1))).unwrap_or_else(|| p.short())
@@ -572,6 +585,7 @@ pub(crate) fn ask(
                 }
                 GenOut::Tokens { start, tokens } => {
                     let now = unix_ms();
+                    last_token_at = Some(Instant::now());
                     first_token_ms.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1000.0);
                     recv_unix_ms.truncate(start);
                     for &t in &tokens {
@@ -606,11 +620,9 @@ pub(crate) fn ask(
                     eprintln!("excluded {}: {why:?}", name(&peer));
                     excluded.push(serde_json::json!({"peer": peer.to_string(), "name": name(&peer), "why": format!("{why:?}")}));
                 }
-                GenOut::Verify { answer, .. } => {
-                    verify_started = Some((Instant::now(), answer.len()));
-                }
+                GenOut::Verify { .. } => {}
                 GenOut::Finished { tokens, finish, verified, spans, .. } => {
-                    if let Some((t, _)) = verify_started { verify_ms = t.elapsed().as_secs_f64() * 1000.0; }
+                    if let Some(t) = last_token_at { verified_after_ms = Instant::elapsed(&t).as_secs_f64() * 1000.0; }
                     break (tokens, finish, verified, spans);
                 }
                 GenOut::Failed { error } => bail!("generation failed: {error}"),
@@ -636,6 +648,7 @@ pub(crate) fn ask(
         // Misbehaviour records go to the same log, so anyone can see the member was caught.
         let record_bytes: Vec<Vec<u8>> = records.iter().map(|m| m.encode()).collect();
         let record_promises = submit_entries(&record_bytes, &args.net.relays);
+        let verify_ms = chat.verify_us.load(Ordering::Relaxed) as f64 / 1000.0;
         drop(chat);
         drop(cmd_tx);
         drop(ev_rx);
@@ -666,7 +679,8 @@ pub(crate) fn ask(
             "receipts": receipts.len(), "anchored": anchored,
             "first_token_ms": first_token_ms, "ms": elapsed_ms,
             "tok_s": if decode_ms > 0.0 { (n - 1) as f64 * 1000.0 / decode_ms } else { 0.0 },
-            "verify_ms": verify_ms, "recv_unix_ms": recv_unix_ms, "local_decode_tok_s": local_rate,
+            "verify_ms": verify_ms,
+            "verified_after_ms": verified_after_ms, "recv_unix_ms": recv_unix_ms, "local_decode_tok_s": local_rate,
         }))
     })?;
     if json {

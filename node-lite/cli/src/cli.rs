@@ -117,7 +117,7 @@ enum Command {
         #[arg(long)]
         system: Option<String>,
         /// Print exactly one JSON line per answer: {"prompt_tokens", "tokens", "text",
-        /// "prefill_tok_s", "decode_tok_s"}.
+        /// "prefill_tok_s", "decode_tok_s", "first_token_ms"}.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

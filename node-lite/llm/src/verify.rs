@@ -3,7 +3,7 @@
 //! against the logits this model gives at its position.
 //!
 //! Two honest engines do not agree bit for bit (other kernels, GPU vs CPU, wasm vs native sum
-//! in other orders), so a token passes when it is within [`NEAR_TIE`] logits of what this
+//! in other orders), so a token passes when it is within [`TOLERANCE`] logits of what this
 //! model would allow there:
 //! - greedy (temperature 0): its (penalised) logit is at least the largest minus the tolerance
 //!   — the argmax itself, or a near-tie that the other engine may legitimately have broken the
@@ -18,14 +18,18 @@ use crate::LlmError;
 use crate::model::{Logits, Model, Session};
 use crate::sample::{Sampling, argmax, candidates_of, penalized};
 
-/// Logit tolerance of the check: two honest engines' logits differ by far less (measured on
-/// SmolLM2 against llama.cpp: every greedy divergence followed a top-2 margin of 0.26–0.30;
-/// logits span ≈ 25), a substituted token is typically many logits below the top.
-pub const NEAR_TIE: f32 = 0.5;
+/// Logit tolerance of the check. Measured on SmolLM2 (logits span ≈ 25): the SIMD kernel tiers
+/// agree bit for bit; the scalar tier (f32 arithmetic where the SIMD tiers quantize) differs from
+/// them by up to 0.82 in a logit, and an answer one generated lies up to 0.49 below the other's
+/// top logit (3,600 teacher-forced tokens; against llama.cpp every greedy divergence followed a
+/// margin of 0.26–0.30). 1.5 leaves three times that; a substituted token is typically several
+/// logits below the top. What it allows a liar: only tokens within 1.5 of the top — plausible
+/// ones.
+pub const TOLERANCE: f32 = 1.5;
 
 /// Answer tokens run through the model per forward call (bounds the `n × vocab` logits held
-/// at once: 32 × 49,152 × 4 B = 6 MiB for SmolLM2).
-const BLOCK: usize = 32;
+/// at once: 64 × 49,152 × 4 B = 12 MiB for SmolLM2; the prefill's own block size).
+const BLOCK: usize = 64;
 
 /// The outcome of [`check_answer`].
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +38,7 @@ pub enum Verdict {
     Accepted {
         /// Tokens checked.
         checked: usize,
-        /// Tokens that were not this model's own first choice but within the tolerance.
+        /// Greedy tokens that were not this model's own first choice but within the tolerance.
         near_ties: usize,
     },
     /// The first token this model does not allow.
@@ -80,16 +84,15 @@ pub fn check_token(
             .fold(f32::INFINITY, f32::min)
     };
     if got.is_finite() && got >= floor - tolerance {
-        Ok(token != best)
+        // A near-tie: greedy, and not this model's own choice (any candidate may be sampled).
+        Ok(sampling.temperature <= 0.0 && token != best)
     } else {
         Err((best, floor - got))
     }
 }
 
 /// Check `answer` (token ids generated after `prompt`, the stop token included if there was
-/// one) by teacher forcing in `session`, reusing its longest cached prefix of `prompt` like
-/// [`crate::Engine::start`]. Afterwards the session holds prompt + answer (a follow-up
-/// question reuses it). Costs one prefill of the uncached prompt and the answer.
+/// one) by teacher forcing in `session`: [`check_answer_from`] from the first token.
 pub fn check_answer(
     model: &Model,
     session: &mut Session,
@@ -98,9 +101,32 @@ pub fn check_answer(
     sampling: &Sampling,
     tolerance: f32,
 ) -> Result<Verdict, LlmError> {
+    check_answer_from(model, session, prompt, answer, 0, sampling, tolerance)
+}
+
+/// Check `answer[from..]` (the tokens before `from` were checked earlier) by teacher forcing
+/// in `session`, reusing its longest cached prefix of `prompt ‖ answer[..from]` — so an answer
+/// checked in pieces as it streams costs one prefill in all. Afterwards the session holds
+/// prompt + answer (a follow-up question, or the next piece, reuses it). Positions in the
+/// verdict are answer positions.
+pub fn check_answer_from(
+    model: &Model,
+    session: &mut Session,
+    prompt: &[u32],
+    answer: &[u32],
+    from: usize,
+    sampling: &Sampling,
+    tolerance: f32,
+) -> Result<Verdict, LlmError> {
     sampling.validate().map_err(LlmError::Input)?;
     if prompt.is_empty() {
         return Err(LlmError::Input("empty prompt".into()));
+    }
+    if from > answer.len() {
+        return Err(LlmError::Input(format!(
+            "checking from token {from} of a {}-token answer",
+            answer.len()
+        )));
     }
     let ctx = model.cfg.context;
     if prompt.len() + answer.len() > ctx {
@@ -109,60 +135,64 @@ pub fn check_answer(
             limit: ctx,
         });
     }
+    let full: Vec<u32> = prompt.iter().chain(answer).copied().collect();
+    // The first position to check is full[t0]; its logits come from running full[t0 - 1].
+    let t0 = prompt.len() + from;
     let common = session
         .tokens
         .iter()
-        .zip(prompt)
+        .zip(&full)
         .take_while(|(a, b)| a == b)
         .count()
-        .min(prompt.len() - 1);
+        .min(t0 - 1);
     session.truncate(common, model.cfg.kv_dim());
     let vocab = model.cfg.vocab;
-    // Logits predicting answer[0].
-    let mut logits = model.forward(session, &prompt[common..], Logits::Last)?;
-    let mut recent = prompt.to_vec();
     let mut near_ties = 0;
-    let mut i = 0;
-    while i < answer.len() {
-        // `logits` holds rows predicting answer[i..i + rows].
-        let rows = logits.len() / vocab;
-        for r in 0..rows {
-            let at = i + r;
-            let token = answer[at];
-            match check_token(
-                &logits[r * vocab..(r + 1) * vocab],
-                token,
-                sampling,
-                &recent,
-                tolerance,
-            ) {
-                Ok(tie) => near_ties += usize::from(tie),
-                Err((expected, shortfall)) => {
-                    return Ok(Verdict::Rejected {
-                        position: at,
-                        token,
-                        expected,
-                        shortfall,
-                    });
+    if from < answer.len() {
+        // Logits predicting answer[from].
+        let mut logits = model.forward(session, &full[common..t0], Logits::Last)?;
+        let mut i = from;
+        loop {
+            // `logits` holds rows predicting answer[i..i + rows].
+            let rows = logits.len() / vocab;
+            for r in 0..rows {
+                let at = i + r;
+                let token = answer[at];
+                match check_token(
+                    &logits[r * vocab..(r + 1) * vocab],
+                    token,
+                    sampling,
+                    &full[..prompt.len() + at],
+                    tolerance,
+                ) {
+                    Ok(tie) => near_ties += usize::from(tie),
+                    Err((expected, shortfall)) => {
+                        return Ok(Verdict::Rejected {
+                            position: at,
+                            token,
+                            expected,
+                            shortfall,
+                        });
+                    }
                 }
             }
-            recent.push(token);
+            i += rows;
+            if i >= answer.len() {
+                break;
+            }
+            // Feed answer[i-1 .. i-1+BLOCK]: row r predicts answer[i + r]. The last answer
+            // token is never fed (nothing to predict after it).
+            let end = (i - 1 + BLOCK).min(answer.len() - 1);
+            logits = model.forward(session, &answer[i - 1..end], Logits::All)?;
         }
-        i += rows;
-        if i >= answer.len() {
-            break;
-        }
-        // Feed answer[i-1 .. i-1+BLOCK]: row r predicts answer[i + r]. The last answer token
-        // is never fed (nothing to predict after it).
-        let end = (i - 1 + BLOCK).min(answer.len() - 1);
-        logits = model.forward(session, &answer[i - 1..end], Logits::All)?;
     }
     // Cache the whole answer for a follow-up (its last token was never fed).
-    if let Some(&last) = answer.last() {
-        model.forward(session, &[last], Logits::Last)?;
+    if session.pos < full.len() {
+        let rest = full[session.pos..].to_vec();
+        model.forward(session, &rest, Logits::Last)?;
     }
     Ok(Verdict::Accepted {
-        checked: answer.len(),
+        checked: answer.len() - from,
         near_ties,
     })
 }
@@ -175,15 +205,15 @@ mod tests {
     fn greedy_allows_the_argmax_and_near_ties_only() {
         let l = [0.0, 5.0, 4.8, 1.0];
         let s = Sampling::default();
-        assert_eq!(check_token(&l, 1, &s, &[], NEAR_TIE), Ok(false));
-        assert_eq!(check_token(&l, 2, &s, &[], NEAR_TIE), Ok(true));
-        let Err((best, short)) = check_token(&l, 3, &s, &[], NEAR_TIE) else {
+        assert_eq!(check_token(&l, 1, &s, &[], TOLERANCE), Ok(false));
+        assert_eq!(check_token(&l, 2, &s, &[], TOLERANCE), Ok(true));
+        let Err((best, short)) = check_token(&l, 3, &s, &[], TOLERANCE) else {
             panic!("a token 4 logits down passed");
         };
         assert_eq!(best, 1);
         assert!((short - 4.0).abs() < 1e-6);
         assert!(
-            check_token(&l, 9, &s, &[], NEAR_TIE).is_err(),
+            check_token(&l, 9, &s, &[], TOLERANCE).is_err(),
             "out of vocab"
         );
     }
@@ -196,8 +226,8 @@ mod tests {
             repeat_penalty: 2.0,
             ..Sampling::default()
         };
-        assert_eq!(check_token(&l, 2, &s, &[1], NEAR_TIE), Ok(false));
-        assert!(check_token(&l, 1, &s, &[1], NEAR_TIE).is_err());
+        assert_eq!(check_token(&l, 2, &s, &[1], TOLERANCE), Ok(false));
+        assert!(check_token(&l, 1, &s, &[1], TOLERANCE).is_err());
     }
 
     #[test]
@@ -209,9 +239,9 @@ mod tests {
             ..Sampling::default()
         };
         for t in [1, 2, 3] {
-            assert!(check_token(&l, t, &s, &[], NEAR_TIE).is_ok(), "{t}");
+            assert!(check_token(&l, t, &s, &[], TOLERANCE).is_ok(), "{t}");
         }
-        assert!(check_token(&l, 0, &s, &[], NEAR_TIE).is_err());
-        assert!(check_token(&l, 4, &s, &[], NEAR_TIE).is_err());
+        assert!(check_token(&l, 0, &s, &[], TOLERANCE).is_err());
+        assert!(check_token(&l, 4, &s, &[], TOLERANCE).is_err());
     }
 }

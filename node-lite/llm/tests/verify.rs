@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use shoal_llm::verify::{NEAR_TIE, Verdict, check_answer};
+use shoal_llm::verify::{TOLERANCE, Verdict, check_answer, check_answer_from};
 use shoal_llm::{Engine, GenParams, Message, Sampling};
 
 mod support;
@@ -50,7 +50,7 @@ fn own_greedy_and_sampled_answers_pass_and_a_substituted_token_is_caught() {
         &p,
         &greedy,
         &Sampling::default(),
-        NEAR_TIE,
+        TOLERANCE,
     )
     .unwrap();
     assert!(
@@ -70,7 +70,7 @@ fn own_greedy_and_sampled_answers_pass_and_a_substituted_token_is_caught() {
         &p,
         &greedy,
         &Sampling::default(),
-        NEAR_TIE,
+        TOLERANCE,
     )
     .unwrap();
     assert!(v.accepted(), "{v:?}");
@@ -80,7 +80,7 @@ fn own_greedy_and_sampled_answers_pass_and_a_substituted_token_is_caught() {
     let mut bad = greedy.clone();
     bad[at] = e.tokenizer.encode(" zebra", false).unwrap()[0];
     assert_ne!(bad[at], greedy[at]);
-    let v = check_answer(&e.model, &mut s, &p, &bad, &Sampling::default(), NEAR_TIE).unwrap();
+    let v = check_answer(&e.model, &mut s, &p, &bad, &Sampling::default(), TOLERANCE).unwrap();
     match v {
         Verdict::Rejected {
             position,
@@ -91,10 +91,40 @@ fn own_greedy_and_sampled_answers_pass_and_a_substituted_token_is_caught() {
             assert_eq!(position, at);
             assert_eq!(token, bad[at]);
             assert_eq!(expected, greedy[at]);
-            assert!(shortfall > NEAR_TIE);
+            assert!(shortfall > TOLERANCE);
         }
         other => panic!("tampered answer accepted: {other:?}"),
     }
+
+    // In pieces, as an answer streams: the cache carries each piece to the next.
+    let mut s = e.model.session();
+    let greedy_s = Sampling::default();
+    let v =
+        check_answer_from(&e.model, &mut s, &p, &greedy[..12], 0, &greedy_s, TOLERANCE).unwrap();
+    assert!(matches!(v, Verdict::Accepted { checked: 12, .. }), "{v:?}");
+    assert_eq!(s.pos, p.len() + 12);
+    let v = check_answer_from(&e.model, &mut s, &p, &greedy, 12, &greedy_s, TOLERANCE).unwrap();
+    assert!(
+        matches!(v, Verdict::Accepted { checked, .. } if checked == greedy.len() - 12),
+        "{v:?}"
+    );
+    let v = check_answer_from(&e.model, &mut s, &p, &bad, 12, &greedy_s, TOLERANCE).unwrap();
+    assert!(
+        matches!(v, Verdict::Rejected { position, .. } if position == at),
+        "{v:?}"
+    );
+    assert!(
+        check_answer_from(
+            &e.model,
+            &mut s,
+            &p,
+            &bad,
+            bad.len() + 1,
+            &greedy_s,
+            TOLERANCE
+        )
+        .is_err()
+    );
 
     // Sampled answers pass under their own settings, for several seeds.
     for seed in 1..=3 {
@@ -107,7 +137,7 @@ fn own_greedy_and_sampled_answers_pass_and_a_substituted_token_is_caught() {
         };
         let a = answer(&p, sampling.clone(), 32);
         let mut s = e.model.session();
-        let v = check_answer(&e.model, &mut s, &p, &a, &sampling, NEAR_TIE).unwrap();
+        let v = check_answer(&e.model, &mut s, &p, &a, &sampling, TOLERANCE).unwrap();
         assert!(v.accepted(), "seed {seed}: {v:?}");
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! - **Who serves**: the member that advertises the model with the highest decode rate, if it
 //!   is faster than this device ([`GenAsk::local_decode_tok_s`]) or the job prefers members
-//!   ([`GenConfig::prefer_remote`]: a phone that should not compute); else this device. The
+//!   ([`GenAsk::prefer_remote`]: a phone that should not compute); else this device. The
 //!   choice and its reason are an action ([`GenAction::Serving`]) for the UI.
 //! - **Stream**: [`PeerMsg::GenTokens`] carry absolute answer positions; only the current
 //!   attempt's tokens, exactly at the end of the answer so far, are taken (anything else from
@@ -14,12 +14,13 @@
 //! - **Failover**: a member that leaves, stalls, errs or breaks the protocol is excluded; the
 //!   answer continues from the tokens received so far — on the next member (sent as
 //!   `prefix`) or here — so the user sees one continuous answer.
-//! - **Verification** ([`GenConfig::verify`]): when an answer with tokens from members ends,
-//!   the driver checks it by teacher forcing on its own model ([`GenAction::Verify`] →
-//!   [`GenJob::verified`]). A rejected token at position p: the member that produced it is
-//!   excluded ([`GenExclusion::Rejected`]), the answer is cut back to p
-//!   ([`GenAction::Rewind`]) and generation continues from there elsewhere; the tokens before
-//!   p passed and stay.
+//! - **Verification** ([`GenConfig::verify`]): the driver checks members' tokens by teacher
+//!   forcing on its own model ([`GenAction::Verify`] → [`GenJob::verified`]) — in pieces while
+//!   the answer streams (every [`GenConfig::verify_every`] tokens, one piece at a time, each
+//!   from where the last one ended), the rest when it ends. A rejected token at position p: the
+//!   member that produced it is excluded ([`GenExclusion::Rejected`]), whoever serves now is
+//!   stopped (its tokens build on p), the answer is cut back to p ([`GenAction::Rewind`]) and
+//!   generation continues from p elsewhere; the tokens before p passed and stay.
 //! - **Stop** ([`GenJob::cancel`]): the serving member (or the local engine) is told to stop;
 //!   the tokens it still sends before its `GenDone` are taken; the partial answer is verified
 //!   like a full one.
@@ -39,8 +40,8 @@ pub struct GenConfig {
     pub token_gap_ms: u64,
     /// Check answers with tokens from members by teacher forcing.
     pub verify: bool,
-    /// Ask a member that has the model even when this device is faster.
-    pub prefer_remote: bool,
+    /// Check members' tokens in pieces of at least this many while the answer streams.
+    pub verify_every: usize,
     /// After a stop, how long to wait for the member's end of stream.
     pub stop_grace_ms: u64,
 }
@@ -51,7 +52,7 @@ impl Default for GenConfig {
             first_token_ms: 30_000,
             token_gap_ms: 5_000,
             verify: true,
-            prefer_remote: false,
+            verify_every: 64,
             stop_grace_ms: 2_000,
         }
     }
@@ -69,8 +70,11 @@ pub struct GenAsk {
     /// Sampling settings as JSON (the chat engine's `Sampling`).
     pub sampling: String,
     /// This device's own decode rate (tokens/s): a member must beat it to be asked (unless
-    /// [`GenConfig::prefer_remote`]).
+    /// `prefer_remote`).
     pub local_decode_tok_s: f64,
+    /// Ask a member that has the model even when this device is faster (a phone that should
+    /// not compute).
+    pub prefer_remote: bool,
 }
 
 /// Who produces the answer's tokens.
@@ -143,12 +147,15 @@ pub enum GenAction<M> {
         /// New length.
         to: usize,
     },
-    /// Check `answer` after `prompt` by teacher forcing; call [`GenJob::verified`].
+    /// Check `answer[from..]` after `prompt ‖ answer[..from]` (checked before) by teacher
+    /// forcing; call [`GenJob::verified`] with `answer.len()`.
     Verify {
         /// The prompt.
         prompt: Vec<u32>,
-        /// The whole answer so far.
+        /// The answer up to the end of what is to be checked.
         answer: Vec<u32>,
+        /// Tokens before this were checked.
+        from: usize,
     },
     /// A member is out of this job.
     Excluded {
@@ -213,6 +220,10 @@ pub struct GenJob<M> {
     phase: Phase,
     finish: Option<GenFinish>,
     stopping: bool,
+    /// Answer tokens checked and passed.
+    verified_upto: usize,
+    /// The length of the piece being checked.
+    verifying: Option<usize>,
     out: VecDeque<GenAction<M>>,
 }
 
@@ -233,6 +244,8 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
             phase: Phase::Generating,
             finish: None,
             stopping: false,
+            verified_upto: 0,
+            verifying: None,
             out: VecDeque::new(),
         }
     }
@@ -437,14 +450,22 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
     }
 
     /// The outcome of [`GenAction::Verify`] for an answer of `len` tokens: `Ok(())`, or
-    /// `Err(position)` of the first rejected token. A result for another answer (the job moved
+    /// `Err(position)` of the first rejected token. A result for another piece (the job moved
     /// on) is ignored.
     pub fn verified(&mut self, len: usize, outcome: Result<(), usize>, now_ms: u64) {
-        if self.phase != Phase::Verifying || len != self.tokens.len() {
+        if self.verifying != Some(len) || self.phase == Phase::Done {
             return;
         }
+        self.verifying = None;
         match outcome {
-            Ok(()) => self.finished(Some(true)),
+            Ok(()) => {
+                self.verified_upto = self.verified_upto.max(len);
+                match self.phase {
+                    Phase::Verifying => self.settle(),
+                    Phase::Generating => self.maybe_verify(),
+                    Phase::Done => {}
+                }
+            }
             Err(pos) if pos < self.tokens.len() => {
                 let owner = self
                     .spans
@@ -452,24 +473,45 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
                     .rev()
                     .find(|s| s.0 <= pos)
                     .map(|s| (s.1.clone(), s.2));
-                match owner {
-                    Some((Server::Member(m), n)) => {
-                        self.tokens.truncate(pos);
-                        self.spans.retain(|s| s.0 < pos);
-                        self.out.push_back(GenAction::Rewind { to: pos });
-                        self.finish = None;
-                        self.stopping = false;
-                        self.phase = Phase::Generating;
-                        self.exclude(m, GenExclusion::Rejected { position: pos }, n, now_ms);
-                    }
-                    _ => {
-                        // Our own token: the check and the engine disagree (a bug, not a
-                        // peer's fault). Keep the answer, say it is not verified.
-                        self.finished(Some(false));
-                    }
-                }
+                let Some((Server::Member(m), n)) = owner else {
+                    // Our own token: the check and the engine disagree (a bug, not a peer's
+                    // fault). Keep the answer, say it is not verified.
+                    self.stop_current();
+                    self.finished(Some(false));
+                    return;
+                };
+                // Whoever serves now builds on the rejected token: stop it too.
+                self.stop_current();
+                self.tokens.truncate(pos);
+                self.spans.retain(|s| s.0 < pos);
+                self.verified_upto = self.verified_upto.min(pos);
+                self.out.push_back(GenAction::Rewind { to: pos });
+                self.finish = None;
+                self.stopping = false;
+                self.phase = Phase::Generating;
+                self.exclude(m, GenExclusion::Rejected { position: pos }, n, now_ms);
             }
             Err(_) => self.finished(Some(false)),
+        }
+    }
+
+    /// Tell whoever serves now to stop, and forget the attempt (its late output is dropped).
+    fn stop_current(&mut self) {
+        match self.current.take() {
+            Some(Attempt {
+                by: Server::Member(m),
+                ..
+            }) => self.out.push_back(GenAction::Send {
+                to: m,
+                msg: PeerMsg::Cancel {
+                    job: self.id,
+                    shard: None,
+                },
+            }),
+            Some(Attempt {
+                by: Server::Local, ..
+            }) => self.out.push_back(GenAction::StopLocal),
+            None => {}
         }
     }
 
@@ -522,6 +564,56 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
             start,
             tokens: tokens.to_vec(),
         });
+        self.maybe_verify();
+    }
+
+    /// The end of the last run of tokens a member produced (what verification must reach).
+    fn remote_end(&self) -> usize {
+        let mut end = 0;
+        for (i, s) in self.spans.iter().enumerate() {
+            if matches!(s.1, Server::Member(_)) {
+                end = self.spans.get(i + 1).map_or(self.tokens.len(), |n| n.0);
+            }
+        }
+        end
+    }
+
+    fn request_verify(&mut self, upto: usize) {
+        self.verifying = Some(upto);
+        self.out.push_back(GenAction::Verify {
+            prompt: self.ask.prompt.clone(),
+            answer: self.tokens[..upto].to_vec(),
+            from: self.verified_upto,
+        });
+    }
+
+    /// While generating: check what members sent once enough new tokens wait.
+    fn maybe_verify(&mut self) {
+        if !self.cfg.verify || self.verifying.is_some() || self.phase != Phase::Generating {
+            return;
+        }
+        let end = self.remote_end();
+        if end >= self.verified_upto + self.cfg.verify_every.max(1) {
+            self.request_verify(end);
+        }
+    }
+
+    /// After the answer ended: check the rest, or finish.
+    fn settle(&mut self) {
+        if self.verifying.is_some() {
+            return; // the piece in flight comes back first
+        }
+        let remote = self.spans.iter().any(|s| matches!(s.1, Server::Member(_)));
+        if !self.cfg.verify || !remote {
+            self.finished(None);
+            return;
+        }
+        let end = self.remote_end();
+        if end > self.verified_upto {
+            self.request_verify(end);
+        } else {
+            self.finished(Some(true));
+        }
     }
 
     fn violation(&mut self, from: &M, what: &'static str, n: u32, now_ms: u64) {
@@ -570,7 +662,7 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
         let local = self.ask.local_decode_tok_s;
         let remote = best
             .clone()
-            .filter(|(_, r)| n < MAX_ATTEMPTS && (self.cfg.prefer_remote || *r > local));
+            .filter(|(_, r)| n < MAX_ATTEMPTS && (self.ask.prefer_remote || *r > local));
         match remote {
             Some((m, rate)) => {
                 let reason = if rate > local {
@@ -630,7 +722,7 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
         }
     }
 
-    /// The current attempt ended with `finish`: verify (or finish).
+    /// The current attempt ended with `finish`: verify the rest (or finish).
     fn end_attempt(&mut self, finish: GenFinish) {
         self.current = None;
         self.finish = Some(if self.stopping {
@@ -638,16 +730,8 @@ impl<M: Clone + Ord + std::fmt::Debug> GenJob<M> {
         } else {
             finish
         });
-        let remote = self.spans.iter().any(|s| matches!(s.1, Server::Member(_)));
-        if self.cfg.verify && remote {
-            self.phase = Phase::Verifying;
-            self.out.push_back(GenAction::Verify {
-                prompt: self.ask.prompt.clone(),
-                answer: self.tokens.clone(),
-            });
-        } else {
-            self.finished(None);
-        }
+        self.phase = Phase::Verifying;
+        self.settle();
     }
 
     fn finished(&mut self, verified: Option<bool>) {
@@ -684,6 +768,15 @@ mod tests {
             max_tokens: max,
             sampling: "{}".into(),
             local_decode_tok_s: local,
+            prefer_remote: false,
+        }
+    }
+
+    /// Members preferred (the choice is not under test).
+    fn ask_remote(max: u32) -> GenAsk {
+        GenAsk {
+            prefer_remote: true,
+            ..ask(max, 1.0)
         }
     }
 
@@ -739,7 +832,8 @@ mod tests {
         let a = drain(&mut j);
         assert!(a.contains(&GenAction::Verify {
             prompt: vec![1, 2, 3],
-            answer: vec![5, 6, 7]
+            answer: vec![5, 6, 7],
+            from: 0
         }));
         j.verified(3, Ok(()), 40);
         let a = drain(&mut j);
@@ -773,11 +867,11 @@ mod tests {
                 verified: None
             })
         );
-        let cfg = GenConfig {
+        let preferring = GenAsk {
             prefer_remote: true,
-            ..GenConfig::default()
+            ..ask(10, 100.0)
         };
-        let mut j = GenJob::new(JobId([1; 16]), ask(10, 100.0), cfg);
+        let mut j = GenJob::new(JobId([1; 16]), preferring, GenConfig::default());
         j.add_member(1, 50.0);
         j.start(0);
         assert_eq!(requests(&drain(&mut j)), vec![(1, 0, vec![])]);
@@ -785,11 +879,8 @@ mod tests {
 
     #[test]
     fn a_member_that_leaves_stalls_or_errs_is_replaced_with_the_answer_so_far() {
-        let cfg = GenConfig {
-            prefer_remote: true,
-            ..GenConfig::default()
-        };
-        let mut j = GenJob::new(JobId([1; 16]), ask(20, 1.0), cfg.clone());
+        let cfg = GenConfig::default();
+        let mut j = GenJob::new(JobId([1; 16]), ask_remote(20), cfg.clone());
         for m in 1..=3 {
             j.add_member(m, f64::from(m) * 10.0);
         }
@@ -834,8 +925,13 @@ mod tests {
         assert!(a.iter().any(|x| matches!(x, GenAction::RunLocal { prefix, attempt: 3, .. } if *prefix == vec![10, 11, 12])));
         j.local_tokens(3, 3, &[13]);
         j.local_done(3, Ok(GenFinish::Stop));
-        drain(&mut j);
-        j.verified(4, Ok(()), 10);
+        // Only the members' tokens are checked (the local tail is this device's own).
+        assert!(
+            drain(&mut j).iter().any(
+                |x| matches!(x, GenAction::Verify { answer, from: 0, .. } if answer.len() == 3)
+            )
+        );
+        j.verified(3, Ok(()), 10);
         assert_eq!(
             drain(&mut j),
             vec![GenAction::Finished {
@@ -851,11 +947,8 @@ mod tests {
 
     #[test]
     fn a_rejected_token_excludes_its_producer_and_generation_resumes_before_it() {
-        let cfg = GenConfig {
-            prefer_remote: true,
-            ..GenConfig::default()
-        };
-        let mut j = GenJob::new(JobId([1; 16]), ask(20, 1.0), cfg);
+        let cfg = GenConfig::default();
+        let mut j = GenJob::new(JobId([1; 16]), ask_remote(20), cfg);
         j.add_member(1, 10.0);
         j.add_member(2, 20.0);
         j.start(0);
@@ -892,11 +985,8 @@ mod tests {
 
     #[test]
     fn stop_cancels_the_member_and_verifies_the_partial_answer() {
-        let cfg = GenConfig {
-            prefer_remote: true,
-            ..GenConfig::default()
-        };
-        let mut j = GenJob::new(JobId([1; 16]), ask(20, 1.0), cfg.clone());
+        let cfg = GenConfig::default();
+        let mut j = GenJob::new(JobId([1; 16]), ask_remote(20), cfg.clone());
         j.add_member(1, 10.0);
         j.start(0);
         drain(&mut j);
@@ -916,7 +1006,8 @@ mod tests {
         let a = drain(&mut j);
         assert!(a.contains(&GenAction::Verify {
             prompt: vec![1, 2, 3],
-            answer: vec![1, 2, 3]
+            answer: vec![1, 2, 3],
+            from: 0
         }));
         j.verified(3, Ok(()), 5);
         assert_eq!(
@@ -928,7 +1019,7 @@ mod tests {
             }]
         );
         // A member that never ends its stream after a stop: the grace period ends it.
-        let mut j = GenJob::new(JobId([2; 16]), ask(20, 1.0), cfg.clone());
+        let mut j = GenJob::new(JobId([2; 16]), ask_remote(20), cfg.clone());
         j.add_member(1, 10.0);
         j.start(0);
         j.on_message(&1, &toks(&j, 0, 0, &[1]), 1);
@@ -944,11 +1035,8 @@ mod tests {
 
     #[test]
     fn tokens_beyond_max_tokens_and_a_wrong_end_are_violations() {
-        let cfg = GenConfig {
-            prefer_remote: true,
-            ..GenConfig::default()
-        };
-        let mut j = GenJob::new(JobId([1; 16]), ask(3, 1.0), cfg);
+        let cfg = GenConfig::default();
+        let mut j = GenJob::new(JobId([1; 16]), ask_remote(3), cfg);
         j.add_member(1, 10.0);
         j.add_member(2, 5.0);
         j.start(0);
@@ -974,6 +1062,92 @@ mod tests {
         assert!(
             a.iter()
                 .any(|x| matches!(x, GenAction::RunLocal { attempt: 2, .. }))
+        );
+    }
+
+    #[test]
+    fn members_tokens_are_checked_in_pieces_while_streaming_and_a_bad_one_stops_the_server() {
+        let cfg = GenConfig {
+            verify_every: 2,
+            ..GenConfig::default()
+        };
+        let mut j = GenJob::new(JobId([3; 16]), ask_remote(20), cfg);
+        j.add_member(1, 10.0);
+        j.add_member(2, 5.0);
+        j.start(0);
+        drain(&mut j);
+        j.on_message(&1, &toks(&j, 0, 0, &[1, 2]), 1);
+        let verify = |a: &[GenAction<u8>]| {
+            a.iter()
+                .filter_map(|x| match x {
+                    GenAction::Verify { answer, from, .. } => Some((answer.len(), *from)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(verify(&drain(&mut j)), vec![(2, 0)]);
+        // One piece at a time: more tokens wait for the first piece's result.
+        j.on_message(&1, &toks(&j, 0, 2, &[3, 4, 5]), 2);
+        assert!(verify(&drain(&mut j)).is_empty());
+        j.verified(2, Ok(()), 3);
+        assert_eq!(verify(&drain(&mut j)), vec![(5, 2)]);
+        // A stale result (another length) is ignored.
+        j.verified(2, Err(1), 4);
+        assert!(drain(&mut j).is_empty());
+        // Token 3 fails while member 1 is still streaming: it is stopped and excluded, the
+        // answer goes back to 3 tokens and member 2 continues from there.
+        j.verified(5, Err(3), 5);
+        let a = drain(&mut j);
+        assert!(a.contains(&GenAction::Rewind { to: 3 }));
+        assert!(a.contains(&GenAction::Send {
+            to: 1,
+            msg: PeerMsg::Cancel {
+                job: j.id(),
+                shard: None
+            }
+        }));
+        assert_eq!(requests(&a), vec![(2, 1, vec![1, 2, 3])]);
+        // Member 1's late tokens are dropped; member 2 finishes; only the rest is checked.
+        j.on_message(&1, &toks(&j, 0, 5, &[6]), 6);
+        j.on_message(&2, &toks(&j, 1, 3, &[9]), 7);
+        j.on_message(&2, &done(&j, 1, 4, GenFinish::Stop), 8);
+        assert_eq!(verify(&drain(&mut j)), vec![(4, 2)]);
+        j.verified(4, Ok(()), 9);
+        assert_eq!(
+            drain(&mut j),
+            vec![GenAction::Finished {
+                tokens: vec![1, 2, 3, 9],
+                finish: GenFinish::Stop,
+                verified: Some(true)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_local_tail_is_not_checked() {
+        let mut j = GenJob::new(JobId([4; 16]), ask_remote(20), GenConfig::default());
+        j.add_member(1, 10.0);
+        j.start(0);
+        drain(&mut j);
+        j.on_message(&1, &toks(&j, 0, 0, &[1, 2]), 1);
+        j.member_left(&1, 2);
+        drain(&mut j);
+        j.local_tokens(1, 2, &[3, 4, 5]);
+        j.local_done(1, Ok(GenFinish::Stop));
+        let a = drain(&mut j);
+        assert!(a.contains(&GenAction::Verify {
+            prompt: vec![1, 2, 3],
+            answer: vec![1, 2],
+            from: 0
+        }));
+        j.verified(2, Ok(()), 3);
+        assert_eq!(
+            drain(&mut j),
+            vec![GenAction::Finished {
+                tokens: vec![1, 2, 3, 4, 5],
+                finish: GenFinish::Stop,
+                verified: Some(true)
+            }]
         );
     }
 }

@@ -66,8 +66,8 @@ pub struct Capabilities {
 /// A chat model a member serves, and how fast (measured on that member).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChatModelCap {
-    /// The model's id: BLAKE2b-256 of its GGUF bytes (same file = same id wherever it came
-    /// from).
+    /// The model's id: SHA-256 of its GGUF file (same file = same id wherever it came from; a
+    /// chat manifest's `sha256`).
     pub model: [u8; 32],
     /// Prompt tokens per second.
     pub prefill_tok_s: f32,

@@ -373,9 +373,10 @@ impl World {
                             job,
                             prompt,
                             answer,
+                            from,
                             ..
                         } => {
-                            let bad = (0..answer.len())
+                            let bad = (*from..answer.len())
                                 .find(|&p| answer[p] != fake_next(prompt, &answer[..p]));
                             self.queue.push_back((
                                 i,
@@ -802,6 +803,7 @@ fn gen_ask(prompt: &[u32], local_rate: f64) -> GenAsk {
         max_tokens: 64,
         sampling: "{}".into(),
         local_decode_tok_s: local_rate,
+        prefer_remote: false,
     }
 }
 

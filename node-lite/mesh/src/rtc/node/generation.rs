@@ -83,14 +83,17 @@ pub enum GenOut {
         /// Job.
         job: JobId,
     },
-    /// Check `answer` by teacher forcing; report with [`CircleNode::gen_verified`].
+    /// Check `answer[from..]` by teacher forcing (the tokens before `from` passed earlier);
+    /// report with [`CircleNode::gen_verified`] and `answer.len()`.
     Verify {
         /// Job.
         job: JobId,
         /// Prompt.
         prompt: Vec<u32>,
-        /// Answer.
+        /// Answer up to the end of the piece.
         answer: Vec<u32>,
+        /// First token to check.
+        from: usize,
         /// Sampling settings (JSON).
         sampling: String,
     },
@@ -284,8 +287,8 @@ impl CircleNode {
         self.drain(now_ms);
     }
 
-    /// The outcome of [`GenOut::Verify`] for an answer of `len` tokens: `Ok(())` or the first
-    /// rejected position.
+    /// The outcome of [`GenOut::Verify`] for a piece ending at answer length `len`: `Ok(())` or
+    /// the first rejected position.
     pub fn gen_verified(
         &mut self,
         job: JobId,
@@ -649,10 +652,15 @@ impl CircleNode {
                 sampling,
             },
             GenAction::StopLocal => GenOut::StopLocal { job },
-            GenAction::Verify { prompt, answer } => GenOut::Verify {
+            GenAction::Verify {
+                prompt,
+                answer,
+                from,
+            } => GenOut::Verify {
                 job,
                 prompt,
                 answer,
+                from,
                 sampling,
             },
             GenAction::Serving { by, reason } => GenOut::Serving {
