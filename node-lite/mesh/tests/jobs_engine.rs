@@ -398,6 +398,32 @@ fn peer_messages_roundtrip_and_limits() {
             job: JobId([1; 16]),
             shard: None,
         },
+        PeerMsg::GenRequest {
+            job: JobId([2; 16]),
+            attempt: 1,
+            model: [4; 32],
+            prompt: vec![1, 2, 3],
+            prefix: vec![9],
+            max_tokens: 64,
+            sampling: "{\"temperature\":0.0}".into(),
+        },
+        PeerMsg::GenTokens {
+            job: JobId([2; 16]),
+            attempt: 1,
+            start: 1,
+            tokens: vec![7, 8],
+        },
+        PeerMsg::GenDone {
+            job: JobId([2; 16]),
+            attempt: 1,
+            end: 3,
+            finish: shoal_mesh::jobs::GenFinish::Stop,
+        },
+        PeerMsg::GenError {
+            job: JobId([2; 16]),
+            attempt: 1,
+            reason: "busy".into(),
+        },
     ];
     for m in msgs {
         let b = m.encode().unwrap();
@@ -437,6 +463,39 @@ fn peer_messages_roundtrip_and_limits() {
         vectors: vec![0; 15],
     };
     assert!(matches!(ragged.encode(), Err(MsgError::Limit(_))));
+    let gen_req = |prompt: Vec<u32>, prefix: Vec<u32>, max_tokens: u32, sampling: String| {
+        PeerMsg::GenRequest {
+            job: JobId([0; 16]),
+            attempt: 0,
+            model: [0; 32],
+            prompt,
+            prefix,
+            max_tokens,
+            sampling,
+        }
+    };
+    for bad in [
+        gen_req(vec![], vec![], 8, String::new()),
+        gen_req(vec![1], vec![2; 9], 8, String::new()),
+        gen_req(vec![1; 32 * 1024], vec![2], 64, String::new()),
+        gen_req(vec![1], vec![], 8, "x".repeat(1025)),
+    ] {
+        assert!(matches!(bad.encode(), Err(MsgError::Limit(_))), "{bad:?}");
+    }
+    let too_many_tokens = PeerMsg::GenTokens {
+        job: JobId([0; 16]),
+        attempt: 0,
+        start: 0,
+        tokens: vec![1; 4097],
+    };
+    assert!(matches!(too_many_tokens.encode(), Err(MsgError::Limit(_))));
+    let far = PeerMsg::GenTokens {
+        job: JobId([0; 16]),
+        attempt: 0,
+        start: u32::MAX,
+        tokens: vec![1],
+    };
+    assert!(matches!(far.encode(), Err(MsgError::Limit(_))));
     // A postcard length prefix claiming a huge vector does not allocate it: just fails.
     let mut evil = vec![1u8, 1];
     evil.extend_from_slice(&[0u8; 16]);
@@ -504,6 +563,37 @@ fn behave() -> impl Strategy<Value = Behave> {
         Just(Behave::WrongCount),
         (1u64..10).prop_map(|ms_per_text| Behave::Late { ms_per_text }),
     ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes after a valid version byte (and mutations of valid generation messages)
+    /// never panic the decoder; whatever decodes re-validates and re-encodes to a message that
+    /// decodes to itself.
+    #[test]
+    fn peer_message_decoding_survives_garbage(
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        flip in any::<(usize, u8)>(),
+    ) {
+        let mut b = vec![1u8];
+        b.extend_from_slice(&body);
+        if let Ok(m) = PeerMsg::decode(&b) {
+            let again = m.encode().unwrap();
+            prop_assert_eq!(PeerMsg::decode(&again).unwrap(), m);
+        }
+        let mut g = PeerMsg::GenTokens {
+            job: JobId([5; 16]),
+            attempt: 2,
+            start: 3,
+            tokens: vec![1, 2, 3],
+        }
+        .encode()
+        .unwrap();
+        let i = flip.0 % g.len();
+        g[i] ^= flip.1;
+        let _ = PeerMsg::decode(&g);
+    }
 }
 
 proptest! {
