@@ -292,7 +292,12 @@ impl ChatThread {
             },
             _ => return Ok(()),
         };
-        self.jobs.send(job).ok().context("the chat thread stopped")
+        // Never block the event loop: our own answer has at most one local run and one piece
+        // to verify waiting, so a full queue means the thread is gone or stuck.
+        self.jobs
+            .try_send(job)
+            .ok()
+            .context("the chat thread stopped or is overloaded")
     }
 }
 
