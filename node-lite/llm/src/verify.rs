@@ -8,8 +8,9 @@
 //! - greedy (temperature 0): its (penalised) logit is at least the largest minus the tolerance
 //!   — the argmax itself, or a near-tie that the other engine may legitimately have broken the
 //!   other way;
-//! - sampled: its logit is at least the smallest logit of this model's candidate set at these
-//!   settings (top-k, top-p after the penalty) minus the tolerance.
+//! - sampled: fewer than `top_k` tokens, and less than `top_p` + [`TOP_P_SLACK`] of the
+//!   probability, lie more than the tolerance above it (after the penalty, at the temperature):
+//!   it is a token this model could have sampled, give or take the tolerance.
 //!
 //! A tampered token is almost never that close to the top: the check rejects it at its
 //! position, and the text up to there is still good.
@@ -72,24 +73,64 @@ pub fn check_token(
 ) -> Result<bool, (u32, f32)> {
     let l = penalized(logits, sampling, recent);
     let best = argmax(&l);
-    let Some(&got) = l.get(token as usize) else {
+    let Some(&got) = l.get(token as usize).filter(|v| v.is_finite()) else {
         return Err((best, f32::INFINITY));
     };
-    let floor = if sampling.temperature <= 0.0 {
-        l[best as usize]
+    let top = l[best as usize];
+    if sampling.temperature <= 0.0 {
+        return if got >= top - tolerance {
+            // A near-tie: not this model's own choice, within the tolerance.
+            Ok(token != best)
+        } else {
+            Err((best, top - got))
+        };
+    }
+    // Sampled: the token must be one this model could have sampled had its logits been
+    // `tolerance` lower for the token (or higher for the others): fewer than `top_k` tokens,
+    // and less than `top_p` (+ `TOP_P_SLACK`) of the probability, lie clearly above it. The
+    // top-p cut is discontinuous (a token right at the edge of one engine's nucleus can sit
+    // many logits below the other's last candidate), so it is judged by the mass above the
+    // token, not by the other engine's set.
+    let above = |v: f32| v > got + tolerance;
+    let k = if sampling.top_k == 0 {
+        l.len()
     } else {
-        candidates_of(&l, sampling)
+        sampling.top_k.min(l.len())
+    };
+    let rank = l.iter().filter(|&&v| above(v)).count();
+    if rank >= k {
+        let floor = candidates_of(&l, sampling)
             .iter()
             .map(|&(t, _)| l[t as usize])
-            .fold(f32::INFINITY, f32::min)
-    };
-    if got.is_finite() && got >= floor - tolerance {
-        // A near-tie: greedy, and not this model's own choice (any candidate may be sampled).
-        Ok(sampling.temperature <= 0.0 && token != best)
-    } else {
-        Err((best, floor - got))
+            .fold(f32::INFINITY, f32::min);
+        return Err((best, (floor - got).max(tolerance)));
     }
+    if sampling.top_p < 1.0 {
+        // Probabilities over the top-k set at this temperature, as sampling normalises them.
+        let mut sorted: Vec<f32> = l.clone();
+        if k < sorted.len() {
+            sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            sorted.truncate(k);
+        }
+        let z: f64 = sorted
+            .iter()
+            .map(|&v| f64::from((v - top) / sampling.temperature).exp())
+            .sum();
+        let mass: f64 = sorted
+            .iter()
+            .filter(|&&v| above(v))
+            .map(|&v| f64::from((v - top) / sampling.temperature).exp())
+            .sum::<f64>()
+            / z;
+        if mass >= f64::from(sampling.top_p) + TOP_P_SLACK {
+            return Err((best, top - got));
+        }
+    }
+    Ok(false)
 }
+
+/// Probability mass by which an honest engine's top-p nucleus may exceed ours at its edge.
+pub const TOP_P_SLACK: f64 = 0.05;
 
 /// Check `answer` (token ids generated after `prompt`, the stop token included if there was
 /// one) by teacher forcing in `session`: [`check_answer_from`] from the first token.
@@ -220,14 +261,31 @@ mod tests {
 
     #[test]
     fn the_penalty_is_applied_before_the_check() {
-        // Token 1 was just said: with penalty 2 its logit 5 becomes 2.5, so 2 is the argmax.
-        let l = [0.0, 5.0, 4.0, 1.0];
+        // Token 1 was just said: with penalty 2 its logit 5 becomes 2.5, so 2 is the argmax,
+        // 2 logits above it.
+        let l = [0.0, 5.0, 4.5, 1.0];
         let s = Sampling {
             repeat_penalty: 2.0,
             ..Sampling::default()
         };
         assert_eq!(check_token(&l, 2, &s, &[1], TOLERANCE), Ok(false));
         assert!(check_token(&l, 1, &s, &[1], TOLERANCE).is_err());
+    }
+
+    #[test]
+    fn sampled_allows_the_edge_of_another_engines_nucleus() {
+        // At [3, 3, 1.5] the top two hold 89.96 %: token 2 is inside a nucleus of 0.9. At
+        // [3.01, 3.01, 1.5] (another engine's rounding) they hold 90.05 %: it is outside, and
+        // 1.51 below the last candidate. The mass above it decides, not that gap.
+        let s = Sampling {
+            temperature: 1.0,
+            top_p: 0.9,
+            ..Sampling::default()
+        };
+        let mine = [3.01, 3.01, 1.5, -9.0];
+        assert!(!candidates_of(&mine, &s).iter().any(|c| c.0 == 2));
+        assert_eq!(check_token(&mine, 2, &s, &[], TOLERANCE), Ok(false));
+        assert!(check_token(&mine, 3, &s, &[], TOLERANCE).is_err());
     }
 
     #[test]

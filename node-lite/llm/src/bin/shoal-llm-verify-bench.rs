@@ -162,6 +162,28 @@ fn run_pair(
     p
 }
 
+/// Rows printed as they are pushed (a long run leaves what it measured so far).
+struct Rows(Vec<Pair>);
+
+impl Rows {
+    fn push(&mut self, r: Pair) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} ({:.1} %) | {} | {:.1} % |",
+            r.label,
+            r.answers,
+            r.tokens,
+            r.rejected,
+            r.near_ties,
+            r.tampered,
+            r.caught,
+            100.0 * r.caught as f64 / r.tampered.max(1) as f64,
+            r.caught_at_first,
+            100.0 * r.verify_s / r.gen_s.max(1e-9),
+        );
+        self.0.push(r);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = args.get(1).filter(|a| !a.starts_with("--")) else {
@@ -186,7 +208,11 @@ fn main() {
     let best = kernels::best_tier();
     let load = |tier: Tier, threads: usize| Engine::with_tier(&bytes, threads, tier).expect("load");
     let fast = load(best, 2);
-    let mut rows = Vec::new();
+    let mut rows = Rows(Vec::new());
+    println!(
+        "| generator → verifier | answers | tokens | honest rejected | near-ties passed | tampered | caught | at the tampered token | verify / generate |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     // The cost row: the same engine generates and verifies (what a requester of the same
     // device class pays).
     rows.push(run_pair(
@@ -232,23 +258,5 @@ fn main() {
             every,
         ));
     }
-    println!(
-        "\n| generator → verifier | answers | tokens | honest rejected | near-ties passed | tampered | caught | at the tampered token | verify / generate |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} ({:.1} %) | {} | {:.1} % |",
-            r.label,
-            r.answers,
-            r.tokens,
-            r.rejected,
-            r.near_ties,
-            r.tampered,
-            r.caught,
-            100.0 * r.caught as f64 / r.tampered.max(1) as f64,
-            r.caught_at_first,
-            100.0 * r.verify_s / r.gen_s.max(1e-9),
-        );
-    }
+    drop(rows);
 }
