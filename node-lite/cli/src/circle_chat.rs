@@ -26,7 +26,7 @@ use shoal_llm::{Engine, Finish, GenParams, Message, Sampling, Session, TextStrea
 use tokio::sync::mpsc;
 
 use crate::chat_cmd::{ChatModelArgs, GenArgs};
-use crate::circle_cmd::{NetArgs, anchor, config, jline, runtime, submit_entries};
+use crate::circle_net::{NetArgs, WaitArgs, anchor, config, jline, runtime, submit_entries};
 
 /// A chat model a member serves: the engine and what it advertises.
 pub(crate) struct ChatServing {
@@ -442,12 +442,8 @@ pub(crate) struct CircleChatArgs {
     /// on this machine's model before it counts.
     #[arg(long)]
     pub circle: Option<String>,
-    /// Wait until this many other members are up before asking.
-    #[arg(long, default_value_t = 0)]
-    pub peers: usize,
-    /// Longest wait for members (ms); with --peers 0, how long to collect members first.
-    #[arg(long, default_value_t = 3000)]
-    pub wait_ms: u64,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Ask a member even when this machine is faster.
     #[arg(long)]
     pub prefer_remote: bool,
@@ -524,33 +520,12 @@ pub(crate) fn ask(
         let driver = tokio::spawn(native::run(ncfg, no_embedder, cmd_rx, ev_tx));
         let mut chat = ChatThread::spawn(engine.clone(), cmd_tx.clone(), ServeHooks::default());
         // Members first.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(args.wait_ms);
-        let mut up = 0usize;
-        loop {
-            if args.peers > 0 && up >= args.peers {
-                break;
-            }
-            tokio::select! {
-                ev = ev_rx.recv() => match ev {
-                    Some(AppEvent::PeerUp { peer, caps }) => {
-                        up += 1;
-                        let serves = caps.chat.iter().find(|c| c.model == model_id)
-                            .map(|c| format!("{:.0} tok/s", c.decode_tok_s)).unwrap_or_else(|| "no such model".into());
-                        eprintln!("member up: {} ({}, {}, {serves})", caps.name, peer.short(), caps.backend);
-                        if let Ok(mut n) = names.lock() { n.insert(peer, (caps.name.clone(), caps.backend.clone())); }
-                    }
-                    Some(AppEvent::PeerDown { .. }) => up = up.saturating_sub(1),
-                    Some(_) => {}
-                    None => bail!("circle driver stopped"),
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    if args.peers > 0 && up < args.peers {
-                        bail!("only {up} of {} members came up in {} ms", args.peers, args.wait_ms);
-                    }
-                    break;
-                }
-            }
-        }
+        args.wait.members(&mut ev_rx, |peer, caps| {
+            let serves = caps.chat.iter().find(|c| c.model == model_id)
+                .map(|c| format!("{:.0} tok/s", c.decode_tok_s)).unwrap_or_else(|| "no such model".into());
+            eprintln!("member up: {} ({}, {}, {serves})", caps.name, peer.short(), caps.backend);
+            if let Ok(mut n) = names.lock() { n.insert(*peer, (caps.name.clone(), caps.backend.clone())); }
+        }).await?;
         let t0 = Instant::now();
         cmd_tx.send(AppCmd::Generate(ask)).await.ok().context("driver stopped")?;
         let mut text = TextStream::default();

@@ -53,7 +53,7 @@ enum Command {
         /// The circle link, a shoal://circle#c=… URI, or the bare key.
         link: String,
         #[command(flatten)]
-        net: crate::circle_cmd::NetArgs,
+        net: crate::circle_net::NetArgs,
         #[command(flatten)]
         model: ModelArgs,
         /// Also answer the members' chat requests, with the default chat model (or

@@ -3,6 +3,7 @@
 mod chat_cmd;
 mod circle_chat;
 mod circle_cmd;
+mod circle_net;
 mod cli;
 mod paths;
 mod receipts;

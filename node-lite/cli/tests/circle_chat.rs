@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::circle::{in_namespace, node_cmd, start_relay, start_worker, wait_line};
+use common::circle::{in_namespace, node_cmd, random_link, start_relay, start_worker, wait_line};
 
 const PROMPT: &str = "Write a short story about a lighthouse keeper and a storm.";
 const MAX_TOKENS: &str = "40";
@@ -85,10 +85,7 @@ fn members_answer_verified_survive_a_kill_stop_and_a_liar() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_relay, relay) = start_relay(dir.path());
-    let link = format!(
-        "http://127.0.0.1/#c={}",
-        node_lite::circle::CircleKey::generate().unwrap().token()
-    );
+    let link = random_link();
     let gguf = common::gguf();
     let g = gguf.to_str().unwrap();
     let receipts = dir.path().join("receipts");

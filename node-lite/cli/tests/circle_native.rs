@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::circle::{in_namespace, node_cmd, start_relay, start_worker, wait_line};
+use common::circle::{in_namespace, node_cmd, random_link, start_relay, start_worker, wait_line};
 
 fn sentences(n: usize) -> Vec<String> {
     let subjects = [
@@ -136,10 +136,7 @@ fn circle_of_three_embeds_like_local_and_survives_a_killed_worker() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_relay, relay) = start_relay(dir.path());
-    let link = format!(
-        "http://127.0.0.1/#c={}",
-        node_lite::circle::CircleKey::generate().unwrap().token()
-    );
+    let link = random_link();
 
     // --- 1: requester + two workers, 300 sentences ---
     let texts = sentences(300);

@@ -210,28 +210,12 @@ impl Receipt {
 
     /// `version || postcard(receipt)`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(320);
-        out.push(RECEIPT_VERSION);
-        // Infallible for this fixed shape, see `ReceiptBody::encode`.
-        out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
-        out
+        encode_tagged(RECEIPT_VERSION, self)
     }
 
     /// Decodes without checking signatures (see [`Receipt::decode_verified`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, ReceiptError> {
-        if bytes.len() > MAX_RECEIPT_BYTES {
-            return Err(ReceiptError::TooLarge(bytes.len()));
-        }
-        let (&version, rest) = bytes.split_first().ok_or(ReceiptError::Empty)?;
-        if version != RECEIPT_VERSION {
-            return Err(ReceiptError::UnknownVersion(version));
-        }
-        let (r, trailing) = postcard::take_from_bytes::<Receipt>(rest)
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        if !trailing.is_empty() {
-            return Err(ReceiptError::Trailing);
-        }
-        Ok(r)
+        decode_tagged(bytes, RECEIPT_VERSION)
     }
 
     /// Decodes and verifies; what a relay does before appending.
@@ -316,29 +300,43 @@ impl Misbehaviour {
 
     /// `version || postcard(record)`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![MISBEHAVIOUR_VERSION];
-        // Infallible for this fixed shape, see `ReceiptBody::encode`.
-        out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
-        out
+        encode_tagged(MISBEHAVIOUR_VERSION, self)
     }
 
     /// Decodes and verifies.
     pub fn decode_verified(bytes: &[u8]) -> Result<Self, ReceiptError> {
-        if bytes.len() > MAX_RECEIPT_BYTES {
-            return Err(ReceiptError::TooLarge(bytes.len()));
-        }
-        let (&version, rest) = bytes.split_first().ok_or(ReceiptError::Empty)?;
-        if version != MISBEHAVIOUR_VERSION {
-            return Err(ReceiptError::UnknownVersion(version));
-        }
-        let (r, trailing) = postcard::take_from_bytes::<Misbehaviour>(rest)
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        if !trailing.is_empty() {
-            return Err(ReceiptError::Trailing);
-        }
+        let r: Misbehaviour = decode_tagged(bytes, MISBEHAVIOUR_VERSION)?;
         r.verify()?;
         Ok(r)
     }
+}
+
+/// `version ‖ postcard(value)` (infallible for these fixed shapes, see `ReceiptBody::encode`).
+fn encode_tagged(version: u8, value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    out.push(version);
+    out.extend_from_slice(&postcard::to_allocvec(value).unwrap_or_default());
+    out
+}
+
+/// `version ‖ postcard(T)` of a log entry: size, version byte, the whole body.
+fn decode_tagged<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    expected: u8,
+) -> Result<T, ReceiptError> {
+    if bytes.len() > MAX_RECEIPT_BYTES {
+        return Err(ReceiptError::TooLarge(bytes.len()));
+    }
+    let (&version, rest) = bytes.split_first().ok_or(ReceiptError::Empty)?;
+    if version != expected {
+        return Err(ReceiptError::UnknownVersion(version));
+    }
+    let (r, trailing) =
+        postcard::take_from_bytes::<T>(rest).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    if !trailing.is_empty() {
+        return Err(ReceiptError::Trailing);
+    }
+    Ok(r)
 }
 
 /// What a log entry is.

@@ -193,3 +193,11 @@ pub(crate) fn wait_line(
         }
     }
 }
+
+/// A link to a fresh circle (random key).
+pub(crate) fn random_link() -> String {
+    format!(
+        "http://127.0.0.1/#c={}",
+        node_lite::circle::CircleKey::generate().unwrap().token()
+    )
+}

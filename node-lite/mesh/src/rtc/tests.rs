@@ -807,6 +807,16 @@ fn gen_ask(prompt: &[u32], local_rate: f64) -> GenAsk {
     }
 }
 
+/// Member `i` asks for an answer to `prompt` (its own decode rate `local_rate`).
+fn ask_answer(w: &mut World, i: usize, prompt: &[u32], local_rate: f64) {
+    let now = w.now;
+    w.members[i]
+        .node
+        .start_generation(gen_ask(prompt, local_rate), now)
+        .unwrap();
+    w.collect(i);
+}
+
 /// The finished answer of member `i`: tokens, finish, verified, spans.
 type Answer = (
     Vec<u32>,
@@ -873,12 +883,7 @@ fn run_until(w: &mut World, max: usize, cond: impl Fn(&World) -> bool) {
 fn an_answer_is_served_by_a_member_verified_and_receipted() {
     let mut w = connected(3);
     let prompt = vec![11, 12, 13, 14];
-    let now = w.now;
-    w.members[0]
-        .node
-        .start_generation(gen_ask(&prompt, 1.0), now)
-        .unwrap();
-    w.collect(0);
+    ask_answer(&mut w, 0, &prompt, 1.0);
     w.run(100_000);
     let (tokens, finish, verified, spans) = finished(&w, 0).expect("answer finished");
     assert_eq!(tokens, fake_answer(&prompt));
@@ -905,12 +910,7 @@ fn an_answer_is_served_by_a_member_verified_and_receipted() {
     assert_eq!(r[0].body.worker, server.0);
     assert!(w.members[0].misbehaviour.is_empty());
     // Faster here: this device answers itself, nothing to verify.
-    let now = w.now;
-    w.members[1]
-        .node
-        .start_generation(gen_ask(&prompt, 1000.0), now)
-        .unwrap();
-    w.collect(1);
+    ask_answer(&mut w, 1, &prompt, 1000.0);
     w.run(100_000);
     let (tokens, _, verified, spans) = finished(&w, 1).unwrap();
     assert_eq!(tokens, fake_answer(&prompt));
@@ -921,12 +921,7 @@ fn an_answer_is_served_by_a_member_verified_and_receipted() {
 fn a_member_killed_mid_answer_is_replaced_without_losing_a_token() {
     let mut w = connected(3);
     let prompt = vec![5, 6, 7];
-    let now = w.now;
-    w.members[0]
-        .node
-        .start_generation(gen_ask(&prompt, 1.0), now)
-        .unwrap();
-    w.collect(0);
+    ask_answer(&mut w, 0, &prompt, 1.0);
     // Let the server stream a few tokens, then kill it.
     run_until(&mut w, 100_000, |w| {
         (1..3).any(|i| w.members[i].node.gen_counters().tokens_served >= 6)
@@ -960,12 +955,7 @@ fn a_tampering_member_is_caught_excluded_and_recorded() {
     w.members[1].tamper = true;
     w.members[2].tamper = true;
     let prompt = vec![21, 22];
-    let now = w.now;
-    w.members[0]
-        .node
-        .start_generation(gen_ask(&prompt, 1.0), now)
-        .unwrap();
-    w.collect(0);
+    ask_answer(&mut w, 0, &prompt, 1.0);
     w.run(200_000);
     let (tokens, _, verified, spans) = finished(&w, 0).expect("answer finished");
     assert_eq!(tokens, fake_answer(&prompt));
@@ -1000,12 +990,7 @@ fn a_tampering_member_is_caught_excluded_and_recorded() {
 fn stop_ends_the_remote_generation() {
     let mut w = connected(2);
     let prompt = vec![1, 2, 3];
-    let now = w.now;
-    w.members[0]
-        .node
-        .start_generation(gen_ask(&prompt, 1.0), now)
-        .unwrap();
-    w.collect(0);
+    ask_answer(&mut w, 0, &prompt, 1.0);
     run_until(&mut w, 100_000, |w| {
         w.members[1].node.gen_counters().tokens_served >= 4
     });
