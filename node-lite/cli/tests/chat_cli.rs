@@ -82,7 +82,18 @@ fn chat_json_is_one_line_with_the_templated_prompt_ids() {
     assert_eq!(out.lines().count(), 1, "exactly one line: {out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(
+        keys,
+        [
+            "decode_tok_s",
+            "first_token_ms",
+            "prefill_tok_s",
+            "prompt_tokens",
+            "text",
+            "tokens"
+        ]
+    );
+    assert!(v["first_token_ms"].as_f64().unwrap() > 0.0);
     // The golden file's first chat is this question; its ids came from llama.cpp.
     let golden: serde_json::Value = serde_json::from_slice(
         &std::fs::read(concat!(
