@@ -147,6 +147,18 @@ impl ReceiptBody {
         [REQUESTER_DOMAIN, &self.encode(), &worker_sig.0].concat()
     }
 
+    /// Times in order and the worker's signature over this body (what a receipt and a
+    /// misbehaviour record both check first).
+    fn check_worker_sig(&self, worker_sig: &Sig) -> Result<(), ReceiptError> {
+        if self.finished_ms < self.started_ms {
+            return Err(ReceiptError::BadTimes);
+        }
+        if !ed25519_verify(&self.worker, &self.worker_message(), &worker_sig.0) {
+            return Err(ReceiptError::BadWorkerSignature);
+        }
+        Ok(())
+    }
+
     /// The worker's signature over this body.
     pub fn sign_as_worker(&self, worker: &dyn NoteSigner) -> Result<Sig, ReceiptError> {
         if worker.public_key() != self.worker {
@@ -178,9 +190,7 @@ impl Receipt {
         if requester.public_key() != body.requester {
             return Err(ReceiptError::WrongSigner("requester"));
         }
-        if !ed25519_verify(&body.worker, &body.worker_message(), &worker_sig.0) {
-            return Err(ReceiptError::BadWorkerSignature);
-        }
+        body.check_worker_sig(&worker_sig)?;
         let requester_sig = Sig(requester.sign(&body.requester_message(&worker_sig)));
         Ok(Self {
             body,
@@ -192,12 +202,7 @@ impl Receipt {
     /// Checks times and both signatures.
     pub fn verify(&self) -> Result<(), ReceiptError> {
         let b = &self.body;
-        if b.finished_ms < b.started_ms {
-            return Err(ReceiptError::BadTimes);
-        }
-        if !ed25519_verify(&b.worker, &b.worker_message(), &self.worker_sig.0) {
-            return Err(ReceiptError::BadWorkerSignature);
-        }
+        b.check_worker_sig(&self.worker_sig)?;
         if !ed25519_verify(
             &b.requester,
             &b.requester_message(&self.worker_sig),
@@ -270,9 +275,7 @@ impl Misbehaviour {
         if requester.public_key() != body.requester {
             return Err(ReceiptError::WrongSigner("requester"));
         }
-        if !ed25519_verify(&body.worker, &body.worker_message(), &worker_sig.0) {
-            return Err(ReceiptError::BadWorkerSignature);
-        }
+        body.check_worker_sig(&worker_sig)?;
         let requester_sig = Sig(requester.sign(&Self::message(&body, &worker_sig, position)));
         Ok(Self {
             body,
@@ -285,12 +288,7 @@ impl Misbehaviour {
     /// Checks times and both signatures.
     pub fn verify(&self) -> Result<(), ReceiptError> {
         let b = &self.body;
-        if b.finished_ms < b.started_ms {
-            return Err(ReceiptError::BadTimes);
-        }
-        if !ed25519_verify(&b.worker, &b.worker_message(), &self.worker_sig.0) {
-            return Err(ReceiptError::BadWorkerSignature);
-        }
+        b.check_worker_sig(&self.worker_sig)?;
         let m = Self::message(b, &self.worker_sig, self.position);
         if !ed25519_verify(&b.requester, &m, &self.requester_sig.0) {
             return Err(ReceiptError::BadRequesterSignature);
